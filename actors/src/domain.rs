@@ -1,0 +1,219 @@
+//! The domain model shared by every part of the service.
+//!
+//! These types mirror the rows of the `attune` schema. They carry no database or broker
+//! types, so the actor tree and the adapters can agree on them without depending on each
+//! other.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Primary key of every table.
+pub type Id = i64;
+
+/// The runtime ref of built-in sensors (timers, webhooks, file watches).
+pub const BUILTIN_RUNTIME: &str = "builtin";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub id: Id,
+    pub r#ref: String,
+    pub pack: Option<Id>,
+    pub pack_ref: Option<String>,
+    pub label: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub param_schema: Option<Value>,
+    pub payload_schema: Option<Value>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sensor {
+    pub id: Id,
+    pub r#ref: String,
+    pub pack: Option<Id>,
+    pub pack_ref: Option<String>,
+    pub label: String,
+    pub description: Option<String>,
+    pub entrypoint: String,
+    pub runtime: Option<Id>,
+    pub runtime_ref: String,
+    pub trigger: Id,
+    pub trigger_ref: String,
+    pub enabled: bool,
+    /// Seconds between polls; `None` means the service default (`sensor.poll_interval`).
+    pub poll_interval: Option<i64>,
+    pub param_schema: Option<Value>,
+    pub config: Value,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: Id,
+    pub r#ref: String,
+    pub pack: Option<Id>,
+    pub pack_ref: Option<String>,
+    pub label: String,
+    pub description: Option<String>,
+    pub action: Option<Id>,
+    pub action_ref: String,
+    pub trigger: Id,
+    pub trigger_ref: String,
+    pub conditions: Value,
+    pub enabled: bool,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: Id,
+    pub trigger: Option<Id>,
+    pub trigger_ref: String,
+    /// Snapshot of the trigger (and sensor) configuration at the time of the event.
+    pub config: Value,
+    pub payload: Value,
+    /// The sensor that produced the event; `None` for system events.
+    pub source: Option<Id>,
+    pub source_ref: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+/// An event not yet stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub trigger: Option<Id>,
+    pub trigger_ref: String,
+    pub config: Value,
+    pub payload: Value,
+    pub source: Option<Id>,
+    pub source_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enforcement {
+    pub id: Id,
+    pub rule: Id,
+    pub rule_ref: String,
+    pub trigger_ref: String,
+    pub event: Id,
+    pub status: String,
+    pub payload: Value,
+    /// `all` or `any`: the top-level combinator of the rule's conditions.
+    pub condition: String,
+    pub conditions: Value,
+    pub created: DateTime<Utc>,
+}
+
+/// An enforcement not yet stored. Storing is idempotent on `(rule, event)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEnforcement {
+    pub rule: Id,
+    pub rule_ref: String,
+    pub trigger_ref: String,
+    pub event: Id,
+    pub payload: Value,
+    pub condition: String,
+    pub conditions: Value,
+}
+
+/// A message waiting in the transactional outbox, in the order it must be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub id: Id,
+    pub message_id: uuid::Uuid,
+    pub message_type: String,
+    pub routing_key: String,
+    /// The serialized [`crate::messages::Envelope`].
+    pub body: String,
+}
+
+/// Everything a pack directory defines, validated and ready to be written in one
+/// transaction. Refs are full refs (`<pack>.<name>`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PackDefinition {
+    pub r#ref: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub version: String,
+    pub triggers: Vec<TriggerDefinition>,
+    pub sensors: Vec<SensorDefinition>,
+    pub rules: Vec<RuleDefinition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerDefinition {
+    pub r#ref: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub param_schema: Option<Value>,
+    pub payload_schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorDefinition {
+    pub r#ref: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub runtime_ref: String,
+    pub entrypoint: String,
+    /// Full ref of the trigger; it must be defined by this pack or already stored.
+    pub trigger_ref: String,
+    pub enabled: bool,
+    pub poll_interval: Option<i64>,
+    pub param_schema: Option<Value>,
+    pub config: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleDefinition {
+    pub r#ref: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub trigger_ref: String,
+    /// Full ref of the action. Actions belong to the executor; an unknown one is recorded
+    /// by ref only.
+    pub action_ref: String,
+    pub conditions: Value,
+    pub enabled: bool,
+}
+
+/// What an upsert changed; loading the same pack twice reports zero changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct PackUpsertSummary {
+    pub created: u32,
+    pub updated: u32,
+    pub unchanged: u32,
+}
+
+impl PackUpsertSummary {
+    pub fn changed(&self) -> bool {
+        self.created > 0 || self.updated > 0
+    }
+}
+
+/// The configuration snapshot stored with an event: what the trigger and the sensor looked
+/// like when the event happened, so later edits do not rewrite history.
+pub fn config_snapshot(trigger: &Trigger, sensor: Option<&Sensor>) -> Value {
+    serde_json::json!({
+        "trigger": {
+            "id": trigger.id,
+            "ref": trigger.r#ref,
+            "label": trigger.label,
+            "param_schema": trigger.param_schema,
+            "payload_schema": trigger.payload_schema,
+        },
+        "sensor": sensor.map(|s| serde_json::json!({
+            "id": s.id,
+            "ref": s.r#ref,
+            "runtime_ref": s.runtime_ref,
+            "entrypoint": s.entrypoint,
+            "poll_interval": s.poll_interval,
+            "config": s.config,
+        })),
+    })
+}

@@ -1,0 +1,12 @@
+//! The supervised runtime core of attune-sensor.
+//!
+//! This crate holds the actor tree (supervisor, sensor actors, event generator, rule
+//! matcher, outbox publisher), the domain model, the condition engine and the ports
+//! (traits) through which the actors reach storage, the message bus and sensor code. It
+//! depends on no database, broker or HTTP crate: the binary crate plugs adapters in.
+
+pub mod conditions;
+pub mod domain;
+pub mod messages;
+pub mod ports;
+pub mod sensor;

@@ -1,0 +1,232 @@
+//! Messages the service publishes, wrapped in the platform's common envelope.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use crate::domain::{Enforcement, Event, Id};
+
+/// Routing key of [`EventCreated`].
+pub const EVENT_CREATED_KEY: &str = "event.created";
+/// Routing key of [`EnforcementCreated`].
+pub const ENFORCEMENT_CREATED_KEY: &str = "enforcement.created";
+/// Version of the envelope format.
+pub const ENVELOPE_VERSION: &str = "1.0";
+
+/// The wrapper around every message on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<P = MessagePayload> {
+    pub message_id: Uuid,
+    pub correlation_id: Option<Uuid>,
+    pub message_type: MessageType,
+    pub version: String,
+    pub timestamp: DateTime<Utc>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub payload: P,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageType {
+    EventCreated,
+    EnforcementCreated,
+    ExecutionRequested,
+    ExecutionStatusChanged,
+    ExecutionCompleted,
+    InquiryCreated,
+    InquiryResponded,
+    NotificationCreated,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventCreated => "EventCreated",
+            Self::EnforcementCreated => "EnforcementCreated",
+            Self::ExecutionRequested => "ExecutionRequested",
+            Self::ExecutionStatusChanged => "ExecutionStatusChanged",
+            Self::ExecutionCompleted => "ExecutionCompleted",
+            Self::InquiryCreated => "InquiryCreated",
+            Self::InquiryResponded => "InquiryResponded",
+            Self::NotificationCreated => "NotificationCreated",
+        }
+    }
+}
+
+/// Every payload the platform defines. Serialized untagged: the envelope's
+/// `message_type` says which one it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessagePayload {
+    EventCreated(EventCreated),
+    EnforcementCreated(EnforcementCreated),
+    ExecutionRequested(ExecutionRequested),
+    ExecutionStatusChanged(ExecutionStatusChanged),
+    ExecutionCompleted(ExecutionCompleted),
+    InquiryCreated(InquiryCreated),
+    InquiryResponded(InquiryResponded),
+    NotificationCreated(NotificationCreated),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventCreated {
+    pub event_id: Id,
+    pub trigger_id: Option<Id>,
+    pub trigger_ref: String,
+    pub sensor_id: Option<Id>,
+    pub sensor_ref: Option<String>,
+    pub payload: Value,
+    pub config: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnforcementCreated {
+    pub enforcement_id: Id,
+    pub rule_id: Id,
+    pub rule_ref: String,
+    pub event_id: Id,
+    pub trigger_ref: String,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRequested {
+    pub execution_id: Id,
+    pub enforcement_id: Option<Id>,
+    pub action_ref: String,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionStatusChanged {
+    pub execution_id: Id,
+    pub old_status: String,
+    pub new_status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionCompleted {
+    pub execution_id: Id,
+    pub status: String,
+    pub result: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InquiryCreated {
+    pub inquiry_id: Id,
+    pub execution_id: Id,
+    pub prompt: String,
+    pub response_schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InquiryResponded {
+    pub inquiry_id: Id,
+    pub execution_id: Id,
+    pub response: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationCreated {
+    pub notification_id: Id,
+    pub channel: String,
+    pub entity_type: String,
+    pub entity: String,
+    pub activity: String,
+    pub content: Value,
+}
+
+impl Envelope {
+    pub fn new(message_type: MessageType, payload: MessagePayload) -> Self {
+        Self {
+            message_id: Uuid::new_v4(),
+            correlation_id: None,
+            message_type,
+            version: ENVELOPE_VERSION.to_owned(),
+            timestamp: Utc::now(),
+            headers: BTreeMap::new(),
+            payload,
+        }
+    }
+
+    /// The `EventCreated` message announcing a stored event.
+    pub fn event_created(event: &Event) -> Self {
+        Self::new(
+            MessageType::EventCreated,
+            MessagePayload::EventCreated(EventCreated {
+                event_id: event.id,
+                trigger_id: event.trigger,
+                trigger_ref: event.trigger_ref.clone(),
+                sensor_id: event.source,
+                sensor_ref: event.source_ref.clone(),
+                payload: event.payload.clone(),
+                config: event.config.clone(),
+            }),
+        )
+    }
+
+    /// The `EnforcementCreated` message announcing a stored enforcement. Its correlation id
+    /// ties it to the event that caused it.
+    pub fn enforcement_created(enforcement: &Enforcement) -> Self {
+        let mut envelope = Self::new(
+            MessageType::EnforcementCreated,
+            MessagePayload::EnforcementCreated(EnforcementCreated {
+                enforcement_id: enforcement.id,
+                rule_id: enforcement.rule,
+                rule_ref: enforcement.rule_ref.clone(),
+                event_id: enforcement.event,
+                trigger_ref: enforcement.trigger_ref.clone(),
+                payload: enforcement.payload.clone(),
+            }),
+        );
+        envelope
+            .headers
+            .insert("event_id".to_owned(), enforcement.event.to_string());
+        envelope
+    }
+
+    pub fn routing_key(&self) -> &'static str {
+        match self.message_type {
+            MessageType::EventCreated => EVENT_CREATED_KEY,
+            MessageType::EnforcementCreated => ENFORCEMENT_CREATED_KEY,
+            MessageType::ExecutionRequested => "execution.requested",
+            MessageType::ExecutionStatusChanged => "execution.status_changed",
+            MessageType::ExecutionCompleted => "execution.completed",
+            MessageType::InquiryCreated => "inquiry.created",
+            MessageType::InquiryResponded => "inquiry.responded",
+            MessageType::NotificationCreated => "notification.created",
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_created_round_trips_with_its_fields() {
+        let event = Event {
+            id: 7,
+            trigger: Some(3),
+            trigger_ref: "core.tick".into(),
+            config: serde_json::json!({"trigger": {"ref": "core.tick"}}),
+            payload: serde_json::json!({"n": 1}),
+            source: None,
+            source_ref: None,
+            created: Utc::now(),
+        };
+        let envelope = Envelope::event_created(&event);
+        let json: Value = serde_json::from_str(&envelope.to_json()).expect("valid json");
+        assert_eq!(json["message_type"], "EventCreated");
+        assert_eq!(json["payload"]["event_id"], 7);
+        assert_eq!(json["payload"]["sensor_ref"], Value::Null);
+        assert_eq!(envelope.routing_key(), EVENT_CREATED_KEY);
+    }
+}
