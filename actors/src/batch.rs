@@ -1,0 +1,108 @@
+//! Group commit for the pipeline actors.
+//!
+//! An actor handles one message at a time, so while it commits one batch, new requests
+//! queue up in its mailbox. The first request into an empty buffer sends the actor a
+//! `Flush` message; because the mailbox is first-in first-out, every request that arrived
+//! before that `Flush` is already buffered when it is handled, and goes into the same
+//! transaction. Under load batches grow by themselves; when idle a request is written
+//! at once.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Requests waiting to be written, and whether a flush is already on its way.
+pub(crate) struct Batcher<T> {
+    pending: VecDeque<T>,
+    flush_scheduled: bool,
+    max_batch: usize,
+    failures: u32,
+}
+
+impl<T> Batcher<T> {
+    pub fn new(max_batch: usize) -> Self {
+        Self {
+            pending: VecDeque::new(),
+            flush_scheduled: false,
+            max_batch: max_batch.max(1),
+            failures: 0,
+        }
+    }
+
+    /// Buffers a request; true when the caller must schedule a flush.
+    pub fn push(&mut self, item: T) -> bool {
+        self.pending.push_back(item);
+        !std::mem::replace(&mut self.flush_scheduled, true)
+    }
+
+    /// Takes the next batch for a flush that is being handled now.
+    pub fn take_batch(&mut self) -> Vec<T> {
+        self.flush_scheduled = false;
+        let n = self.pending.len().min(self.max_batch);
+        self.pending.drain(..n).collect()
+    }
+
+    /// Puts a batch whose write failed back in front, in its order, and returns how long
+    /// to wait before trying again (doubling up to five seconds).
+    pub fn requeue(&mut self, batch: Vec<T>) -> Duration {
+        for item in batch.into_iter().rev() {
+            self.pending.push_front(item);
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.flush_scheduled = true;
+        retry_delay(self.failures)
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// True when more requests wait and no flush is scheduled yet; marks one scheduled.
+    pub fn needs_flush(&mut self) -> bool {
+        if self.pending.is_empty() || self.flush_scheduled {
+            return false;
+        }
+        self.flush_scheduled = true;
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// 50 ms, doubling per consecutive failure, at most 5 s.
+pub(crate) fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(7);
+    Duration::from_millis(50u64 << exponent).min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_push_schedules_one_flush_and_batches_are_bounded() {
+        let mut batcher = Batcher::new(2);
+        assert!(batcher.push(1));
+        assert!(!batcher.push(2));
+        assert!(!batcher.push(3));
+        assert_eq!(batcher.take_batch(), vec![1, 2]);
+        assert!(batcher.needs_flush());
+        assert!(!batcher.needs_flush());
+        assert_eq!(batcher.take_batch(), vec![3]);
+        assert!(!batcher.needs_flush());
+    }
+
+    #[test]
+    fn failed_batch_goes_back_in_front_in_order() {
+        let mut batcher = Batcher::new(10);
+        batcher.push(1);
+        batcher.push(2);
+        let batch = batcher.take_batch();
+        batcher.push(3);
+        let delay = batcher.requeue(batch);
+        assert_eq!(delay, Duration::from_millis(50));
+        assert_eq!(batcher.take_batch(), vec![1, 2, 3]);
+        assert_eq!(retry_delay(20), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,136 @@
+//! `EventGeneratorActor`: turns detections into stored events.
+//!
+//! It writes events (with their outbox rows) in batches, acknowledges each submitter once
+//! its row is committed, hands the stored events to the rule matcher and wakes the outbox
+//! publisher. A failed write keeps the batch and retries it: an event is never dropped
+//! because the database was briefly away.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::{Arc, Mutex};
+
+use crate::batch::Batcher;
+use crate::matcher::{MatchRequest, MatcherMsg};
+use crate::pipeline::{EventAck, EventRequest, PipelineRefs};
+use crate::ports::Store;
+
+pub enum GeneratorMsg {
+    Generate(EventRequest),
+    Flush,
+    /// Writes everything buffered (retrying until it succeeds) and then replies; used on
+    /// shutdown.
+    FlushAll(RpcReplyPort<()>),
+}
+
+pub struct EventGeneratorActor;
+
+pub struct GeneratorArgs {
+    pub store: Arc<dyn Store>,
+    pub refs: Arc<PipelineRefs>,
+    pub max_batch: usize,
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+pub struct GeneratorState {
+    args: GeneratorArgs,
+    batcher: Batcher<EventRequest>,
+}
+
+impl Actor for EventGeneratorActor {
+    type Msg = GeneratorMsg;
+    type State = GeneratorState;
+    type Arguments = GeneratorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: GeneratorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(GeneratorState {
+            batcher: Batcher::new(args.max_batch),
+            args,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GeneratorMsg::Generate(request) => {
+                if state.batcher.push(request) {
+                    myself.send_message(GeneratorMsg::Flush)?;
+                }
+            }
+            GeneratorMsg::Flush => {
+                if let Err(delay) = state.flush_once().await {
+                    myself.send_after(delay, || GeneratorMsg::Flush);
+                } else if state.batcher.needs_flush() {
+                    myself.send_message(GeneratorMsg::Flush)?;
+                }
+            }
+            GeneratorMsg::FlushAll(reply) => {
+                while !state.batcher.is_empty() {
+                    if let Err(delay) = state.flush_once().await {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GeneratorState {
+    /// Writes one batch; on failure the batch is requeued and the retry delay returned.
+    async fn flush_once(&mut self) -> Result<(), std::time::Duration> {
+        let batch = self.batcher.take_batch();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let new_events = batch.iter().map(|r| r.event.clone()).collect();
+        match self.args.store.create_events(new_events).await {
+            Ok(events) => {
+                self.batcher.succeeded();
+                set_error(&self.args.last_error, None);
+                let mut to_match = Vec::with_capacity(events.len());
+                for (request, event) in batch.into_iter().zip(events) {
+                    let reply = match request.ack {
+                        EventAck::None => None,
+                        EventAck::Stored(reply) => {
+                            let _ = reply.send(event.clone());
+                            None
+                        }
+                        EventAck::Matched(reply) => Some(reply),
+                    };
+                    to_match.push(MatchRequest { event, reply });
+                }
+                self.args.refs.wake_outbox();
+                self.forward(to_match);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "storing events failed; will retry");
+                set_error(&self.args.last_error, Some(error.to_string()));
+                Err(self.batcher.requeue(batch))
+            }
+        }
+    }
+
+    fn forward(&self, requests: Vec<MatchRequest>) {
+        match self.args.refs.matcher() {
+            Some(matcher) => {
+                if matcher.send_message(MatcherMsg::Match(requests)).is_err() {
+                    tracing::error!("rule matcher is not running; stored events were not matched");
+                }
+            }
+            None => tracing::error!("rule matcher is not running; stored events were not matched"),
+        }
+    }
+}
+
+pub(crate) fn set_error(slot: &Mutex<Option<String>>, error: Option<String>) {
+    *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+}

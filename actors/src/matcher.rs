@@ -1,0 +1,198 @@
+//! `RuleMatcherActor`: matches stored events against the enabled rules of their trigger
+//! and writes one enforcement per matching rule.
+//!
+//! Rules are compiled once per trigger and cached until the supervisor's `Reconcile`
+//! refreshes them. A rule whose conditions do not compile is skipped with an error naming
+//! it; it never stops other rules from matching.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+use crate::batch::Batcher;
+use crate::conditions::{CompiledConditions, evaluation_context};
+use crate::domain::{Event, NewEnforcement, Rule};
+use crate::generator::set_error;
+use crate::pipeline::{MatchOutcome, PipelineRefs};
+use crate::ports::{Store, StoreError};
+
+pub struct MatchRequest {
+    pub event: Event,
+    pub reply: Option<oneshot::Sender<MatchOutcome>>,
+}
+
+pub enum MatcherMsg {
+    Match(Vec<MatchRequest>),
+    Flush,
+    /// Forget cached rules; they are reloaded on the next event of each trigger.
+    RefreshRules,
+    FlushAll(RpcReplyPort<()>),
+}
+
+pub struct RuleMatcherActor;
+
+pub struct MatcherArgs {
+    pub store: Arc<dyn Store>,
+    pub refs: Arc<PipelineRefs>,
+    pub max_batch: usize,
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+struct CompiledRule {
+    rule: Rule,
+    conditions: CompiledConditions,
+}
+
+pub struct MatcherState {
+    args: MatcherArgs,
+    batcher: Batcher<MatchRequest>,
+    rules: HashMap<String, Arc<Vec<CompiledRule>>>,
+}
+
+impl Actor for RuleMatcherActor {
+    type Msg = MatcherMsg;
+    type State = MatcherState;
+    type Arguments = MatcherArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: MatcherArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(MatcherState {
+            batcher: Batcher::new(args.max_batch),
+            args,
+            rules: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MatcherMsg::Match(requests) => {
+                let mut schedule = false;
+                for request in requests {
+                    schedule |= state.batcher.push(request);
+                }
+                if schedule {
+                    myself.send_message(MatcherMsg::Flush)?;
+                }
+            }
+            MatcherMsg::Flush => {
+                if let Err(delay) = state.flush_once().await {
+                    myself.send_after(delay, || MatcherMsg::Flush);
+                } else if state.batcher.needs_flush() {
+                    myself.send_message(MatcherMsg::Flush)?;
+                }
+            }
+            MatcherMsg::RefreshRules => state.rules.clear(),
+            MatcherMsg::FlushAll(reply) => {
+                while !state.batcher.is_empty() {
+                    if let Err(delay) = state.flush_once().await {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MatcherState {
+    async fn rules_for(&mut self, trigger_ref: &str) -> Result<Arc<Vec<CompiledRule>>, StoreError> {
+        if let Some(rules) = self.rules.get(trigger_ref) {
+            return Ok(rules.clone());
+        }
+        let rules = self
+            .args
+            .store
+            .enabled_rules_for_trigger(trigger_ref)
+            .await?;
+        let compiled: Vec<CompiledRule> = rules
+            .into_iter()
+            .filter_map(|rule| match CompiledConditions::compile(&rule.conditions) {
+                Ok(conditions) => Some(CompiledRule { rule, conditions }),
+                Err(error) => {
+                    tracing::error!(rule = %rule.r#ref, %error, "rule skipped: its conditions are invalid");
+                    None
+                }
+            })
+            .collect();
+        let compiled = Arc::new(compiled);
+        self.rules.insert(trigger_ref.to_owned(), compiled.clone());
+        Ok(compiled)
+    }
+
+    async fn flush_once(&mut self) -> Result<(), std::time::Duration> {
+        let batch = self.batcher.take_batch();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.write_enforcements(&batch).await {
+            Ok(per_event) => {
+                self.batcher.succeeded();
+                set_error(&self.args.last_error, None);
+                for (request, enforcement_ids) in batch.into_iter().zip(per_event) {
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(MatchOutcome {
+                            event_id: request.event.id,
+                            enforcement_ids,
+                        });
+                    }
+                }
+                self.args.refs.wake_outbox();
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "writing enforcements failed; will retry");
+                set_error(&self.args.last_error, Some(error.to_string()));
+                Err(self.batcher.requeue(batch))
+            }
+        }
+    }
+
+    /// Evaluates every event of the batch and stores all enforcements in one write.
+    /// Returns the enforcement ids of each event, in batch order.
+    async fn write_enforcements(
+        &mut self,
+        batch: &[MatchRequest],
+    ) -> Result<Vec<Vec<i64>>, StoreError> {
+        let mut new = Vec::new();
+        let mut owners = Vec::new();
+        for (index, request) in batch.iter().enumerate() {
+            let event = &request.event;
+            let rules = self.rules_for(&event.trigger_ref).await?;
+            if rules.is_empty() {
+                continue;
+            }
+            let context = evaluation_context(event);
+            for compiled in rules.iter().filter(|r| r.conditions.matches(&context)) {
+                new.push(NewEnforcement {
+                    rule: compiled.rule.id,
+                    rule_ref: compiled.rule.r#ref.clone(),
+                    trigger_ref: event.trigger_ref.clone(),
+                    event: event.id,
+                    payload: event.payload.clone(),
+                    condition: compiled.conditions.top_level().to_owned(),
+                    conditions: compiled.rule.conditions.clone(),
+                });
+                owners.push(index);
+            }
+        }
+        let mut per_event = vec![Vec::new(); batch.len()];
+        if new.is_empty() {
+            return Ok(per_event);
+        }
+        let stored = self.args.store.create_enforcements(new).await?;
+        for (owner, enforcement) in owners.into_iter().zip(stored) {
+            per_event[owner].push(enforcement.id);
+        }
+        Ok(per_event)
+    }
+}

@@ -1,0 +1,142 @@
+//! The event pipeline's shared wiring: how sensors, the admin API and the pipeline actors
+//! find each other even after one of them was restarted by the supervisor.
+
+use ractor::ActorRef;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+
+use crate::domain::{Event, Id, NewEvent, config_snapshot};
+use crate::generator::GeneratorMsg;
+use crate::matcher::MatcherMsg;
+use crate::outbox::OutboxMsg;
+use crate::ports::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown trigger '{0}'")]
+    UnknownTrigger(String),
+    #[error("the event pipeline is not running")]
+    NotRunning,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What became of a submitted event once rules were matched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchOutcome {
+    pub event_id: Id,
+    pub enforcement_ids: Vec<Id>,
+}
+
+/// How the submitter of an event wants to hear back.
+#[derive(Debug)]
+pub enum EventAck {
+    None,
+    /// As soon as the event row is committed.
+    Stored(oneshot::Sender<Event>),
+    /// Once its enforcements are committed too.
+    Matched(oneshot::Sender<MatchOutcome>),
+}
+
+/// An event on its way into the database.
+#[derive(Debug)]
+pub struct EventRequest {
+    pub event: NewEvent,
+    pub ack: EventAck,
+}
+
+/// The current refs of the pipeline actors. The supervisor replaces a ref when it
+/// restarts the actor, so holders never talk to a dead actor for long.
+#[derive(Default)]
+pub struct PipelineRefs {
+    generator: RwLock<Option<ActorRef<GeneratorMsg>>>,
+    matcher: RwLock<Option<ActorRef<MatcherMsg>>>,
+    outbox: RwLock<Option<ActorRef<OutboxMsg>>>,
+}
+
+fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
+    lock.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
+    *lock
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+}
+
+impl PipelineRefs {
+    pub fn generator(&self) -> Option<ActorRef<GeneratorMsg>> {
+        read(&self.generator)
+    }
+    pub fn matcher(&self) -> Option<ActorRef<MatcherMsg>> {
+        read(&self.matcher)
+    }
+    pub fn outbox(&self) -> Option<ActorRef<OutboxMsg>> {
+        read(&self.outbox)
+    }
+    pub(crate) fn set_generator(&self, actor: Option<ActorRef<GeneratorMsg>>) {
+        write(&self.generator, actor);
+    }
+    pub(crate) fn set_matcher(&self, actor: Option<ActorRef<MatcherMsg>>) {
+        write(&self.matcher, actor);
+    }
+    pub(crate) fn set_outbox(&self, actor: Option<ActorRef<OutboxMsg>>) {
+        write(&self.outbox, actor);
+    }
+
+    /// Hands an event to the generator.
+    pub fn submit(&self, request: EventRequest) -> Result<(), PipelineError> {
+        let generator = self.generator().ok_or(PipelineError::NotRunning)?;
+        generator
+            .send_message(GeneratorMsg::Generate(request))
+            .map_err(|_| PipelineError::NotRunning)
+    }
+
+    /// Tells the outbox publisher that new rows are waiting.
+    pub fn wake_outbox(&self) {
+        if let Some(outbox) = self.outbox() {
+            // A stopped publisher will find the rows on its next start.
+            let _ = outbox.send_message(OutboxMsg::Wake);
+        }
+    }
+}
+
+/// Entry point for events that no sensor produced (the admin API's `POST /events`).
+#[derive(Clone)]
+pub struct SystemEvents {
+    pub(crate) refs: Arc<PipelineRefs>,
+    pub(crate) store: Arc<dyn Store>,
+}
+
+impl SystemEvents {
+    /// Stores a system event for `trigger_ref`, matches it against the trigger's rules and
+    /// returns the event id with the enforcements it produced.
+    pub async fn emit(
+        &self,
+        trigger_ref: &str,
+        payload: Value,
+    ) -> Result<MatchOutcome, PipelineError> {
+        let trigger = self
+            .store
+            .trigger_by_ref(trigger_ref)
+            .await?
+            .ok_or_else(|| PipelineError::UnknownTrigger(trigger_ref.to_owned()))?;
+        let (reply, outcome) = oneshot::channel();
+        self.refs.submit(EventRequest {
+            event: NewEvent {
+                trigger: Some(trigger.id),
+                trigger_ref: trigger.r#ref.clone(),
+                config: config_snapshot(&trigger, None),
+                payload,
+                source: None,
+                source_ref: None,
+            },
+            ack: EventAck::Matched(reply),
+        })?;
+        outcome.await.map_err(|_| PipelineError::NotRunning)
+    }
+}

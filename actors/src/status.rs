@@ -1,0 +1,90 @@
+//! What operators see of the running actor tree.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Lifecycle of one sensor as the supervisor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorState {
+    Starting,
+    Running,
+    /// Failed and waiting for its restart delay.
+    Backoff,
+    /// Gave up after too many consecutive failures (or automatic restarts are off); stays
+    /// down until an operator restarts it.
+    Failed,
+    /// Stopped by an operator, or finished (a one-shot sensor that has nothing left to do).
+    Stopped,
+}
+
+/// Counters a running sensor updates itself; they survive its restarts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SensorActivity {
+    pub last_poll: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub events_emitted: u64,
+}
+
+/// Shared between a sensor's actor (which writes) and the supervisor (which reads).
+#[derive(Debug, Clone, Default)]
+pub struct SharedActivity(Arc<Mutex<SensorActivity>>);
+
+impl SharedActivity {
+    pub fn lock(&self) -> MutexGuard<'_, SensorActivity> {
+        // A panic while holding this lock cannot leave the counters inconsistent in a way
+        // that matters, so a poisoned lock is used as is.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> SensorActivity {
+        self.lock().clone()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorStatus {
+    pub sensor_ref: String,
+    pub trigger_ref: String,
+    pub runtime_ref: String,
+    pub state: SensorState,
+    /// Consecutive failures; reset after a healthy period or an operator restart.
+    pub failure_count: u32,
+    /// Restarts since the service started, automatic and operator ones.
+    pub restart_count: u32,
+    pub last_error: Option<String>,
+    pub next_restart_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub activity: SensorActivity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineState {
+    Running,
+    Restarting,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineActorStatus {
+    pub name: &'static str,
+    pub state: PipelineState,
+    pub restart_count: u32,
+    pub last_error: Option<String>,
+}
+
+/// The whole tree, as returned by the supervisor's `GetStatus`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeStatus {
+    pub sensors: Vec<SensorStatus>,
+    pub pipeline: Vec<PipelineActorStatus>,
+}
+
+impl TreeStatus {
+    pub fn sensor(&self, sensor_ref: &str) -> Option<&SensorStatus> {
+        self.sensors.iter().find(|s| s.sensor_ref == sensor_ref)
+    }
+}

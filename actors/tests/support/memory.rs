@@ -1,0 +1,452 @@
+#![allow(dead_code)]
+//! In-memory adapters for actor tests: a store, a publisher and scriptable sensor drivers.
+
+use async_trait::async_trait;
+use attune_actors::domain::*;
+use attune_actors::messages::Envelope;
+use attune_actors::ports::*;
+use attune_actors::sensor::DetectionSink;
+use chrono::Utc;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Inner {
+    next_id: Id,
+    triggers: Vec<Trigger>,
+    sensors: Vec<Sensor>,
+    rules: Vec<Rule>,
+    events: Vec<Event>,
+    enforcements: Vec<Enforcement>,
+    outbox: Vec<(OutboxMessage, bool)>,
+}
+
+impl Inner {
+    fn id(&mut self) -> Id {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    /// While true, every write fails as if the database were down.
+    pub down: Arc<AtomicBool>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("store lock")
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("memory store is down".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn add_trigger(&self, trigger_ref: &str) -> Id {
+        let mut inner = self.lock();
+        let id = inner.id();
+        let now = Utc::now();
+        inner.triggers.push(Trigger {
+            id,
+            r#ref: trigger_ref.into(),
+            pack: None,
+            pack_ref: None,
+            label: trigger_ref.into(),
+            description: None,
+            enabled: true,
+            param_schema: None,
+            payload_schema: None,
+            created: now,
+            updated: now,
+        });
+        id
+    }
+
+    /// Adds an enabled sensor whose driver behaviour is named by `entrypoint` (see
+    /// [`ScriptedFactory`]).
+    pub fn add_sensor(&self, sensor_ref: &str, trigger_ref: &str, entrypoint: &str) -> Id {
+        let mut inner = self.lock();
+        let id = inner.id();
+        let trigger = inner
+            .triggers
+            .iter()
+            .find(|t| t.r#ref == trigger_ref)
+            .map(|t| t.id)
+            .unwrap_or(0);
+        let now = Utc::now();
+        inner.sensors.push(Sensor {
+            id,
+            r#ref: sensor_ref.into(),
+            pack: None,
+            pack_ref: None,
+            label: sensor_ref.into(),
+            description: None,
+            entrypoint: entrypoint.into(),
+            runtime: None,
+            runtime_ref: "test".into(),
+            trigger,
+            trigger_ref: trigger_ref.into(),
+            enabled: true,
+            poll_interval: None,
+            param_schema: None,
+            config: json!({}),
+            created: now,
+            updated: now,
+        });
+        id
+    }
+
+    pub fn update_sensor(&self, sensor_ref: &str, change: impl FnOnce(&mut Sensor)) {
+        let mut inner = self.lock();
+        if let Some(sensor) = inner.sensors.iter_mut().find(|s| s.r#ref == sensor_ref) {
+            change(sensor);
+            sensor.updated = Utc::now();
+        }
+    }
+
+    pub fn add_rule(&self, rule_ref: &str, trigger_ref: &str, conditions: Value) -> Id {
+        let mut inner = self.lock();
+        let id = inner.id();
+        let now = Utc::now();
+        inner.rules.push(Rule {
+            id,
+            r#ref: rule_ref.into(),
+            pack: None,
+            pack_ref: None,
+            label: rule_ref.into(),
+            description: None,
+            action: None,
+            action_ref: "core.noop".into(),
+            trigger: 0,
+            trigger_ref: trigger_ref.into(),
+            conditions,
+            enabled: true,
+            created: now,
+            updated: now,
+        });
+        id
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.clone()
+    }
+
+    pub fn enforcements(&self) -> Vec<Enforcement> {
+        self.lock().enforcements.clone()
+    }
+
+    pub fn events_of(&self, sensor_ref: &str) -> usize {
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| e.source_ref.as_deref() == Some(sensor_ref))
+            .count()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()
+    }
+    async fn enabled_sensors(&self) -> Result<Vec<Sensor>, StoreError> {
+        self.check()?;
+        Ok(self
+            .lock()
+            .sensors
+            .iter()
+            .filter(|s| s.enabled)
+            .cloned()
+            .collect())
+    }
+    async fn sensor_by_ref(&self, sensor_ref: &str) -> Result<Option<Sensor>, StoreError> {
+        Ok(self
+            .lock()
+            .sensors
+            .iter()
+            .find(|s| s.r#ref == sensor_ref)
+            .cloned())
+    }
+    async fn trigger_by_ref(&self, trigger_ref: &str) -> Result<Option<Trigger>, StoreError> {
+        Ok(self
+            .lock()
+            .triggers
+            .iter()
+            .find(|t| t.r#ref == trigger_ref)
+            .cloned())
+    }
+    async fn enabled_rules_for_trigger(&self, trigger_ref: &str) -> Result<Vec<Rule>, StoreError> {
+        Ok(self
+            .lock()
+            .rules
+            .iter()
+            .filter(|r| r.enabled && r.trigger_ref == trigger_ref)
+            .cloned()
+            .collect())
+    }
+    async fn rule_by_ref(&self, rule_ref: &str) -> Result<Option<Rule>, StoreError> {
+        Ok(self
+            .lock()
+            .rules
+            .iter()
+            .find(|r| r.r#ref == rule_ref)
+            .cloned())
+    }
+    async fn create_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.check()?;
+        let mut inner = self.lock();
+        let mut stored = Vec::new();
+        for new in events {
+            let id = inner.id();
+            let event = Event {
+                id,
+                trigger: new.trigger,
+                trigger_ref: new.trigger_ref,
+                config: new.config,
+                payload: new.payload,
+                source: new.source,
+                source_ref: new.source_ref,
+                created: Utc::now(),
+            };
+            let envelope = Envelope::event_created(&event);
+            let outbox_id = inner.id();
+            inner.outbox.push((outbox_row(outbox_id, &envelope), false));
+            inner.events.push(event.clone());
+            stored.push(event);
+        }
+        Ok(stored)
+    }
+    async fn create_enforcements(
+        &self,
+        list: Vec<NewEnforcement>,
+    ) -> Result<Vec<Enforcement>, StoreError> {
+        self.check()?;
+        let mut inner = self.lock();
+        let mut stored = Vec::new();
+        for new in list {
+            if let Some(existing) = inner
+                .enforcements
+                .iter()
+                .find(|e| e.rule == new.rule && e.event == new.event)
+            {
+                stored.push(existing.clone());
+                continue;
+            }
+            let id = inner.id();
+            let enforcement = Enforcement {
+                id,
+                rule: new.rule,
+                rule_ref: new.rule_ref,
+                trigger_ref: new.trigger_ref,
+                event: new.event,
+                status: "created".into(),
+                payload: new.payload,
+                condition: new.condition,
+                conditions: new.conditions,
+                created: Utc::now(),
+            };
+            let envelope = Envelope::enforcement_created(&enforcement);
+            let outbox_id = inner.id();
+            inner.outbox.push((outbox_row(outbox_id, &envelope), false));
+            inner.enforcements.push(enforcement.clone());
+            stored.push(enforcement);
+        }
+        Ok(stored)
+    }
+    async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
+        Ok(self.lock().events.iter().find(|e| e.id == id).cloned())
+    }
+    async fn recent_events(
+        &self,
+        trigger_ref: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .rev()
+            .filter(|e| trigger_ref.is_none_or(|t| e.trigger_ref == t))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+    async fn recent_enforcements(
+        &self,
+        rule_ref: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Enforcement>, StoreError> {
+        Ok(self
+            .lock()
+            .enforcements
+            .iter()
+            .rev()
+            .filter(|e| rule_ref.is_none_or(|r| e.rule_ref == r))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.check()?;
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|(_, published)| !published)
+            .take(limit as usize)
+            .map(|(row, _)| row.clone())
+            .collect())
+    }
+    async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError> {
+        self.check()?;
+        for (row, published) in self.lock().outbox.iter_mut() {
+            if ids.contains(&row.id) {
+                *published = true;
+            }
+        }
+        Ok(())
+    }
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().outbox.iter().filter(|(_, p)| !p).count() as u64)
+    }
+    async fn upsert_pack(&self, _pack: &PackDefinition) -> Result<PackUpsertSummary, StoreError> {
+        Err(StoreError::Other(
+            "packs are not supported by the memory store".into(),
+        ))
+    }
+}
+
+fn outbox_row(id: Id, envelope: &Envelope) -> OutboxMessage {
+    OutboxMessage {
+        id,
+        message_id: envelope.message_id,
+        message_type: envelope.message_type.as_str().into(),
+        routing_key: envelope.routing_key().into(),
+        body: envelope.to_json(),
+    }
+}
+
+/// Records what it publishes; `down` makes it fail like an unreachable broker.
+#[derive(Default, Clone)]
+pub struct MemoryPublisher {
+    pub published: Arc<Mutex<Vec<OutboxMessage>>>,
+    pub down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Publisher for MemoryPublisher {
+    async fn publish(&self, batch: &[OutboxMessage]) -> PublishReport {
+        if self.down.load(Ordering::SeqCst) {
+            return PublishReport {
+                confirmed: 0,
+                error: Some(BusError::Unavailable("memory broker is down".into())),
+            };
+        }
+        self.published
+            .lock()
+            .expect("lock")
+            .extend_from_slice(batch);
+        PublishReport {
+            confirmed: batch.len(),
+            error: None,
+        }
+    }
+    fn is_connected(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// Builds drivers by the sensor's entrypoint:
+/// - `tick`: emits `{"n": k}` every 10 ms;
+/// - `fail`: fails at once while `healthy` is false, else behaves like `tick`;
+/// - `panic`: panics at once while `healthy` is false, else like `tick`;
+/// - `refuse`: refused by the factory (a start failure) while `healthy` is false;
+/// - `fail_later`: fails after 100 ms of running.
+#[derive(Default, Clone)]
+pub struct ScriptedFactory {
+    pub healthy: Arc<AtomicBool>,
+    pub created: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl ScriptedFactory {
+    pub fn created(&self, sensor_ref: &str) -> u32 {
+        self.created
+            .lock()
+            .expect("lock")
+            .get(sensor_ref)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl SensorDriverFactory for ScriptedFactory {
+    fn create(&self, sensor: &Sensor) -> Result<Box<dyn SensorDriver>, SensorFailure> {
+        *self
+            .created
+            .lock()
+            .expect("lock")
+            .entry(sensor.r#ref.clone())
+            .or_default() += 1;
+        let healthy = self.healthy.load(Ordering::SeqCst);
+        if sensor.entrypoint == "refuse" && !healthy {
+            return Err(SensorFailure::new("refused: bad config"));
+        }
+        Ok(Box::new(Scripted {
+            behaviour: sensor.entrypoint.clone(),
+            healthy,
+            ticks: AtomicU32::new(0),
+        }))
+    }
+}
+
+struct Scripted {
+    behaviour: String,
+    healthy: bool,
+    ticks: AtomicU32,
+}
+
+#[async_trait]
+impl SensorDriver for Scripted {
+    async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure> {
+        match (self.behaviour.as_str(), self.healthy) {
+            ("fail", false) => return Err(SensorFailure::new("boom")),
+            ("panic", false) => panic!("sensor panicked"),
+            ("fail_later", _) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(SensorFailure::new("failed after running a while"));
+            }
+            _ => {}
+        }
+        loop {
+            sink.record_poll();
+            let n = self.ticks.fetch_add(1, Ordering::SeqCst);
+            sink.emit(json!({"n": n}))
+                .await
+                .map_err(|e| SensorFailure::new(e.to_string()))?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Polls `check` until it holds or the deadline passes.
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
