@@ -1,1 +1,211 @@
-fn main() {}
+//! The `attune-sensor` command line: the service itself and the tools around it.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use attune_sensor::client::{AdminClient, render_status};
+use attune_sensor::config::{LogFormat, Settings};
+use attune_sensor::service::Service;
+use attune_sensor::{packs, store};
+
+/// Exit code for configuration and usage errors.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "attune-sensor", version, about = "The sensor service of the Attune automation platform")]
+struct Cli {
+    /// Configuration file (YAML) on top of the embedded defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Admin API base URL for client commands (default: http://<admin.bind>).
+    #[arg(long, global = true, value_name = "URL")]
+    admin: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default command).
+    Run,
+    /// Create or update the database schema, then exit.
+    Migrate,
+    /// Manage packs.
+    Pack {
+        #[command(subcommand)]
+        command: PackCommand,
+    },
+    /// Show every sensor's status, the pipeline actors and the outbox.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Control one sensor of a running service.
+    Sensor {
+        #[command(subcommand)]
+        command: SensorCommand,
+    },
+    /// Emit events.
+    Event {
+        #[command(subcommand)]
+        command: EventCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PackCommand {
+    /// Validate a pack directory and upsert it into the configured database.
+    Load { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum SensorCommand {
+    Restart { sensor_ref: String },
+    Stop { sensor_ref: String },
+    Start { sensor_ref: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventCommand {
+    /// Emit a system event for a trigger; prints the event id and the enforcements.
+    Emit {
+        trigger_ref: String,
+        /// The payload as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("attune-sensor: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("attune-sensor: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli, settings)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("attune-sensor: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
+    let admin_base = cli
+        .admin
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.admin_addr()));
+    let client = || AdminClient::new(&admin_base, settings.admin_token());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&settings).await,
+        Command::Migrate => {
+            store::migrate(&settings.database.url)
+                .await
+                .context("migration failed")?;
+            println!("database schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack {
+            command: PackCommand::Load { dir },
+        } => {
+            let store = store::open(&settings.database.url)
+                .await
+                .context("cannot open the database")?;
+            match packs::install_pack(store.as_ref(), &dir).await {
+                Ok(summary) => {
+                    println!(
+                        "pack {}: {} created, {} updated, {} unchanged",
+                        dir.display(),
+                        summary.created,
+                        summary.updated,
+                        summary.unchanged
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("attune-sensor: pack refused: {error}");
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+            }
+        }
+        Command::Status { json } => {
+            let status = client().get("/status").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sensor { command } => {
+            let (action, sensor_ref) = match command {
+                SensorCommand::Restart { sensor_ref } => ("restart", sensor_ref),
+                SensorCommand::Stop { sensor_ref } => ("stop", sensor_ref),
+                SensorCommand::Start { sensor_ref } => ("start", sensor_ref),
+            };
+            client()
+                .post(&format!("/sensors/{sensor_ref}/{action}"), None)
+                .await?;
+            println!("sensor {sensor_ref}: {action} done");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Event {
+            command: EventCommand::Emit { trigger_ref, payload },
+        } => {
+            let payload: Value = match serde_json::from_str(&payload) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    eprintln!("attune-sensor: --payload is not valid JSON: {error}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            let body = serde_json::json!({"trigger_ref": trigger_ref, "payload": payload});
+            let outcome = client().post("/events", Some(&body)).await?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let service = Service::start(settings).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    service.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -28,6 +28,13 @@ pub struct OutboxHealth {
     pub last_error: Mutex<Option<String>>,
 }
 
+impl OutboxHealth {
+    /// Why the last attempt to publish failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+}
+
 pub struct OutboxPublisherActor;
 
 pub struct OutboxArgs {

@@ -1,0 +1,267 @@
+//! The admin HTTP API: liveness, readiness, the actor tree's status, sensor control,
+//! system events and recent events/enforcements.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+use attune_actors::pipeline::PipelineError;
+use attune_actors::ports::{Publisher, Store};
+use attune_actors::supervisor::{ControlError, ControlReply};
+use attune_actors::{SupervisorMsg, Tree};
+use ractor::rpc::CallResult;
+
+/// How long a request waits for the supervisor or the database before answering 503.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 1000;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub tree: Tree,
+    pub store: Arc<dyn Store>,
+    pub publisher: Arc<dyn Publisher>,
+    pub token: Option<Arc<str>>,
+    /// Connection URLs with passwords masked, shown in `/status`.
+    pub database_url: String,
+    pub mq_url: String,
+}
+
+pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/ready", get(ready))
+        .route("/status", get(status))
+        .route("/sensors/{sensor_ref}/{action}", post(control_sensor))
+        .route("/reload", post(reload))
+        .route("/events", post(emit_event).get(recent_events))
+        .route("/enforcements", get(recent_enforcements))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// An error response with a JSON body `{"error": ...}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    let database = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer within 2 s".to_owned()),
+    };
+    let broker = if state.publisher.is_connected() {
+        Ok(())
+    } else {
+        Err(state
+            .tree
+            .outbox_health
+            .last_error()
+            .unwrap_or_else(|| "not connected".to_owned()))
+    };
+    let describe = |r: &Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(format!("down: {e}")),
+    };
+    let body = json!({
+        "ready": database.is_ok() && broker.is_ok(),
+        "database": describe(&database),
+        "broker": describe(&broker),
+    });
+    let code = if database.is_ok() && broker.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn status(State(state): State<AdminState>) -> ApiResult {
+    let tree = match state
+        .tree
+        .supervisor
+        .call(SupervisorMsg::GetStatus, Some(CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(tree)) => tree,
+        _ => return Err(unavailable()),
+    };
+    let backlog = match tokio::time::timeout(PROBE_TIMEOUT, state.store.outbox_backlog()).await {
+        Ok(Ok(n)) => json!(n),
+        _ => Value::Null,
+    };
+    Ok(Json(json!({
+        "sensors": tree.sensors,
+        "pipeline": tree.pipeline,
+        "outbox": {
+            "backlog": backlog,
+            "bus": state.publisher.kind(),
+            "connected": state.publisher.is_connected(),
+            "last_error": state.tree.outbox_health.last_error(),
+        },
+        "database": {"url": state.database_url},
+        "mq": {"url": state.mq_url},
+    }))
+    .into_response())
+}
+
+fn unavailable() -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, "the supervisor did not answer".into())
+}
+
+async fn control_sensor(
+    State(state): State<AdminState>,
+    Path((sensor_ref, action)): Path<(String, String)>,
+) -> ApiResult {
+    let make: fn(String, ControlReply) -> SupervisorMsg = match action.as_str() {
+        "restart" => SupervisorMsg::RestartSensor,
+        "stop" => SupervisorMsg::StopSensor,
+        "start" => SupervisorMsg::StartSensor,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown sensor action '{other}' (restart, stop, start)"),
+            ));
+        }
+    };
+    let target = sensor_ref.clone();
+    match state
+        .tree
+        .supervisor
+        .call(move |reply| make(target, reply), Some(CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(Ok(()))) => {
+            Ok(Json(json!({"sensor_ref": sensor_ref, "action": action, "ok": true})).into_response())
+        }
+        Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
+        _ => Err(unavailable()),
+    }
+}
+
+fn control_error(error: ControlError) -> ApiError {
+    let code = match error {
+        ControlError::UnknownSensor(_) => StatusCode::NOT_FOUND,
+        ControlError::Disabled(_) => StatusCode::CONFLICT,
+        ControlError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(code, error.to_string())
+}
+
+async fn reload(State(state): State<AdminState>) -> ApiResult {
+    match state
+        .tree
+        .supervisor
+        .call(|reply| SupervisorMsg::Reconcile(Some(reply)), Some(CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(Ok(report))) => Ok(Json(report).into_response()),
+        Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
+        _ => Err(unavailable()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitRequest {
+    trigger_ref: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) -> ApiResult {
+    let request: EmitRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"trigger_ref\": \"pack.trigger\", \"payload\": {{...}}}}: {e}"),
+        )
+    })?;
+    let payload = match request.payload {
+        Value::Null => json!({}),
+        other => other,
+    };
+    match state.tree.system_events.emit(&request.trigger_ref, payload).await {
+        Ok(outcome) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),
+        Err(PipelineError::UnknownTrigger(t)) => Err(ApiError(StatusCode::NOT_FOUND, format!("unknown trigger '{t}'"))),
+        Err(error) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RecentQuery {
+    trigger_ref: Option<String>,
+    rule_ref: Option<String>,
+    limit: Option<u32>,
+}
+
+impl RecentQuery {
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be between 1 and {MAX_LIMIT}, got {n}"),
+            )),
+        }
+    }
+}
+
+async fn recent_events(State(state): State<AdminState>, Query(query): Query<RecentQuery>) -> ApiResult {
+    let limit = query.limit()?;
+    let events = state
+        .store
+        .recent_events(query.trigger_ref.as_deref(), limit)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(events).into_response())
+}
+
+async fn recent_enforcements(State(state): State<AdminState>, Query(query): Query<RecentQuery>) -> ApiResult {
+    let limit = query.limit()?;
+    let enforcements = state
+        .store
+        .recent_enforcements(query.rule_ref.as_deref(), limit)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(enforcements).into_response())
+}

@@ -1,0 +1,272 @@
+//! Service configuration: `config/default.yaml` (compiled in), then an optional file given
+//! with `--config`, then environment variables `ATTUNE__SECTION__KEY`.
+//!
+//! Unknown keys and invalid values are refused with the key's name, so a typo never
+//! silently falls back to a default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attune_actors::SupervisorConfig;
+
+/// The embedded default configuration.
+pub const DEFAULT_YAML: &str = include_str!("../config/default.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub mq: MqSettings,
+    pub admin: AdminSettings,
+    pub packs: PackSettings,
+    pub log: LogSettings,
+    pub sensor: SensorSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqSettings {
+    /// Empty for the in-process bus.
+    pub url: String,
+    pub exchange: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub bind: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackSettings {
+    pub autoload: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorSettings {
+    pub enabled: bool,
+    pub poll_interval: u64,
+    pub max_concurrent_sensors: u32,
+    pub sensor_timeout: u64,
+    pub restart_on_error: bool,
+    pub max_restart_attempts: u32,
+    pub restart_backoff_initial: f64,
+    pub restart_backoff_max: f64,
+    pub healthy_period: f64,
+    pub reconcile_interval: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub timeout: f64,
+}
+
+impl Settings {
+    /// Defaults, then `file`, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_YAML,
+            config::FileFormat::Yaml,
+        ));
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Yaml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("ATTUNE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("packs.autoload"),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults with YAML overrides on top, ignoring the environment: for tests and tools
+    /// that must not pick up the operator's variables.
+    pub fn from_yaml(overrides: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_YAML, config::FileFormat::Yaml))
+            .add_source(config::File::from_str(overrides, config::FileFormat::Yaml))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        let url = self.database.url.as_str();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url",
+                "expected sqlite:PATH, postgres:// or postgresql://",
+            );
+        }
+        if !(self.mq.url.is_empty()
+            || self.mq.url.starts_with("amqp://")
+            || self.mq.url.starts_with("amqps://"))
+        {
+            return invalid("mq.url", "expected empty (in-process bus) or amqp://");
+        }
+        if self.mq.url.starts_with("amqps://") {
+            return invalid(
+                "mq.url",
+                "amqps:// (TLS) is not supported by this build; use amqp:// behind a TLS-terminating proxy",
+            );
+        }
+        if self.mq.exchange.trim().is_empty() {
+            return invalid("mq.exchange", "must not be empty");
+        }
+        if self.admin.bind.parse::<SocketAddr>().is_err() {
+            return invalid("admin.bind", "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9180");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "expected a level (error, warn, info, debug, trace) or a filter directive");
+        }
+        if self.sensor.poll_interval == 0 {
+            return invalid("sensor.poll_interval", "must be at least 1 second");
+        }
+        if self.sensor.max_concurrent_sensors == 0 {
+            return invalid("sensor.max_concurrent_sensors", "must be at least 1");
+        }
+        if self.sensor.sensor_timeout == 0 {
+            return invalid("sensor.sensor_timeout", "must be at least 1 second");
+        }
+        for (key, value) in [
+            ("sensor.restart_backoff_initial", self.sensor.restart_backoff_initial),
+            ("sensor.restart_backoff_max", self.sensor.restart_backoff_max),
+            ("sensor.healthy_period", self.sensor.healthy_period),
+            ("sensor.reconcile_interval", self.sensor.reconcile_interval),
+            ("shutdown.timeout", self.shutdown.timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value < 1e9) {
+                return invalid(key, "must be a positive number of seconds");
+            }
+        }
+        if self.sensor.restart_backoff_max < self.sensor.restart_backoff_initial {
+            return invalid(
+                "sensor.restart_backoff_max",
+                "must not be less than sensor.restart_backoff_initial",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        // Checked by `validate`.
+        self.admin
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9180)))
+    }
+
+    pub fn admin_token(&self) -> Option<&str> {
+        Some(self.admin.token.as_str()).filter(|t| !t.is_empty())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown.timeout)
+    }
+
+    pub fn supervisor(&self) -> SupervisorConfig {
+        let s = &self.sensor;
+        SupervisorConfig {
+            sensors_enabled: s.enabled,
+            restart_on_error: s.restart_on_error,
+            max_restart_attempts: s.max_restart_attempts,
+            backoff_initial: Duration::from_secs_f64(s.restart_backoff_initial),
+            backoff_max: Duration::from_secs_f64(s.restart_backoff_max),
+            healthy_after: Duration::from_secs_f64(s.healthy_period),
+            reconcile_interval: Some(Duration::from_secs_f64(s.reconcile_interval)),
+            ..SupervisorConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let settings = Settings::from_yaml("{}").expect("default loads");
+        assert!(settings.database.url.starts_with("sqlite:"));
+        assert!(settings.mq.url.is_empty());
+        assert_eq!(settings.sensor.max_restart_attempts, 3);
+        assert_eq!(settings.admin_addr().port(), 9180);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let error = Settings::from_yaml("sensor:\n  max_restart_attempt: 5\n")
+            .expect_err("typo refused")
+            .to_string();
+        assert!(error.contains("max_restart_attempt"), "{error}");
+    }
+
+    #[test]
+    fn invalid_value_is_refused_with_its_key() {
+        let error = Settings::from_yaml("admin:\n  bind: nowhere\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("admin.bind"), "{error}");
+        let error = Settings::from_yaml("log:\n  format: xml\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("xml"), "{error}");
+        let error = Settings::from_yaml("sensor:\n  poll_interval: -3\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("poll_interval"), "{error}");
+    }
+}

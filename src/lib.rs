@@ -1,0 +1,14 @@
+//! attune-sensor: the sensor service of the Attune automation platform.
+//!
+//! This crate is the binary's library half: the adapters behind the ports of
+//! `attune-actors` (stores, buses, sensor runtimes), the admin API, the pack loader, the
+//! configuration and the wiring that starts it all.
+
+pub mod admin;
+pub mod bus;
+pub mod client;
+pub mod config;
+pub mod packs;
+pub mod runtimes;
+pub mod service;
+pub mod store;

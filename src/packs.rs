@@ -1,0 +1,305 @@
+//! Pack loading: a pack is a directory with `pack.yaml`, `triggers/*.yaml`,
+//! `sensors/*.yaml` and `rules/*.yaml`. Loading validates everything first and then
+//! upserts the pack in one transaction, so a bad pack changes nothing.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use attune_actors::conditions::CompiledConditions;
+use attune_actors::domain::{
+    PackDefinition, PackUpsertSummary, RuleDefinition, SensorDefinition, TriggerDefinition,
+};
+use attune_actors::ports::{Store, StoreError};
+
+use crate::runtimes;
+
+/// A refused pack, naming the file and (where it applies) the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{}: {}{message}", file.display(), field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Invalid {
+        file: PathBuf,
+        field: Option<String>,
+        message: String,
+    },
+    #[error("pack {pack}: {source}")]
+    Store {
+        pack: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+fn invalid(file: &Path, field: Option<&str>, message: impl Into<String>) -> PackError {
+    PackError::Invalid {
+        file: file.to_owned(),
+        field: field.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackFile {
+    r#ref: String,
+    label: Option<String>,
+    description: Option<String>,
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerFile {
+    r#ref: String,
+    label: Option<String>,
+    description: Option<String>,
+    param_schema: Option<Value>,
+    payload_schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SensorFile {
+    r#ref: String,
+    label: Option<String>,
+    description: Option<String>,
+    runtime: String,
+    entrypoint: String,
+    trigger: String,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    poll_interval: Option<i64>,
+    param_schema: Option<Value>,
+    config: Option<Value>,
+}
+
+/// A rule as written in a pack's `rules/*.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub r#ref: String,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub trigger: String,
+    pub action: String,
+    pub conditions: Option<Value>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
+    let text = std::fs::read_to_string(file).map_err(|e| invalid(file, None, format!("cannot read: {e}")))?;
+    serde_norway::from_str(&text).map_err(|e| invalid(file, None, e.to_string()))
+}
+
+/// The `*.yaml` / `*.yml` files of a pack subdirectory, sorted by name; none when the
+/// directory does not exist.
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?.path();
+        if path.is_file()
+            && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The full ref `<pack>.<name>` of a short name written in a pack file. A name already
+/// prefixed with its own pack is accepted as is.
+fn full_ref(pack: &str, name: &str, file: &Path) -> Result<String, PackError> {
+    let short = name.strip_prefix(&format!("{pack}.")).unwrap_or(name);
+    if !is_name(short) {
+        return Err(invalid(
+            file,
+            Some("ref"),
+            format!("'{name}' is not a valid name (letters, digits, '_' and '-'; the pack prefix is added for you)"),
+        ));
+    }
+    Ok(format!("{pack}.{short}"))
+}
+
+fn check_full_ref(value: &str, file: &Path, field: &str) -> Result<(), PackError> {
+    match value.split_once('.') {
+        Some((pack, name)) if is_name(pack) && !name.is_empty() => Ok(()),
+        _ => Err(invalid(
+            file,
+            Some(field),
+            format!("'{value}' is not a full ref (expected <pack>.<name>)"),
+        )),
+    }
+}
+
+/// Validates a rule file's fields; the pack loader and `rule test --rule` share it.
+pub fn rule_definition(pack: &str, rule: RuleFile, file: &Path) -> Result<RuleDefinition, PackError> {
+    let r#ref = full_ref(pack, &rule.r#ref, file)?;
+    check_full_ref(&rule.trigger, file, "trigger")?;
+    check_full_ref(&rule.action, file, "action")?;
+    let conditions = rule.conditions.unwrap_or(Value::Null);
+    CompiledConditions::compile(&conditions).map_err(|e| {
+        invalid(
+            file,
+            Some("conditions"),
+            format!("rule {ref}: {e}"),
+        )
+    })?;
+    Ok(RuleDefinition {
+        label: rule.label.unwrap_or_else(|| r#ref.clone()),
+        r#ref,
+        description: rule.description,
+        trigger_ref: rule.trigger,
+        action_ref: rule.action,
+        conditions,
+        enabled: rule.enabled,
+    })
+}
+
+/// Reads a rule file on its own (for `rule test --rule`), with `pack` as its pack.
+pub fn read_rule_file(file: &Path, pack: &str) -> Result<RuleDefinition, PackError> {
+    rule_definition(pack, parse_yaml(file)?, file)
+}
+
+/// A validated pack and the file each of its entities came from.
+#[derive(Debug, Clone)]
+pub struct LoadedPack {
+    pub definition: PackDefinition,
+    pub files: HashMap<String, PathBuf>,
+}
+
+/// Reads and validates a pack directory without touching the database.
+pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
+    let pack_file = dir.join("pack.yaml");
+    if !pack_file.is_file() {
+        return Err(invalid(&pack_file, None, "missing: a pack directory needs a pack.yaml"));
+    }
+    let pack: PackFile = parse_yaml(&pack_file)?;
+    if !is_name(&pack.r#ref) {
+        return Err(invalid(
+            &pack_file,
+            Some("ref"),
+            format!("'{}' is not a valid pack ref (letters, digits, '_' and '-')", pack.r#ref),
+        ));
+    }
+    let pack_ref = pack.r#ref.clone();
+    let mut definition = PackDefinition {
+        label: pack.label.unwrap_or_else(|| pack_ref.clone()),
+        r#ref: pack_ref.clone(),
+        description: pack.description,
+        version: pack.version.unwrap_or_else(|| "0.0.0".to_owned()),
+        ..PackDefinition::default()
+    };
+    let mut files = HashMap::new();
+    let mut unique = |r: &str, file: &Path| {
+        if files.insert(r.to_owned(), file.to_owned()).is_none() {
+            Ok(())
+        } else {
+            Err(invalid(file, Some("ref"), format!("duplicate ref '{r}' in pack {pack_ref}")))
+        }
+    };
+
+    for file in yaml_files(&dir.join("triggers"))? {
+        let trigger: TriggerFile = parse_yaml(&file)?;
+        let r#ref = full_ref(&definition.r#ref, &trigger.r#ref, &file)?;
+        unique(&format!("trigger:{ref}"), &file)?;
+        definition.triggers.push(TriggerDefinition {
+            label: trigger.label.unwrap_or_else(|| r#ref.clone()),
+            r#ref,
+            description: trigger.description,
+            param_schema: trigger.param_schema,
+            payload_schema: trigger.payload_schema,
+        });
+    }
+
+    for file in yaml_files(&dir.join("sensors"))? {
+        let sensor: SensorFile = parse_yaml(&file)?;
+        let r#ref = full_ref(&definition.r#ref, &sensor.r#ref, &file)?;
+        unique(&format!("sensor:{ref}"), &file)?;
+        check_full_ref(&sensor.trigger, &file, "trigger")?;
+        if let Some(interval) = sensor.poll_interval
+            && interval <= 0
+        {
+            return Err(invalid(&file, Some("poll_interval"), format!("must be a positive number of seconds, got {interval}")));
+        }
+        let config = sensor.config.unwrap_or_else(|| Value::Object(Default::default()));
+        runtimes::validate(&sensor.runtime, &sensor.entrypoint, &config)
+            .map_err(|e| invalid(&file, Some("config"), format!("sensor {ref}: {e}")))?;
+        definition.sensors.push(SensorDefinition {
+            label: sensor.label.unwrap_or_else(|| r#ref.clone()),
+            r#ref,
+            description: sensor.description,
+            runtime_ref: sensor.runtime,
+            entrypoint: sensor.entrypoint,
+            trigger_ref: sensor.trigger,
+            enabled: sensor.enabled,
+            poll_interval: sensor.poll_interval,
+            param_schema: sensor.param_schema,
+            config,
+        });
+    }
+
+    for file in yaml_files(&dir.join("rules"))? {
+        let rule = rule_definition(&definition.r#ref, parse_yaml(&file)?, &file)?;
+        unique(&format!("rule:{}", rule.r#ref), &file)?;
+        definition.rules.push(rule);
+    }
+    Ok(LoadedPack { definition, files })
+}
+
+/// Validates a pack directory and upserts it. Triggers that sensors and rules name must be
+/// defined by the pack or already stored.
+pub async fn install_pack(store: &dyn Store, dir: &Path) -> Result<PackUpsertSummary, PackError> {
+    let LoadedPack { definition, files } = read_pack(dir)?;
+    let local: HashSet<&str> = definition.triggers.iter().map(|t| t.r#ref.as_str()).collect();
+    let named = definition
+        .sensors
+        .iter()
+        .map(|s| (&s.trigger_ref, "sensor", &s.r#ref))
+        .chain(definition.rules.iter().map(|r| (&r.trigger_ref, "rule", &r.r#ref)));
+    for (trigger_ref, kind, owner) in named {
+        if local.contains(trigger_ref.as_str()) {
+            continue;
+        }
+        let known = store
+            .trigger_by_ref(trigger_ref)
+            .await
+            .map_err(|source| PackError::Store {
+                pack: definition.r#ref.clone(),
+                source,
+            })?;
+        if known.is_none() {
+            let file = files.get(&format!("{kind}:{owner}")).cloned().unwrap_or_else(|| dir.to_owned());
+            return Err(invalid(
+                &file,
+                Some("trigger"),
+                format!("{owner} names unknown trigger '{trigger_ref}' (define it in triggers/ or load its pack first)"),
+            ));
+        }
+    }
+    store
+        .upsert_pack(&definition)
+        .await
+        .map_err(|source| PackError::Store {
+            pack: definition.r#ref.clone(),
+            source,
+        })
+}

@@ -1,0 +1,151 @@
+//! Wiring: opens the store and the bus, loads packs, starts the actor tree and the admin
+//! API; shuts them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use attune_actors::ports::{Publisher, Store, StoreError};
+use attune_actors::supervisor::ShutdownReport;
+use attune_actors::{SupervisorArgs, SupervisorMsg, Tree};
+use ractor::rpc::CallResult;
+
+use crate::admin::{self, AdminState};
+use crate::bus::{self, InProcessBus, redact_url};
+use crate::config::Settings;
+use crate::packs;
+use crate::runtimes::RuntimeFactory;
+use crate::store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot open the database {url}: {source}")]
+    Database {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot start the actor tree: {0}")]
+    Tree(String),
+    #[error("cannot listen on admin.bind {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running service.
+pub struct Service {
+    pub tree: Tree,
+    pub store: Arc<dyn Store>,
+    pub publisher: Arc<dyn Publisher>,
+    /// The embedded bus, when no broker URL is configured; subscribe to see messages.
+    pub in_process_bus: Option<Arc<InProcessBus>>,
+    /// Where the admin API listens (the real port when `admin.bind` asked for port 0).
+    pub admin_addr: SocketAddr,
+    admin_stop: oneshot::Sender<()>,
+    admin_task: JoinHandle<()>,
+    supervisor_task: JoinHandle<()>,
+    shutdown_timeout: Duration,
+}
+
+impl Service {
+    pub async fn start(settings: &Settings) -> Result<Self, ServiceError> {
+        let database_url = redact_url(&settings.database.url);
+        let store = store::open(&settings.database.url)
+            .await
+            .map_err(|source| ServiceError::Database {
+                url: database_url.clone(),
+                source,
+            })?;
+        tracing::info!(database = %database_url, "database ready");
+
+        for dir in &settings.packs.autoload {
+            match packs::install_pack(store.as_ref(), dir).await {
+                Ok(summary) => tracing::info!(pack = %dir.display(), ?summary, "pack loaded"),
+                // A bad pack must not keep the service (and every other pack) down.
+                Err(error) => tracing::error!(pack = %dir.display(), %error, "pack refused"),
+            }
+        }
+
+        let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange);
+        tracing::info!(bus = publisher.kind(), mq = %redact_url(&settings.mq.url), "message bus configured");
+
+        let (tree, supervisor_task) = Tree::start(SupervisorArgs {
+            config: settings.supervisor(),
+            store: store.clone(),
+            publisher: publisher.clone(),
+            factory: Arc::new(RuntimeFactory),
+        })
+        .await
+        .map_err(|e| ServiceError::Tree(e.to_string()))?;
+
+        let addr = settings.admin_addr();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::AdminBind { addr, source })?;
+        let admin_addr = listener.local_addr().map_err(|source| ServiceError::AdminBind { addr, source })?;
+        let app = admin::router(AdminState {
+            tree: tree.clone(),
+            store: store.clone(),
+            publisher: publisher.clone(),
+            token: settings.admin_token().map(Arc::from),
+            database_url,
+            mq_url: redact_url(&settings.mq.url),
+        });
+        let (admin_stop, stopped) = oneshot::channel::<()>();
+        let admin_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "admin API stopped");
+            }
+        });
+        tracing::info!(%admin_addr, "admin API listening");
+
+        Ok(Self {
+            tree,
+            store,
+            publisher,
+            in_process_bus,
+            admin_addr,
+            admin_stop,
+            admin_task,
+            supervisor_task,
+            shutdown_timeout: settings.shutdown_timeout(),
+        })
+    }
+
+    /// Stops sensors, finishes in-flight events, drains the outbox (within the shutdown
+    /// timeout) and closes the admin API.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let timeout = self.shutdown_timeout;
+        let report = match self
+            .tree
+            .supervisor
+            .call(|reply| SupervisorMsg::Shutdown(timeout, reply), Some(timeout + Duration::from_secs(15)))
+            .await
+        {
+            Ok(CallResult::Success(report)) => report,
+            _ => {
+                tracing::warn!("supervisor did not confirm shutdown in time");
+                ShutdownReport { outbox_drained: false }
+            }
+        };
+        let _ = self.admin_stop.send(());
+        let _ = self.admin_task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.supervisor_task).await;
+        if report.outbox_drained {
+            tracing::info!("shut down cleanly");
+        } else {
+            tracing::warn!("shut down with outbox rows left; they are published on the next start");
+        }
+        report
+    }
+}
