@@ -1,0 +1,693 @@
+//! One behaviour suite for the `Store` port, run against every adapter.
+//!
+//! Each case in `cases` is written once against `&dyn Store`; the `suite!` macro turns it
+//! into a test in `postgres::` (a fresh database per test) and in `sqlite::` (a fresh
+//! temporary file per test). Run one backend with `cargo test --test store_suite sqlite::`.
+//!
+//! The throughput measurement is ignored by default:
+//! `cargo test --release --test store_suite throughput -- --ignored --nocapture`.
+
+mod support {
+    pub mod postgres;
+}
+
+use std::sync::Arc;
+
+use attune_actors::domain::{
+    NewEnforcement, NewEvent, PackDefinition, RuleDefinition, SensorDefinition, TriggerDefinition,
+};
+use attune_actors::ports::{Store, StoreError};
+use serde_json::{Value, json};
+
+/// A store under test and whatever keeps its database alive. Fields drop in order, so the
+/// store's connections go before the database does.
+pub struct Harness {
+    pub url: String,
+    pub store: Arc<dyn Store>,
+    _guard: Box<dyn std::any::Any>,
+}
+
+pub async fn postgres_harness() -> Harness {
+    let db = support::postgres::TestDatabase::create().await;
+    let store = attune_sensor::store::open(&db.url)
+        .await
+        .expect("open PostgreSQL store");
+    Harness {
+        url: db.url.clone(),
+        store,
+        _guard: Box::new(db),
+    }
+}
+
+pub async fn sqlite_harness() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A missing parent directory is part of what `open` must handle.
+    let path = dir.path().join("nested").join("attune.db");
+    let url = format!("sqlite:{}", path.display());
+    let store = attune_sensor::store::open(&url)
+        .await
+        .expect("open SQLite store");
+    Harness {
+        url,
+        store,
+        _guard: Box::new(dir),
+    }
+}
+
+macro_rules! suite {
+    (cases: [$($case:ident),* $(,)?], ignored: [$($slow:ident),* $(,)?]) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let harness = super::postgres_harness().await;
+                    super::cases::$case(&harness).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                #[ignore = "measurement, run with --ignored --nocapture"]
+                async fn $slow() {
+                    let harness = super::postgres_harness().await;
+                    super::cases::$slow(&harness, "postgres").await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let harness = super::sqlite_harness().await;
+                    super::cases::$case(&harness).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                #[ignore = "measurement, run with --ignored --nocapture"]
+                async fn $slow() {
+                    let harness = super::sqlite_harness().await;
+                    super::cases::$slow(&harness, "sqlite").await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    cases: [
+        migrations_are_idempotent,
+        pack_upsert_twice_reports_unchanged,
+        pack_upsert_updates_changes_and_disables_dropped_entities,
+        unknown_trigger_ref_is_refused_and_nothing_is_written,
+        entity_of_another_pack_is_refused,
+        enabled_sensors_are_oldest_first,
+        enabled_rules_for_trigger_are_ordered_and_exclude_disabled,
+        create_events_keeps_input_order_with_outbox_rows,
+        get_event_round_trips,
+        recent_events_are_newest_first_and_limited,
+        create_enforcements_is_idempotent,
+        enforcement_for_unknown_rule_is_refused_atomically,
+        outbox_publish_cycle,
+        batch_of_1000_events,
+    ],
+    ignored: [throughput]
+);
+
+fn trigger(r: &str) -> TriggerDefinition {
+    TriggerDefinition {
+        r#ref: r.into(),
+        label: format!("{r} label"),
+        description: Some(format!("{r} description")),
+        param_schema: Some(json!({"type": "object", "properties": {"n": {"type": "integer"}}})),
+        payload_schema: None,
+    }
+}
+
+fn sensor(r: &str, trigger_ref: &str) -> SensorDefinition {
+    SensorDefinition {
+        r#ref: r.into(),
+        label: format!("{r} label"),
+        description: None,
+        runtime_ref: "builtin".into(),
+        entrypoint: "timer".into(),
+        trigger_ref: trigger_ref.into(),
+        enabled: true,
+        poll_interval: Some(30),
+        param_schema: None,
+        config: json!({"interval": 5, "unit": "seconds", "ratio": 1.5}),
+    }
+}
+
+fn rule(r: &str, trigger_ref: &str) -> RuleDefinition {
+    RuleDefinition {
+        r#ref: r.into(),
+        label: format!("{r} label"),
+        description: None,
+        trigger_ref: trigger_ref.into(),
+        action_ref: "core.echo".into(),
+        conditions: json!({"all": [{"field": "payload.n", "op": "gt", "value": 1}]}),
+        enabled: true,
+    }
+}
+
+fn pack(r: &str) -> PackDefinition {
+    PackDefinition {
+        r#ref: r.into(),
+        label: format!("{r} pack"),
+        description: Some("a test pack".into()),
+        version: "1.0.0".into(),
+        ..Default::default()
+    }
+}
+
+/// Pack `demo`: trigger `demo.tick`, sensors `demo.s1`, `demo.s2`, rule `demo.r1`.
+fn demo_pack() -> PackDefinition {
+    PackDefinition {
+        triggers: vec![trigger("demo.tick")],
+        sensors: vec![
+            sensor("demo.s1", "demo.tick"),
+            sensor("demo.s2", "demo.tick"),
+        ],
+        rules: vec![rule("demo.r1", "demo.tick")],
+        ..pack("demo")
+    }
+}
+
+fn new_event(trigger_id: Option<i64>, trigger_ref: &str, n: usize) -> NewEvent {
+    NewEvent {
+        trigger: trigger_id,
+        trigger_ref: trigger_ref.into(),
+        config: json!({"trigger": {"ref": trigger_ref}}),
+        payload: json!({"n": n, "text": format!("event {n}")}),
+        source: None,
+        source_ref: None,
+    }
+}
+
+fn new_enforcement(rule_id: i64, rule_ref: &str, event: i64) -> NewEnforcement {
+    NewEnforcement {
+        rule: rule_id,
+        rule_ref: rule_ref.into(),
+        trigger_ref: "demo.tick".into(),
+        event,
+        payload: json!({"event": event}),
+        condition: "all".into(),
+        conditions: json!([{"field": "payload.n", "op": "gt", "value": 1}]),
+    }
+}
+
+fn body(message: &attune_actors::domain::OutboxMessage) -> Value {
+    serde_json::from_str(&message.body).expect("outbox body is JSON")
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn migrations_are_idempotent(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("upsert");
+        attune_sensor::store::migrate(&h.url)
+            .await
+            .expect("second migration");
+        attune_sensor::store::migrate(&h.url)
+            .await
+            .expect("third migration");
+        let reopened = attune_sensor::store::open(&h.url).await.expect("reopen");
+        reopened.ping().await.expect("ping");
+        assert!(
+            reopened
+                .trigger_by_ref("demo.tick")
+                .await
+                .unwrap()
+                .is_some(),
+            "migrating again must keep the data"
+        );
+    }
+
+    pub async fn pack_upsert_twice_reports_unchanged(h: &Harness) {
+        let first = h
+            .store
+            .upsert_pack(&demo_pack())
+            .await
+            .expect("first upsert");
+        // pack + trigger + 2 sensors + rule
+        assert_eq!((first.created, first.updated, first.unchanged), (5, 0, 0));
+        assert!(first.changed());
+
+        let trigger = h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap();
+        let s1 = h.store.sensor_by_ref("demo.s1").await.unwrap().unwrap();
+        let r1 = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        assert_eq!(trigger.pack_ref.as_deref(), Some("demo"));
+        assert_eq!(trigger.param_schema, demo_pack().triggers[0].param_schema);
+        assert_eq!(s1.trigger, trigger.id);
+        assert_eq!(s1.runtime_ref, "builtin");
+        assert!(s1.runtime.is_some(), "runtime row is created on demand");
+        assert_eq!(
+            s1.config,
+            json!({"interval": 5, "unit": "seconds", "ratio": 1.5})
+        );
+        assert_eq!(r1.trigger, trigger.id);
+        assert_eq!(
+            r1.action, None,
+            "no action row exists, so only the ref is kept"
+        );
+        assert_eq!(r1.action_ref, "core.echo");
+
+        let second = h
+            .store
+            .upsert_pack(&demo_pack())
+            .await
+            .expect("second upsert");
+        assert_eq!(
+            (second.created, second.updated, second.unchanged),
+            (0, 0, 5)
+        );
+        assert!(!second.changed());
+        assert_eq!(
+            h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap(),
+            trigger
+        );
+        assert_eq!(h.store.sensor_by_ref("demo.s1").await.unwrap().unwrap(), s1);
+        assert_eq!(h.store.rule_by_ref("demo.r1").await.unwrap().unwrap(), r1);
+    }
+
+    pub async fn pack_upsert_updates_changes_and_disables_dropped_entities(h: &Harness) {
+        h.store
+            .upsert_pack(&demo_pack())
+            .await
+            .expect("first upsert");
+        let trigger = h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap();
+        let s1 = h.store.sensor_by_ref("demo.s1").await.unwrap().unwrap();
+        let s2 = h.store.sensor_by_ref("demo.s2").await.unwrap().unwrap();
+
+        let mut changed = demo_pack();
+        changed.triggers[0].label = "renamed".into();
+        changed.sensors.retain(|s| s.r#ref != "demo.s2");
+        changed.rules.clear();
+        let summary = h.store.upsert_pack(&changed).await.expect("second upsert");
+        // trigger changed, s2 and r1 disabled; pack and s1 as they were
+        assert_eq!(
+            (summary.created, summary.updated, summary.unchanged),
+            (0, 3, 2)
+        );
+
+        let renamed = h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap();
+        assert_eq!(renamed.label, "renamed");
+        assert_eq!(renamed.created, trigger.created);
+        assert!(
+            renamed.updated > trigger.updated,
+            "updated is bumped on change"
+        );
+        assert_eq!(h.store.sensor_by_ref("demo.s1").await.unwrap().unwrap(), s1);
+
+        let dropped = h.store.sensor_by_ref("demo.s2").await.unwrap().unwrap();
+        assert!(
+            !dropped.enabled,
+            "a sensor the pack no longer defines is disabled"
+        );
+        assert!(dropped.updated > s2.updated);
+        let dropped_rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        assert!(!dropped_rule.enabled);
+        let enabled: Vec<String> = h
+            .store
+            .enabled_sensors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.r#ref)
+            .collect();
+        assert_eq!(enabled, ["demo.s1"]);
+
+        let again = h.store.upsert_pack(&changed).await.expect("third upsert");
+        assert!(
+            !again.changed(),
+            "disabled leftovers are not counted again: {again:?}"
+        );
+    }
+
+    pub async fn unknown_trigger_ref_is_refused_and_nothing_is_written(h: &Harness) {
+        let mut broken = demo_pack();
+        broken.rules.push(rule("demo.r2", "elsewhere.missing"));
+        let error = h
+            .store
+            .upsert_pack(&broken)
+            .await
+            .expect_err("must be refused");
+        match &error {
+            StoreError::Invalid(message) => {
+                assert!(message.contains("elsewhere.missing"), "{message}")
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        assert!(h.store.trigger_by_ref("demo.tick").await.unwrap().is_none());
+        assert!(h.store.sensor_by_ref("demo.s1").await.unwrap().is_none());
+        assert!(h.store.rule_by_ref("demo.r1").await.unwrap().is_none());
+        assert!(h.store.enabled_sensors().await.unwrap().is_empty());
+        // The failed attempt left nothing behind that would block a correct load.
+        let summary = h.store.upsert_pack(&demo_pack()).await.expect("valid pack");
+        assert_eq!(summary.created, 5);
+    }
+
+    pub async fn entity_of_another_pack_is_refused(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let thief = PackDefinition {
+            triggers: vec![trigger("demo.tick")],
+            ..pack("thief")
+        };
+        let error = h.store.upsert_pack(&thief).await.expect_err("refused");
+        assert!(
+            matches!(error, StoreError::Invalid(ref m) if m.contains("demo.tick")),
+            "{error:?}"
+        );
+        let stored = h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap();
+        assert_eq!(stored.pack_ref.as_deref(), Some("demo"));
+    }
+
+    pub async fn enabled_sensors_are_oldest_first(h: &Harness) {
+        let mut first = demo_pack();
+        first.sensors[1].enabled = false;
+        first.sensors.push(sensor("demo.s3", "demo.tick"));
+        h.store.upsert_pack(&first).await.expect("demo");
+        // A second pack using the first pack's trigger, written later.
+        let second = PackDefinition {
+            sensors: vec![sensor("late.s1", "demo.tick")],
+            ..pack("late")
+        };
+        h.store.upsert_pack(&second).await.expect("late");
+
+        let sensors = h.store.enabled_sensors().await.unwrap();
+        let refs: Vec<&str> = sensors.iter().map(|s| s.r#ref.as_str()).collect();
+        assert_eq!(refs, ["demo.s1", "demo.s3", "late.s1"]);
+        assert!(sensors.windows(2).all(|w| w[0].created <= w[1].created));
+        assert!(sensors.iter().all(|s| s.enabled));
+    }
+
+    pub async fn enabled_rules_for_trigger_are_ordered_and_exclude_disabled(h: &Harness) {
+        let mut demo = demo_pack();
+        demo.triggers.push(trigger("demo.other"));
+        demo.rules.push(rule("demo.r2", "demo.tick"));
+        demo.rules.push(RuleDefinition {
+            enabled: false,
+            ..rule("demo.r3", "demo.tick")
+        });
+        demo.rules.push(rule("demo.r4", "demo.other"));
+        h.store.upsert_pack(&demo).await.expect("demo");
+        let later = PackDefinition {
+            rules: vec![rule("later.r1", "demo.tick")],
+            ..pack("later")
+        };
+        h.store.upsert_pack(&later).await.expect("later");
+
+        let rules = h
+            .store
+            .enabled_rules_for_trigger("demo.tick")
+            .await
+            .unwrap();
+        let refs: Vec<&str> = rules.iter().map(|r| r.r#ref.as_str()).collect();
+        assert_eq!(refs, ["demo.r1", "demo.r2", "later.r1"]);
+        let other = h
+            .store
+            .enabled_rules_for_trigger("demo.other")
+            .await
+            .unwrap();
+        assert_eq!(other.len(), 1);
+        assert!(
+            h.store
+                .enabled_rules_for_trigger("nobody")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn create_events_keeps_input_order_with_outbox_rows(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let trigger = h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap();
+        let sensor = h.store.sensor_by_ref("demo.s1").await.unwrap().unwrap();
+        let input: Vec<NewEvent> = (0..5)
+            .map(|n| NewEvent {
+                source: Some(sensor.id),
+                source_ref: Some(sensor.r#ref.clone()),
+                ..new_event(Some(trigger.id), "demo.tick", n)
+            })
+            .collect();
+        let events = h.store.create_events(input.clone()).await.expect("create");
+        assert_eq!(events.len(), 5);
+        for (event, new) in events.iter().zip(&input) {
+            assert_eq!(event.payload, new.payload);
+            assert_eq!(event.source, new.source);
+            assert_eq!(event.trigger, Some(trigger.id));
+        }
+        assert!(
+            events.windows(2).all(|w| w[0].id < w[1].id),
+            "ids follow input order"
+        );
+
+        let outbox = h.store.pending_outbox(100).await.unwrap();
+        assert_eq!(outbox.len(), 5);
+        assert!(outbox.windows(2).all(|w| w[0].id < w[1].id));
+        for (message, event) in outbox.iter().zip(&events) {
+            assert_eq!(message.message_type, "EventCreated");
+            assert_eq!(message.routing_key, "event.created");
+            let body = body(message);
+            assert_eq!(body["message_id"], json!(message.message_id));
+            assert_eq!(body["payload"]["event_id"], json!(event.id));
+            assert_eq!(body["payload"]["payload"], event.payload);
+            assert_eq!(body["payload"]["sensor_ref"], json!("demo.s1"));
+        }
+        assert!(h.store.create_events(Vec::new()).await.unwrap().is_empty());
+    }
+
+    pub async fn get_event_round_trips(h: &Harness) {
+        // Events need not point at a stored trigger (system events).
+        let created = h
+            .store
+            .create_events(vec![new_event(None, "core.system", 1)])
+            .await
+            .expect("create");
+        let fetched = h.store.get_event(created[0].id).await.unwrap();
+        assert_eq!(fetched.as_ref(), Some(&created[0]));
+        assert_eq!(h.store.get_event(created[0].id + 1000).await.unwrap(), None);
+    }
+
+    pub async fn recent_events_are_newest_first_and_limited(h: &Harness) {
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let trigger_ref = if n % 2 == 0 { "t.even" } else { "t.odd" };
+            let created = h
+                .store
+                .create_events(vec![new_event(None, trigger_ref, n)])
+                .await
+                .unwrap();
+            ids.push(created[0].id);
+        }
+        let even = h.store.recent_events(Some("t.even"), 2).await.unwrap();
+        assert_eq!(
+            even.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [ids[4], ids[2]]
+        );
+        let all = h.store.recent_events(None, 10).await.unwrap();
+        let mut expected = ids.clone();
+        expected.reverse();
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), expected);
+        assert_eq!(h.store.recent_events(None, 3).await.unwrap().len(), 3);
+        assert!(
+            h.store
+                .recent_events(Some("t.none"), 3)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn create_enforcements_is_idempotent(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        let events = h
+            .store
+            .create_events((0..2).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .unwrap();
+        let first = h
+            .store
+            .create_enforcements(vec![new_enforcement(rule.id, &rule.r#ref, events[0].id)])
+            .await
+            .expect("first");
+        assert_eq!(first[0].status, "created");
+        assert_eq!(first[0].condition, "all");
+
+        let again = h
+            .store
+            .create_enforcements(vec![new_enforcement(rule.id, &rule.r#ref, events[0].id)])
+            .await
+            .expect("again");
+        assert_eq!(again, first, "an existing pair comes back as stored");
+
+        // A batch mixing the stored pair, a new pair and that new pair again.
+        let mixed = h
+            .store
+            .create_enforcements(vec![
+                new_enforcement(rule.id, &rule.r#ref, events[1].id),
+                new_enforcement(rule.id, &rule.r#ref, events[0].id),
+                new_enforcement(rule.id, &rule.r#ref, events[1].id),
+            ])
+            .await
+            .expect("mixed");
+        assert_eq!(mixed[1], first[0]);
+        assert_eq!(mixed[0], mixed[2]);
+        assert_ne!(mixed[0].id, first[0].id);
+        assert_eq!(mixed[0].event, events[1].id);
+
+        let announced: Vec<Value> = h
+            .store
+            .pending_outbox(100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.message_type == "EnforcementCreated")
+            .map(body)
+            .collect();
+        let announced_ids: Vec<&Value> = announced
+            .iter()
+            .map(|b| &b["payload"]["enforcement_id"])
+            .collect();
+        assert_eq!(announced_ids, [&json!(first[0].id), &json!(mixed[0].id)]);
+        assert_eq!(
+            announced[0]["headers"]["event_id"],
+            json!(events[0].id.to_string())
+        );
+
+        let recent = h
+            .store
+            .recent_enforcements(Some("demo.r1"), 10)
+            .await
+            .unwrap();
+        assert_eq!(recent, vec![mixed[0].clone(), first[0].clone()]);
+        assert!(
+            h.store
+                .recent_enforcements(Some("x"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(h.store.recent_enforcements(None, 1).await.unwrap().len(), 1);
+    }
+
+    pub async fn enforcement_for_unknown_rule_is_refused_atomically(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        let event = h
+            .store
+            .create_events(vec![new_event(None, "demo.tick", 0)])
+            .await
+            .unwrap()
+            .remove(0);
+        let backlog = h.store.outbox_backlog().await.unwrap();
+        let error = h
+            .store
+            .create_enforcements(vec![
+                new_enforcement(rule.id, &rule.r#ref, event.id),
+                new_enforcement(rule.id + 1000, "demo.ghost", event.id),
+            ])
+            .await
+            .expect_err("unknown rule");
+        assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), backlog);
+        assert!(
+            h.store
+                .recent_enforcements(None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn outbox_publish_cycle(h: &Harness) {
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
+        h.store
+            .create_events((0..3).map(|n| new_event(None, "t", n)).collect())
+            .await
+            .unwrap();
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), 3);
+
+        let first_two = h.store.pending_outbox(2).await.unwrap();
+        assert_eq!(first_two.len(), 2);
+        let ids: Vec<i64> = first_two.iter().map(|m| m.id).collect();
+        h.store.mark_published(&ids).await.unwrap();
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);
+
+        let rest = h.store.pending_outbox(10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].id > ids[1]);
+        h.store
+            .mark_published(&ids)
+            .await
+            .expect("marking twice is harmless");
+        h.store.mark_published(&[]).await.expect("nothing to mark");
+        h.store.mark_published(&[rest[0].id]).await.unwrap();
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
+        assert!(h.store.pending_outbox(10).await.unwrap().is_empty());
+    }
+
+    pub async fn batch_of_1000_events(h: &Harness) {
+        let input: Vec<NewEvent> = (0..1000).map(|n| new_event(None, "bulk", n)).collect();
+        let events = h.store.create_events(input).await.expect("batch");
+        assert_eq!(events.len(), 1000);
+        for (n, event) in events.iter().enumerate() {
+            assert_eq!(event.payload["n"], json!(n));
+        }
+        assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), 1000);
+        let outbox = h.store.pending_outbox(1000).await.unwrap();
+        let announced: Vec<Value> = outbox
+            .iter()
+            .map(|m| body(m)["payload"]["event_id"].clone())
+            .collect();
+        let expected: Vec<Value> = events.iter().map(|e| json!(e.id)).collect();
+        assert_eq!(announced, expected);
+        assert_eq!(
+            h.store.get_event(events[999].id).await.unwrap().as_ref(),
+            Some(&events[999])
+        );
+    }
+
+    /// Prints how long batches of 1,000 events plus 1,000 enforcements take. Not an
+    /// assertion: timings depend on the machine.
+    pub async fn throughput(h: &Harness, backend: &str) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        let rounds = 10;
+        let mut event_time = std::time::Duration::ZERO;
+        let mut enforcement_time = std::time::Duration::ZERO;
+        for round in 0..rounds {
+            let input: Vec<NewEvent> = (0..1000)
+                .map(|n| new_event(Some(rule.trigger), "demo.tick", round * 1000 + n))
+                .collect();
+            let started = std::time::Instant::now();
+            let events = h.store.create_events(input).await.expect("events");
+            event_time += started.elapsed();
+            let enforcements: Vec<NewEnforcement> = events
+                .iter()
+                .map(|e| new_enforcement(rule.id, &rule.r#ref, e.id))
+                .collect();
+            let started = std::time::Instant::now();
+            h.store
+                .create_enforcements(enforcements)
+                .await
+                .expect("enforcements");
+            enforcement_time += started.elapsed();
+        }
+        let per_round = (event_time + enforcement_time) / rounds as u32;
+        println!(
+            "{backend}: per batch of 1000: events {:?}, enforcements {:?}, total {:?} \
+             (~{:.0} events+enforcements/s)",
+            event_time / rounds as u32,
+            enforcement_time / rounds as u32,
+            per_round,
+            1000.0 / per_round.as_secs_f64()
+        );
+        assert_eq!(
+            h.store.outbox_backlog().await.unwrap(),
+            2 * 1000 * rounds as u64
+        );
+    }
+}
