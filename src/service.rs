@@ -27,6 +27,8 @@ pub enum ServiceError {
         #[source]
         source: StoreError,
     },
+    #[error(transparent)]
+    Bus(#[from] bus::OpenError),
     #[error("cannot start the actor tree: {0}")]
     Tree(String),
     #[error("cannot listen on admin.bind {addr}: {source}")]
@@ -71,7 +73,7 @@ impl Service {
             }
         }
 
-        let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange);
+        let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange)?;
         tracing::info!(bus = publisher.kind(), mq = %redact_url(&settings.mq.url), "message bus configured");
 
         let (tree, supervisor_task) = Tree::start(SupervisorArgs {
