@@ -154,9 +154,7 @@ pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
                 }
             }
             "*" => {
-                for j in 0..key.len() {
-                    next[j + 1] = matched[j];
-                }
+                next[1..].copy_from_slice(&matched[..key.len()]);
             }
             literal => {
                 for j in 0..key.len() {

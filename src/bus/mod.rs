@@ -42,6 +42,10 @@ pub enum OpenError {
     UnsupportedScheme(String),
 }
 
+/// What [`open`] returns: the publisher, and the same bus concretely typed when it is
+/// the in-process one (so the caller can subscribe to it).
+pub type OpenedBus = (Arc<dyn Publisher>, Option<Arc<InProcessBus>>);
+
 /// Opens the message bus described by `url`.
 ///
 /// * An empty (or blank) URL selects the [`InProcessBus`]; it is returned a second time,
@@ -51,10 +55,7 @@ pub enum OpenError {
 ///   publish connects, so this never fails because the broker is down.
 ///
 /// `amqps://` is refused: this build has no TLS support.
-pub fn open(
-    url: &str,
-    exchange: &str,
-) -> Result<(Arc<dyn Publisher>, Option<Arc<InProcessBus>>), OpenError> {
+pub fn open(url: &str, exchange: &str) -> Result<OpenedBus, OpenError> {
     let url = url.trim();
     if url.is_empty() {
         let bus = Arc::new(InProcessBus::new());

@@ -8,14 +8,17 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::FutureExt;
 use attune_actors::domain::OutboxMessage;
 use attune_actors::ports::{BusError, PublishReport, Publisher};
+use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{
@@ -51,7 +54,7 @@ impl Default for RabbitOptions {
         Self {
             connect_timeout: Duration::from_secs(5),
             confirm_timeout: Duration::from_secs(10),
-            max_in_flight: 500,
+            max_in_flight: 256,
             connection_name: "attune-sensor".to_owned(),
         }
     }
@@ -259,43 +262,50 @@ impl RabbitPublisher {
     }
 
     /// Sends the batch through a sliding window of confirms; returns how many leading
-    /// messages were confirmed, why it stopped early if it did, and the confirms still
-    /// outstanding at that point.
-    async fn publish_on(
+    /// messages were confirmed, why it stopped early if it did, and what was still in
+    /// flight at that point.
+    async fn publish_on<'a>(
         &self,
-        channel: &Channel,
-        batch: &[OutboxMessage],
-    ) -> (usize, Option<Failure>, VecDeque<PublisherConfirm>) {
+        channel: &'a Channel,
+        batch: &'a [OutboxMessage],
+    ) -> (usize, Option<Failure>, VecDeque<InFlight<'a>>) {
         let window = self.options.max_in_flight;
-        let mut pending: VecDeque<PublisherConfirm> =
+        let mut in_flight: VecDeque<InFlight<'a>> =
             VecDeque::with_capacity(window.min(batch.len()));
+        let exchange = match ShortString::try_new(self.exchange.as_str()) {
+            Ok(exchange) => exchange,
+            Err(e) => {
+                let failure = Failure::Broken(format!("invalid exchange name: {e}"));
+                return (0, Some(failure), in_flight);
+            }
+        };
         let mut confirmed = 0;
         let mut stop = None;
         for msg in batch {
-            if pending.len() >= window {
-                if let Some(confirm) = pending.pop_front() {
-                    if let Err(failure) = self.await_confirm(confirm, &batch[confirmed]).await {
-                        return (confirmed, Some(failure), pending);
-                    }
-                    confirmed += 1;
+            if in_flight.len() >= window
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                if let Err(failure) = self.settle_one(oldest, &batch[confirmed]).await {
+                    return (confirmed, Some(failure), in_flight);
                 }
+                confirmed += 1;
             }
-            match self.send(channel, msg).await {
-                Ok(confirm) => pending.push_back(confirm),
+            match self.send(channel, &exchange, msg).await {
+                Ok(sent) => in_flight.push_back(sent),
                 Err(failure) => {
                     stop = Some(failure);
                     break;
                 }
             }
         }
-        // The messages still pending were all sent before the one that stopped the batch,
-        // so their confirms extend the prefix.
+        // Everything still in flight was sent before whatever stopped the batch, so its
+        // confirms extend the prefix.
         match stop {
             None | Some(Failure::Refused { .. }) => {
-                while let Some(confirm) = pending.pop_front() {
-                    if let Err(failure) = self.await_confirm(confirm, &batch[confirmed]).await {
+                while let Some(oldest) = in_flight.pop_front() {
+                    if let Err(failure) = self.settle_one(oldest, &batch[confirmed]).await {
                         // An earlier message failed: that is the failure to report.
-                        return (confirmed, Some(failure), pending);
+                        return (confirmed, Some(failure), in_flight);
                     }
                     confirmed += 1;
                 }
@@ -303,27 +313,23 @@ impl RabbitPublisher {
             Some(Failure::Broken(_)) => {
                 // No more confirms will come; count those that arrived before the break
                 // without waiting for the rest.
-                while let Some(front) = pending.front_mut() {
-                    match front.now_or_never() {
-                        Some(Ok(Confirmation::Ack(_))) => {
-                            pending.pop_front();
-                            confirmed += 1;
-                        }
-                        _ => break,
-                    }
+                while in_flight.front_mut().is_some_and(InFlight::acked_already) {
+                    in_flight.pop_front();
+                    confirmed += 1;
                 }
             }
         }
-        (confirmed, stop, pending)
+        (confirmed, stop, in_flight)
     }
 
-    /// Hands one message to the connection. Resolves once its frames are written, not
-    /// when it is confirmed; that is what lets many messages be in flight at once.
-    async fn send(
+    /// Hands one message to lapin and returns without waiting for it to be written, let
+    /// alone confirmed; that is what lets many messages be in flight at once.
+    async fn send<'a>(
         &self,
-        channel: &Channel,
-        msg: &OutboxMessage,
-    ) -> Result<PublisherConfirm, Failure> {
+        channel: &'a Channel,
+        exchange: &ShortString,
+        msg: &'a OutboxMessage,
+    ) -> Result<InFlight<'a>, Failure> {
         let refused = |what: &str, e: lapin::types::ShortStringError| Failure::Refused {
             message_id: msg.message_id,
             reason: format!("{what} cannot be sent over AMQP: {e}"),
@@ -337,34 +343,40 @@ impl RabbitPublisher {
             .with_content_type("application/json".into())
             .with_message_id(msg.message_id.to_string().into())
             .with_type(message_type);
-        let exchange = ShortString::try_new(self.exchange.as_str())
-            .map_err(|e| Failure::Broken(format!("invalid exchange name: {e}")))?;
-        let publish = channel.basic_publish(
-            exchange,
+        let mut publish: Writing<'a> = Box::pin(channel.basic_publish(
+            exchange.clone(),
             routing_key,
             BasicPublishOptions::default(),
             msg.body.as_bytes(),
             properties,
-        );
-        match timeout(self.options.confirm_timeout, publish).await {
-            Ok(Ok(confirm)) => Ok(confirm),
-            Ok(Err(e)) => Err(Failure::Broken(format!(
-                "publish failed: {}",
-                scrub_secret(&e.to_string(), &self.url)
-            ))),
-            Err(_) => Err(Failure::Broken(format!(
-                "could not send within {:?} (broker blocked or connection stalled)",
-                self.options.confirm_timeout
-            ))),
+        ));
+        // lapin 4 takes the delivery tag and queues the frames during the first poll,
+        // before its first await (it then waits for its IO thread to write them). Polling
+        // once here, in batch order, fixes the order on the wire and of the confirms;
+        // awaiting the write per message instead would cost a thread round trip each.
+        match std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await {
+            Poll::Ready(Ok(confirm)) => Ok(InFlight::Written(confirm)),
+            Poll::Ready(Err(e)) => Err(self.broken("publish failed", &e)),
+            Poll::Pending => Ok(InFlight::Queued(publish)),
         }
     }
 
-    async fn await_confirm(
-        &self,
-        confirm: PublisherConfirm,
-        msg: &OutboxMessage,
-    ) -> Result<(), Failure> {
-        match timeout(self.options.confirm_timeout, confirm).await {
+    /// Waits until `sent` is written and confirmed.
+    async fn settle_one(&self, sent: InFlight<'_>, msg: &OutboxMessage) -> Result<(), Failure> {
+        let limit = self.options.confirm_timeout;
+        let confirm = match sent {
+            InFlight::Written(confirm) => confirm,
+            InFlight::Queued(publish) => match timeout(limit, publish).await {
+                Ok(Ok(confirm)) => confirm,
+                Ok(Err(e)) => return Err(self.broken("publish failed", &e)),
+                Err(_) => {
+                    return Err(Failure::Broken(format!(
+                        "could not send within {limit:?} (broker blocking publishers or connection stalled)"
+                    )));
+                }
+            },
+        };
+        match timeout(limit, confirm).await {
             Ok(Ok(Confirmation::Ack(_))) => Ok(()),
             Ok(Ok(Confirmation::Nack(_))) => Err(Failure::Refused {
                 message_id: msg.message_id,
@@ -373,28 +385,60 @@ impl RabbitPublisher {
             Ok(Ok(Confirmation::NotRequested)) => {
                 Err(Failure::Broken("channel is not in confirm mode".to_owned()))
             }
-            Ok(Err(e)) => Err(Failure::Broken(format!(
-                "connection lost while awaiting confirms: {}",
-                scrub_secret(&e.to_string(), &self.url)
-            ))),
-            Err(_) => Err(Failure::Broken(format!(
-                "no confirm within {:?}",
-                self.options.confirm_timeout
-            ))),
+            Ok(Err(e)) => Err(self.broken("connection lost while awaiting confirms", &e)),
+            Err(_) => Err(Failure::Broken(format!("no confirm within {limit:?}"))),
         }
+    }
+
+    fn broken(&self, what: &str, e: &lapin::Error) -> Failure {
+        Failure::Broken(format!(
+            "{what}: {}",
+            scrub_secret(&e.to_string(), &self.url)
+        ))
     }
 
     /// After a refusal the link is still good, but confirms of messages sent behind the
     /// refused one are still due; wait for them so they do not pile up on the channel.
     /// Returns false when that wait shows the link is broken after all.
-    async fn settle(&self, pending: VecDeque<PublisherConfirm>) -> bool {
-        for confirm in pending {
-            match timeout(self.options.confirm_timeout, confirm).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return false,
+    async fn drain(&self, in_flight: VecDeque<InFlight<'_>>, batch: &[OutboxMessage]) -> bool {
+        let Some(any) = batch.first() else {
+            return true;
+        };
+        for sent in in_flight {
+            if let Err(Failure::Broken(_)) = self.settle_one(sent, any).await {
+                return false;
             }
         }
         true
+    }
+}
+
+/// The future of one `basic_publish`: resolves once lapin has written the frames.
+type Writing<'a> = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send + 'a>>;
+
+/// A message handed to lapin, oldest first in a batch's window.
+enum InFlight<'a> {
+    /// Frames queued, possibly not yet written.
+    Queued(Writing<'a>),
+    /// Written; the broker's confirm is due.
+    Written(PublisherConfirm),
+}
+
+impl InFlight<'_> {
+    /// Whether the broker has already acked this message; never waits.
+    fn acked_already(&mut self) -> bool {
+        if let InFlight::Queued(publish) = self {
+            match publish.as_mut().now_or_never() {
+                Some(Ok(confirm)) => *self = InFlight::Written(confirm),
+                _ => return false,
+            }
+        }
+        match self {
+            InFlight::Written(confirm) => {
+                matches!(confirm.now_or_never(), Some(Ok(Confirmation::Ack(_))))
+            }
+            InFlight::Queued(_) => false,
+        }
     }
 }
 
@@ -427,7 +471,7 @@ impl Publisher for RabbitPublisher {
             }
             Some(Failure::Refused { message_id, reason }) => {
                 tracing::warn!(%message_id, %reason, confirmed, "RabbitMQ refused a message");
-                if !self.settle(pending).await {
+                if !self.drain(pending, batch).await {
                     self.drop_link(&mut slot);
                     self.state.store(DOWN, Ordering::SeqCst);
                 }
