@@ -94,6 +94,13 @@ async fn rabbitmq_delivers_a_batch_in_order_with_its_properties() {
         .collect();
     assert_eq!(got, expected);
 
+    publisher.close().await;
+    assert!(!publisher.is_connected());
+    // Closing is not final: the next publish connects again.
+    let last = batch(330..331);
+    assert_eq!(publisher.publish(&last).await.confirmed, 1);
+    queue.wait_for_ids(&ids(&last), WAIT).await;
+
     only_ones.finish().await;
     queue.finish().await;
 }

@@ -62,8 +62,8 @@ impl Default for RabbitOptions {
 
 /// One live connection with its confirm-mode channel.
 struct Link {
-    // Kept so the connection stays open: dropping it closes the connection.
-    _connection: Connection,
+    /// Owned here because dropping it closes the connection.
+    connection: Connection,
     channel: Channel,
 }
 
@@ -172,6 +172,20 @@ impl RabbitPublisher {
         self.ensure_link(&mut link).await.map(|_| ())
     }
 
+    /// Closes the connection cleanly (for shutdown, after the last publish). A later
+    /// publish would connect again.
+    pub async fn close(&self) {
+        let mut slot = self.link.lock().await;
+        if let Some(link) = slot.take() {
+            let closing = link.connection.close(200, "shutting down".into());
+            if let Err(e) = timeout(self.options.connect_timeout, closing).await {
+                tracing::debug!(error = %e, "RabbitMQ connection did not close in time");
+            }
+        }
+        self.set_live(None);
+        self.state.store(DOWN, Ordering::SeqCst);
+    }
+
     /// Returns the current link, connecting first if there is none or it died.
     async fn ensure_link<'a>(&self, slot: &'a mut Option<Link>) -> Result<&'a mut Link, BusError> {
         if slot.as_ref().is_some_and(|link| !link_alive(link)) {
@@ -231,7 +245,7 @@ impl RabbitPublisher {
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
             Ok::<_, lapin::Error>(Link {
-                _connection: connection,
+                connection,
                 channel,
             })
         };
@@ -257,7 +271,7 @@ impl RabbitPublisher {
     }
 
     fn set_live(&self, link: Option<&Link>) {
-        let status = link.map(|l| (l._connection.status().clone(), l.channel.status().clone()));
+        let status = link.map(|l| (l.connection.status().clone(), l.channel.status().clone()));
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = status;
     }
 
@@ -443,7 +457,7 @@ impl InFlight<'_> {
 }
 
 fn link_alive(link: &Link) -> bool {
-    link._connection.status().connected() && link.channel.status().connected()
+    link.connection.status().connected() && link.channel.status().connected()
 }
 
 #[async_trait]
