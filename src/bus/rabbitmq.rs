@@ -1,0 +1,523 @@
+//! Publishing outbox messages to RabbitMQ with publisher confirms.
+//!
+//! The connection is lazy and self-healing: nothing happens at construction, the first
+//! publish connects, and any failure drops the connection so that the next publish
+//! connects afresh. Together with the outbox (which republishes whatever was not
+//! confirmed) this gives at-least-once delivery across broker outages without a
+//! reconnect loop of its own.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use attune_actors::domain::OutboxMessage;
+use attune_actors::ports::{BusError, PublishReport, Publisher};
+use futures_util::FutureExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, ChannelStatus, Confirmation, Connection, ConnectionProperties,
+    ConnectionStatus, ExchangeKind, PublisherConfirm,
+};
+use tokio::sync::Mutex;
+use tokio::time::timeout;
+
+use super::{DEFAULT_EXCHANGE, redact_url, scrub_secret};
+
+/// AMQP delivery mode 2: the broker writes the message to disk (on a durable queue).
+const PERSISTENT: u8 = 2;
+
+/// Tuning of a [`RabbitPublisher`]. The defaults suit the sensor service.
+#[derive(Debug, Clone)]
+pub struct RabbitOptions {
+    /// How long one connection attempt (TCP, AMQP handshake, exchange declaration,
+    /// `confirm.select`) may take before it counts as failed.
+    pub connect_timeout: Duration,
+    /// How long a publish may go without progress (a frame written or a confirm
+    /// received) before the connection is considered broken.
+    pub confirm_timeout: Duration,
+    /// How many messages may await their confirm at once. Larger batches are sent as a
+    /// sliding window: a new message goes out as soon as the oldest one is confirmed.
+    pub max_in_flight: usize,
+    /// The name shown for the connection in the RabbitMQ management UI.
+    pub connection_name: String,
+}
+
+impl Default for RabbitOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            confirm_timeout: Duration::from_secs(10),
+            max_in_flight: 256,
+            connection_name: "attune-sensor".to_owned(),
+        }
+    }
+}
+
+/// One live connection with its confirm-mode channel.
+struct Link {
+    /// Owned here because dropping it closes the connection.
+    connection: Connection,
+    channel: Channel,
+}
+
+/// The state reported by [`RabbitPublisher::is_connected`].
+const NEVER_TRIED: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A [`Publisher`] for a RabbitMQ topic exchange.
+///
+/// ```no_run
+/// # async fn demo(batch: Vec<attune_actors::domain::OutboxMessage>) {
+/// use attune_actors::ports::Publisher;
+/// use attune_sensor::bus::RabbitPublisher;
+///
+/// // Does not touch the network; the broker may well be down right now.
+/// let publisher = RabbitPublisher::new("amqp://guest:guest@127.0.0.1:5672/%2f", "attune.events");
+/// let report = publisher.publish(&batch).await;
+/// // Mark `batch[..report.confirmed]` as published; retry the rest later.
+/// if let Some(error) = report.error {
+///     tracing::warn!(%error, "publish incomplete");
+/// }
+/// # }
+/// ```
+///
+/// Each message goes to the exchange with its `routing_key`, persistent, as
+/// `application/json`, with the AMQP `message_id` and `type` properties set from the
+/// outbox row, so consumers can deduplicate on `message_id`.
+pub struct RabbitPublisher {
+    url: String,
+    redacted_url: String,
+    exchange: String,
+    options: RabbitOptions,
+    /// Held across a whole batch: publishes are serialized, which keeps each batch's
+    /// confirms in order on the one channel.
+    link: Mutex<Option<Link>>,
+    state: AtomicU8,
+    /// The live status of the current link, readable without awaiting `link`, so that
+    /// readiness notices a connection that died between publishes.
+    live: StdMutex<Option<(ConnectionStatus, ChannelStatus)>>,
+}
+
+impl fmt::Debug for RabbitPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitPublisher")
+            .field("url", &self.redacted_url)
+            .field("exchange", &self.exchange)
+            .field("options", &self.options)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// Why a batch stopped.
+enum Failure {
+    /// The connection or channel is unusable; it is dropped and rebuilt next time.
+    Broken(String),
+    /// The broker (or the protocol) refused one message; the link itself is fine.
+    Refused {
+        message_id: uuid::Uuid,
+        reason: String,
+    },
+}
+
+impl RabbitPublisher {
+    /// A publisher for `url` (`amqp://user:pass@host:port/vhost`) and the topic exchange
+    /// `exchange` (empty means [`DEFAULT_EXCHANGE`]). Does not connect.
+    pub fn new(url: &str, exchange: &str) -> Self {
+        Self::with_options(url, exchange, RabbitOptions::default())
+    }
+
+    pub fn with_options(url: &str, exchange: &str, options: RabbitOptions) -> Self {
+        let exchange = if exchange.is_empty() {
+            DEFAULT_EXCHANGE
+        } else {
+            exchange
+        };
+        Self {
+            url: url.to_owned(),
+            redacted_url: redact_url(url),
+            exchange: exchange.to_owned(),
+            options: RabbitOptions {
+                max_in_flight: options.max_in_flight.max(1),
+                ..options
+            },
+            link: Mutex::new(None),
+            state: AtomicU8::new(NEVER_TRIED),
+            live: StdMutex::new(None),
+        }
+    }
+
+    /// The exchange messages are published to.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// The broker URL with its password masked, fit for logs and status output.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    /// Connects now instead of on the first publish (no-op when already connected).
+    /// A failure is not fatal: the next publish tries again.
+    pub async fn connect_now(&self) -> Result<(), BusError> {
+        let mut link = self.link.lock().await;
+        self.ensure_link(&mut link).await.map(|_| ())
+    }
+
+    /// Closes the connection cleanly (for shutdown, after the last publish). A later
+    /// publish would connect again.
+    pub async fn close(&self) {
+        let mut slot = self.link.lock().await;
+        if let Some(link) = slot.take() {
+            let closing = link.connection.close(200, "shutting down".into());
+            if let Err(e) = timeout(self.options.connect_timeout, closing).await {
+                tracing::debug!(error = %e, "RabbitMQ connection did not close in time");
+            }
+        }
+        self.set_live(None);
+        self.state.store(DOWN, Ordering::SeqCst);
+    }
+
+    /// Returns the current link, connecting first if there is none or it died.
+    async fn ensure_link<'a>(&self, slot: &'a mut Option<Link>) -> Result<&'a mut Link, BusError> {
+        if slot.as_ref().is_some_and(|link| !link_alive(link)) {
+            tracing::info!(url = %self.redacted_url, "RabbitMQ connection lost; reconnecting");
+            self.drop_link(slot);
+        }
+        if slot.is_none() {
+            match self.connect().await {
+                Ok(link) => {
+                    self.set_live(Some(&link));
+                    let previous = self.state.swap(UP, Ordering::SeqCst);
+                    tracing::info!(
+                        url = %self.redacted_url,
+                        exchange = %self.exchange,
+                        reconnected = previous == DOWN,
+                        "connected to RabbitMQ"
+                    );
+                    *slot = Some(link);
+                }
+                Err(reason) => {
+                    let previous = self.state.swap(DOWN, Ordering::SeqCst);
+                    // Warn on the transition only: while the broker stays down, every
+                    // outbox tick retries and would repeat the same line.
+                    if previous == DOWN {
+                        tracing::debug!(url = %self.redacted_url, %reason, "RabbitMQ still unreachable");
+                    } else {
+                        tracing::warn!(url = %self.redacted_url, %reason, "cannot connect to RabbitMQ");
+                    }
+                    return Err(BusError::Unavailable(reason));
+                }
+            }
+        }
+        slot.as_mut()
+            .ok_or_else(|| BusError::Unavailable("no connection".to_owned()))
+    }
+
+    async fn connect(&self) -> Result<Link, String> {
+        let exchange = ShortString::try_new(self.exchange.as_str())
+            .map_err(|e| format!("invalid exchange name: {e}"))?;
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.options.connection_name.clone().into());
+        let attempt = async {
+            let connection = Connection::connect(&self.url, properties).await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .exchange_declare(
+                    exchange,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>(Link {
+                connection,
+                channel,
+            })
+        };
+        match timeout(self.options.connect_timeout, attempt).await {
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(e)) => Err(format!(
+                "{}: {}",
+                self.redacted_url,
+                scrub_secret(&e.to_string(), &self.url)
+            )),
+            Err(_) => Err(format!(
+                "{}: no connection within {:?}",
+                self.redacted_url, self.options.connect_timeout
+            )),
+        }
+    }
+
+    fn drop_link(&self, slot: &mut Option<Link>) {
+        // Dropping the connection closes it (politely if it still can), and with it every
+        // confirm still pending on it.
+        *slot = None;
+        self.set_live(None);
+    }
+
+    fn set_live(&self, link: Option<&Link>) {
+        let status = link.map(|l| (l.connection.status().clone(), l.channel.status().clone()));
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Sends the batch through a sliding window of confirms; returns how many leading
+    /// messages were confirmed, why it stopped early if it did, and what was still in
+    /// flight at that point.
+    async fn publish_on<'a>(
+        &self,
+        channel: &'a Channel,
+        batch: &'a [OutboxMessage],
+    ) -> (usize, Option<Failure>, VecDeque<InFlight<'a>>) {
+        let window = self.options.max_in_flight;
+        let mut in_flight: VecDeque<InFlight<'a>> =
+            VecDeque::with_capacity(window.min(batch.len()));
+        let exchange = match ShortString::try_new(self.exchange.as_str()) {
+            Ok(exchange) => exchange,
+            Err(e) => {
+                let failure = Failure::Broken(format!("invalid exchange name: {e}"));
+                return (0, Some(failure), in_flight);
+            }
+        };
+        let mut confirmed = 0;
+        let mut stop = None;
+        for msg in batch {
+            if in_flight.len() >= window
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                if let Err(failure) = self.settle_one(oldest, &batch[confirmed]).await {
+                    return (confirmed, Some(failure), in_flight);
+                }
+                confirmed += 1;
+            }
+            match self.send(channel, &exchange, msg).await {
+                Ok(sent) => in_flight.push_back(sent),
+                Err(failure) => {
+                    stop = Some(failure);
+                    break;
+                }
+            }
+        }
+        // Everything still in flight was sent before whatever stopped the batch, so its
+        // confirms extend the prefix.
+        match stop {
+            None | Some(Failure::Refused { .. }) => {
+                while let Some(oldest) = in_flight.pop_front() {
+                    if let Err(failure) = self.settle_one(oldest, &batch[confirmed]).await {
+                        // An earlier message failed: that is the failure to report.
+                        return (confirmed, Some(failure), in_flight);
+                    }
+                    confirmed += 1;
+                }
+            }
+            Some(Failure::Broken(_)) => {
+                // No more confirms will come; count those that arrived before the break
+                // without waiting for the rest.
+                while in_flight.front_mut().is_some_and(InFlight::acked_already) {
+                    in_flight.pop_front();
+                    confirmed += 1;
+                }
+            }
+        }
+        (confirmed, stop, in_flight)
+    }
+
+    /// Hands one message to lapin and returns without waiting for it to be written, let
+    /// alone confirmed; that is what lets many messages be in flight at once.
+    async fn send<'a>(
+        &self,
+        channel: &'a Channel,
+        exchange: &ShortString,
+        msg: &'a OutboxMessage,
+    ) -> Result<InFlight<'a>, Failure> {
+        let refused = |what: &str, e: lapin::types::ShortStringError| Failure::Refused {
+            message_id: msg.message_id,
+            reason: format!("{what} cannot be sent over AMQP: {e}"),
+        };
+        let routing_key = ShortString::try_new(msg.routing_key.as_str())
+            .map_err(|e| refused("routing key", e))?;
+        let message_type = ShortString::try_new(msg.message_type.as_str())
+            .map_err(|e| refused("message type", e))?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type("application/json".into())
+            .with_message_id(msg.message_id.to_string().into())
+            .with_type(message_type);
+        let mut publish: Writing<'a> = Box::pin(channel.basic_publish(
+            exchange.clone(),
+            routing_key,
+            BasicPublishOptions::default(),
+            msg.body.as_bytes(),
+            properties,
+        ));
+        // lapin 4 takes the delivery tag and queues the frames during the first poll,
+        // before its first await (it then waits for its IO thread to write them). Polling
+        // once here, in batch order, fixes the order on the wire and of the confirms;
+        // awaiting the write per message instead would cost a thread round trip each.
+        match std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await {
+            Poll::Ready(Ok(confirm)) => Ok(InFlight::Written(confirm)),
+            Poll::Ready(Err(e)) => Err(self.broken("publish failed", &e)),
+            Poll::Pending => Ok(InFlight::Queued(publish)),
+        }
+    }
+
+    /// Waits until `sent` is written and confirmed.
+    async fn settle_one(&self, sent: InFlight<'_>, msg: &OutboxMessage) -> Result<(), Failure> {
+        let limit = self.options.confirm_timeout;
+        let confirm = match sent {
+            InFlight::Written(confirm) => confirm,
+            InFlight::Queued(publish) => match timeout(limit, publish).await {
+                Ok(Ok(confirm)) => confirm,
+                Ok(Err(e)) => return Err(self.broken("publish failed", &e)),
+                Err(_) => {
+                    return Err(Failure::Broken(format!(
+                        "could not send within {limit:?} (broker blocking publishers or connection stalled)"
+                    )));
+                }
+            },
+        };
+        match timeout(limit, confirm).await {
+            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(Confirmation::Nack(_))) => Err(Failure::Refused {
+                message_id: msg.message_id,
+                reason: "negative acknowledgement from the broker".to_owned(),
+            }),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                Err(Failure::Broken("channel is not in confirm mode".to_owned()))
+            }
+            Ok(Err(e)) => Err(self.broken("connection lost while awaiting confirms", &e)),
+            Err(_) => Err(Failure::Broken(format!("no confirm within {limit:?}"))),
+        }
+    }
+
+    fn broken(&self, what: &str, e: &lapin::Error) -> Failure {
+        Failure::Broken(format!(
+            "{what}: {}",
+            scrub_secret(&e.to_string(), &self.url)
+        ))
+    }
+
+    /// After a refusal the link is still good, but confirms of messages sent behind the
+    /// refused one are still due; wait for them so they do not pile up on the channel.
+    /// Returns false when that wait shows the link is broken after all.
+    async fn drain(&self, in_flight: VecDeque<InFlight<'_>>, batch: &[OutboxMessage]) -> bool {
+        let Some(any) = batch.first() else {
+            return true;
+        };
+        for sent in in_flight {
+            if let Err(Failure::Broken(_)) = self.settle_one(sent, any).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The future of one `basic_publish`: resolves once lapin has written the frames.
+type Writing<'a> = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send + 'a>>;
+
+/// A message handed to lapin, oldest first in a batch's window.
+enum InFlight<'a> {
+    /// Frames queued, possibly not yet written.
+    Queued(Writing<'a>),
+    /// Written; the broker's confirm is due.
+    Written(PublisherConfirm),
+}
+
+impl InFlight<'_> {
+    /// Whether the broker has already acked this message; never waits.
+    fn acked_already(&mut self) -> bool {
+        if let InFlight::Queued(publish) = self {
+            match publish.as_mut().now_or_never() {
+                Some(Ok(confirm)) => *self = InFlight::Written(confirm),
+                _ => return false,
+            }
+        }
+        match self {
+            InFlight::Written(confirm) => {
+                matches!(confirm.now_or_never(), Some(Ok(Confirmation::Ack(_))))
+            }
+            InFlight::Queued(_) => false,
+        }
+    }
+}
+
+fn link_alive(link: &Link) -> bool {
+    link.connection.status().connected() && link.channel.status().connected()
+}
+
+#[async_trait]
+impl Publisher for RabbitPublisher {
+    async fn publish(&self, batch: &[OutboxMessage]) -> PublishReport {
+        if batch.is_empty() {
+            return PublishReport::default();
+        }
+        let mut slot = self.link.lock().await;
+        let channel = match self.ensure_link(&mut slot).await {
+            Ok(link) => link.channel.clone(),
+            Err(error) => {
+                return PublishReport {
+                    confirmed: 0,
+                    error: Some(error),
+                };
+            }
+        };
+
+        let (confirmed, failure, pending) = self.publish_on(&channel, batch).await;
+        let error = match failure {
+            None => {
+                tracing::trace!(confirmed, exchange = %self.exchange, "batch confirmed");
+                None
+            }
+            Some(Failure::Refused { message_id, reason }) => {
+                tracing::warn!(%message_id, %reason, confirmed, "RabbitMQ refused a message");
+                if !self.drain(pending, batch).await {
+                    self.drop_link(&mut slot);
+                    self.state.store(DOWN, Ordering::SeqCst);
+                }
+                Some(BusError::Nacked { message_id, reason })
+            }
+            Some(Failure::Broken(reason)) => {
+                drop(pending);
+                self.drop_link(&mut slot);
+                self.state.store(DOWN, Ordering::SeqCst);
+                tracing::warn!(
+                    url = %self.redacted_url,
+                    %reason,
+                    confirmed,
+                    unconfirmed = batch.len() - confirmed,
+                    "RabbitMQ publish failed; will reconnect on the next publish"
+                );
+                Some(BusError::Unavailable(reason))
+            }
+        };
+        PublishReport { confirmed, error }
+    }
+
+    fn is_connected(&self) -> bool {
+        if self.state.load(Ordering::SeqCst) != UP {
+            return false;
+        }
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.as_ref()
+            .is_some_and(|(connection, channel)| connection.connected() && channel.connected())
+    }
+
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+}
