@@ -42,7 +42,8 @@ pub trait Store: Send + Sync + 'static {
     async fn trigger_by_ref(&self, trigger_ref: &str) -> Result<Option<Trigger>, StoreError>;
 
     /// Enabled rules of a trigger, oldest first.
-    async fn enabled_rules_for_trigger(&self, trigger_ref: &str) -> Result<Vec<Rule>, StoreError>;
+    async fn enabled_rules_for_trigger(&self, trigger_ref: &str)
+    -> Result<Vec<Rule>, StoreError>;
 
     async fn rule_by_ref(&self, rule_ref: &str) -> Result<Option<Rule>, StoreError>;
 

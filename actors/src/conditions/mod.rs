@@ -61,9 +61,7 @@ impl CompiledConditions {
 
     /// Whether the evaluation context (see [`evaluation_context`]) satisfies the conditions.
     pub fn matches(&self, context: &Value) -> bool {
-        self.root
-            .as_ref()
-            .is_none_or(|node| evaluate(node, context))
+        self.root.as_ref().is_none_or(|node| evaluate(node, context))
     }
 
     /// `all` or `any`: the top-level combinator, stored with each enforcement.
@@ -104,18 +102,12 @@ fn compile_list(items: &[Value], pointer: &str) -> Result<Vec<Node>, ConditionEr
 
 fn compile_node(node: &Value, pointer: &str) -> Result<Node, ConditionError> {
     let Value::Object(map) = node else {
-        return Err(error(
-            pointer,
-            "expected an object (a condition or a group)",
-        ));
+        return Err(error(pointer, "expected an object (a condition or a group)"));
     };
     for group in ["all", "any"] {
         if let Some(items) = map.get(group) {
             if map.len() != 1 {
-                return Err(error(
-                    pointer,
-                    format!("a '{group}' group takes no other keys"),
-                ));
+                return Err(error(pointer, format!("a '{group}' group takes no other keys")));
             }
             let Value::Array(items) = items else {
                 return Err(error(&format!("{pointer}/{group}"), "expected an array"));
@@ -156,12 +148,11 @@ fn compile_node(node: &Value, pointer: &str) -> Result<Node, ConditionError> {
 }
 
 fn resolve<'a>(context: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(context, |current, segment| match current {
-            Value::Object(map) => map.get(segment),
-            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
+    path.iter().try_fold(context, |current, segment| match current {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
 }
 
 fn json_equal(a: &Value, b: &Value) -> bool {
