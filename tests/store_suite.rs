@@ -691,3 +691,85 @@ mod cases {
         );
     }
 }
+
+/// Opening failures: classified, and never echoing a password.
+mod open_errors {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreachable_postgres_is_unavailable_without_the_password() {
+        // Port 9 (discard) is closed on test machines: the connection is refused.
+        let url = "postgres://attune:s3cr3t-pw@127.0.0.1:9/attune";
+        let error = attune_sensor::store::open(url)
+            .await
+            .err()
+            .expect("nothing listens on port 9");
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(!error.to_string().contains("s3cr3t-pw"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn wrong_postgres_password_does_not_leak() {
+        // Trust auth accepts any password, so use a database that does not exist: the
+        // server refuses and the error mentions the database, not the password.
+        let db = support::postgres::TestDatabase::create().await;
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_password(Some("s3cr3t-pw")).unwrap();
+        url.set_path(&format!("{}_missing", db.name));
+        let error = attune_sensor::store::open(url.as_str())
+            .await
+            .err()
+            .expect("database does not exist");
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(!error.to_string().contains("s3cr3t-pw"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_invalid() {
+        let error = attune_sensor::store::open("mysql://root:s3cr3t-pw@localhost/attune")
+            .await
+            .err()
+            .expect("unsupported");
+        assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+        assert!(!error.to_string().contains("s3cr3t-pw"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_in_memory_works() {
+        let store = attune_sensor::store::open("sqlite::memory:")
+            .await
+            .expect("open");
+        store.upsert_pack(&demo_pack()).await.expect("upsert");
+        let events = store
+            .create_events(vec![new_event(None, "demo.tick", 1)])
+            .await
+            .expect("events");
+        assert_eq!(
+            store.get_event(events[0].id).await.unwrap().as_ref(),
+            Some(&events[0])
+        );
+    }
+
+    #[tokio::test]
+    async fn postgres_migration_history_lives_in_the_attune_schema() {
+        let db = support::postgres::TestDatabase::create().await;
+        attune_sensor::store::migrate(&db.url)
+            .await
+            .expect("migrate");
+        let store = attune_sensor::store::PgStore::connect(&db.url)
+            .await
+            .expect("connect");
+        let (in_attune, in_public): (bool, bool) = sqlx::query_as(
+            "SELECT to_regclass('attune._sqlx_migrations') IS NOT NULL, \
+                    to_regclass('public._sqlx_migrations') IS NOT NULL",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert!(
+            in_attune && !in_public,
+            "attune: {in_attune}, public: {in_public}"
+        );
+        store.close().await;
+    }
+}

@@ -18,7 +18,7 @@ use attune_actors::ports::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
 
 use super::pack::{self, PackRow, PackTx};
 use super::{ENFORCEMENT_CREATED, OutboxDraft, Redactor, dedup_enforcements, now, store_error};
@@ -52,22 +52,28 @@ impl PgStore {
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             StoreError::Invalid(redactor.clean(format!("bad PostgreSQL URL: {e}")))
         })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|e| match redactor.error(e) {
-                StoreError::Unavailable(m) | StoreError::Other(m) | StoreError::Invalid(m) => {
-                    StoreError::Unavailable(format!("cannot connect to PostgreSQL: {m}"))
-                }
-            })?;
-        let store = Self { pool };
-        store.run_migrations().await.map_err(|e| match e {
+        // A single connection first, so that a server that is down fails `connect` at once
+        // (a pool would keep retrying until its acquire timeout); callers retry on
+        // `Unavailable`. The same connection runs the migrations, then is closed.
+        let mut conn =
+            PgConnection::connect_with(&options)
+                .await
+                .map_err(|e| match redactor.error(e) {
+                    StoreError::Unavailable(m) | StoreError::Other(m) | StoreError::Invalid(m) => {
+                        StoreError::Unavailable(format!("cannot connect to PostgreSQL: {m}"))
+                    }
+                })?;
+        let migrated = run_migrations(&mut conn).await;
+        let _ = conn.close().await;
+        migrated.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(redactor.clean(m)),
             StoreError::Invalid(m) | StoreError::Other(m) => StoreError::Other(redactor.clean(m)),
         })?;
-        Ok(store)
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
     }
 
     /// Wraps an existing pool (migrations are not run).
@@ -82,13 +88,6 @@ impl PgStore {
     /// Closes every connection; waits for the ones in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(inner) => store_error(inner),
-            other => StoreError::Other(format!("migration failed: {other}")),
-        })
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -144,6 +143,25 @@ impl PgStore {
         .map_err(store_error)?;
         Ok(())
     }
+}
+
+/// Runs the embedded migrations with the migration history kept in
+/// `attune._sqlx_migrations` rather than `public`: the database may be shared with other
+/// services whose own sqlx migrations would otherwise collide with ours by version number.
+async fn run_migrations(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS attune")
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    // Only this connection's session; it is closed after migrating.
+    sqlx::query("SET search_path TO attune")
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(inner) => store_error(inner),
+        other => StoreError::Other(format!("migration failed: {other}")),
+    })
 }
 
 fn count(n: usize) -> Result<i64, StoreError> {

@@ -10,6 +10,7 @@
 //! JSON is stored as text and timestamps as fixed-width UTC text (see the migration), so
 //! rows sort by time with plain text comparison.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -120,29 +121,104 @@ impl SqliteStore {
         self.reader.close().await;
     }
 
+    /// Write transactions take the write lock up front (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that reads first and then writes can fail outright with `SQLITE_BUSY`
+    /// when another process wrote in between, whereas waiting for the lock at `BEGIN`
+    /// honours the busy timeout and then reads the latest data.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.writer.begin().await.map_err(store_error)
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)
     }
 
+    /// Inserts outbox rows in one statement, in the order given (so their ids ascend in
+    /// that order).
     async fn insert_outbox(
         tx: &mut Transaction<'static, Sqlite>,
-        draft: &OutboxDraft,
+        drafts: &[OutboxDraft],
         created: &str,
     ) -> Result<(), StoreError> {
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<OutboxJson<'_>> = drafts
+            .iter()
+            .map(|d| OutboxJson {
+                m: d.message_id,
+                y: d.message_type,
+                k: d.routing_key,
+                b: &d.body,
+            })
+            .collect();
         sqlx::query(
             "INSERT INTO outbox (message_id, message_type, routing_key, body, created) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             SELECT value ->> 'm', value ->> 'y', value ->> 'k', value ->> 'b', ?2 \
+             FROM json_each(?1) ORDER BY key",
         )
-        .bind(draft.message_id.to_string())
-        .bind(draft.message_type)
-        .bind(draft.routing_key)
-        .bind(&draft.body)
+        .bind(batch_json(&rows)?)
         .bind(created)
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
         Ok(())
     }
+}
+
+/// A batch travels to SQLite as one JSON array bound to a single parameter and is
+/// unpacked with `json_each`: one statement per batch instead of one per row, whatever
+/// the batch size, and the statement text (hence the prepared statement) never changes.
+/// JSON documents inside a row are carried as strings so SQLite stores serde's exact text.
+fn batch_json<T: serde::Serialize>(rows: &[T]) -> Result<String, StoreError> {
+    serde_json::to_string(rows)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode batch: {e}")))
+}
+
+#[derive(serde::Serialize)]
+struct OutboxJson<'a> {
+    m: uuid::Uuid,
+    y: &'a str,
+    k: &'a str,
+    b: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct EventJson<'a> {
+    t: Option<Id>,
+    r: &'a str,
+    c: String,
+    p: String,
+    s: Option<Id>,
+    sr: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct EnforcementJson<'a> {
+    rule: Id,
+    rr: &'a str,
+    tr: &'a str,
+    ev: Id,
+    p: String,
+    c: &'a str,
+    cs: String,
+}
+
+/// Ids of `n` rows just inserted by one `INSERT ... SELECT` into an AUTOINCREMENT table,
+/// in insertion order. SQLite numbers such rows consecutively (nothing else can write
+/// while the statement runs) and reports the last one.
+fn inserted_ids(
+    outcome: &sqlx::sqlite::SqliteQueryResult,
+    n: usize,
+) -> Result<Vec<Id>, StoreError> {
+    let inserted = usize::try_from(outcome.rows_affected()).unwrap_or(usize::MAX);
+    if inserted != n {
+        return Err(StoreError::Other(format!(
+            "inserted {inserted} rows of a batch of {n}"
+        )));
+    }
+    let last = outcome.last_insert_rowid();
+    let first = last - i64::try_from(n).unwrap_or(i64::MAX) + 1;
+    Ok((first..=last).collect())
 }
 
 fn is_in_memory(url: &str) -> bool {
@@ -391,26 +467,38 @@ impl Store for SqliteStore {
         }
         let created = now();
         let created_text = ts(created);
+        let rows: Vec<EventJson<'_>> = events
+            .iter()
+            .map(|e| EventJson {
+                t: e.trigger,
+                r: &e.trigger_ref,
+                c: json(&e.config),
+                p: json(&e.payload),
+                s: e.source,
+                sr: e.source_ref.as_deref(),
+            })
+            .collect();
+        let batch = batch_json(&rows)?;
+        drop(rows);
+
         let mut tx = self.begin().await?;
-        let mut stored = Vec::with_capacity(events.len());
-        for new in events {
-            let id = sqlx::query(
-                r#"INSERT INTO event
-                       ("trigger", trigger_ref, config, payload, source, source_ref, created)
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#,
-            )
-            .bind(new.trigger)
-            .bind(&new.trigger_ref)
-            .bind(json(&new.config))
-            .bind(json(&new.payload))
-            .bind(new.source)
-            .bind(&new.source_ref)
-            .bind(&created_text)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .last_insert_rowid();
-            let event = Event {
+        let outcome = sqlx::query(
+            r#"INSERT INTO event
+                   ("trigger", trigger_ref, config, payload, source, source_ref, created)
+               SELECT value ->> 't', value ->> 'r', value ->> 'c', value ->> 'p',
+                      value ->> 's', value ->> 'sr', ?2
+               FROM json_each(?1) ORDER BY key"#,
+        )
+        .bind(batch)
+        .bind(&created_text)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let ids = inserted_ids(&outcome, events.len())?;
+        let stored: Vec<Event> = events
+            .into_iter()
+            .zip(ids)
+            .map(|(new, id)| Event {
                 id,
                 trigger: new.trigger,
                 trigger_ref: new.trigger_ref,
@@ -419,11 +507,13 @@ impl Store for SqliteStore {
                 source: new.source,
                 source_ref: new.source_ref,
                 created,
-            };
-            let draft = OutboxDraft::of(&Envelope::event_created(&event));
-            Self::insert_outbox(&mut tx, &draft, &created_text).await?;
-            stored.push(event);
-        }
+            })
+            .collect();
+        let drafts: Vec<OutboxDraft> = stored
+            .iter()
+            .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
+            .collect();
+        Self::insert_outbox(&mut tx, &drafts, &created_text).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(stored)
     }
@@ -438,58 +528,100 @@ impl Store for SqliteStore {
         let deduped = dedup_enforcements(&enforcements);
         let created = now();
         let created_text = ts(created);
+        let pairs: Vec<(Id, Id)> = deduped
+            .unique
+            .iter()
+            .map(|i| (enforcements[*i].rule, enforcements[*i].event))
+            .collect();
+
         let mut tx = self.begin().await?;
-        let mut results = Vec::with_capacity(deduped.unique.len());
-        for index in &deduped.unique {
-            let new = &enforcements[*index];
+        // The write lock is held since BEGIN IMMEDIATE, so what exists now is exactly
+        // what the insert below would conflict with.
+        let existing = sqlx::query(&format!(
+            "SELECT {ENFORCEMENT_COLUMNS} FROM enforcement \
+             WHERE (rule, event) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+        ))
+        .bind(batch_json(&pairs)?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let existing: HashMap<(Id, Id), Enforcement> = rows(existing, enforcement_from_row)?
+            .into_iter()
+            .map(|e| ((e.rule, e.event), e))
+            .collect();
+
+        let fresh: Vec<&NewEnforcement> = deduped
+            .unique
+            .iter()
+            .map(|i| &enforcements[*i])
+            .filter(|e| !existing.contains_key(&(e.rule, e.event)))
+            .collect();
+        let mut inserted: HashMap<(Id, Id), Enforcement> = HashMap::with_capacity(fresh.len());
+        if !fresh.is_empty() {
+            let rows: Vec<EnforcementJson<'_>> = fresh
+                .iter()
+                .map(|e| EnforcementJson {
+                    rule: e.rule,
+                    rr: &e.rule_ref,
+                    tr: &e.trigger_ref,
+                    ev: e.event,
+                    p: json(&e.payload),
+                    c: &e.condition,
+                    cs: json(&e.conditions),
+                })
+                .collect();
             let outcome = sqlx::query(
                 "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
                      condition, conditions, created) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (rule, event) DO NOTHING",
+                 SELECT value ->> 'rule', value ->> 'rr', value ->> 'tr', value ->> 'ev', ?2, \
+                     value ->> 'p', value ->> 'c', value ->> 'cs', ?3 \
+                 FROM json_each(?1) ORDER BY key",
             )
-            .bind(new.rule)
-            .bind(&new.rule_ref)
-            .bind(&new.trigger_ref)
-            .bind(new.event)
+            .bind(batch_json(&rows)?)
             .bind(ENFORCEMENT_CREATED)
-            .bind(json(&new.payload))
-            .bind(&new.condition)
-            .bind(json(&new.conditions))
             .bind(&created_text)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-            if outcome.rows_affected() == 0 {
-                // Already stored (and already announced): hand back the row as it is.
-                let existing = sqlx::query(&format!(
-                    "SELECT {ENFORCEMENT_COLUMNS} FROM enforcement WHERE rule = ?1 AND event = ?2"
-                ))
-                .bind(new.rule)
-                .bind(new.event)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                results.push(enforcement_from_row(&existing).map_err(store_error)?);
-                continue;
+            let ids = inserted_ids(&outcome, fresh.len())?;
+            let mut drafts = Vec::with_capacity(fresh.len());
+            for (new, id) in fresh.into_iter().zip(ids) {
+                let enforcement = Enforcement {
+                    id,
+                    rule: new.rule,
+                    rule_ref: new.rule_ref.clone(),
+                    trigger_ref: new.trigger_ref.clone(),
+                    event: new.event,
+                    status: ENFORCEMENT_CREATED.to_owned(),
+                    payload: new.payload.clone(),
+                    condition: new.condition.clone(),
+                    conditions: new.conditions.clone(),
+                    created,
+                };
+                drafts.push(OutboxDraft::of(&Envelope::enforcement_created(
+                    &enforcement,
+                )));
+                inserted.insert((new.rule, new.event), enforcement);
             }
-            let enforcement = Enforcement {
-                id: outcome.last_insert_rowid(),
-                rule: new.rule,
-                rule_ref: new.rule_ref.clone(),
-                trigger_ref: new.trigger_ref.clone(),
-                event: new.event,
-                status: ENFORCEMENT_CREATED.to_owned(),
-                payload: new.payload.clone(),
-                condition: new.condition.clone(),
-                conditions: new.conditions.clone(),
-                created,
-            };
-            let draft = OutboxDraft::of(&Envelope::enforcement_created(&enforcement));
-            Self::insert_outbox(&mut tx, &draft, &created_text).await?;
-            results.push(enforcement);
+            Self::insert_outbox(&mut tx, &drafts, &created_text).await?;
         }
         tx.commit().await.map_err(store_error)?;
+
+        let results: Vec<Enforcement> = pairs
+            .iter()
+            .map(|pair| {
+                existing
+                    .get(pair)
+                    .or_else(|| inserted.get(pair))
+                    .cloned()
+                    .ok_or_else(|| {
+                        StoreError::Other(format!(
+                            "enforcement for rule {} and event {} neither inserted nor found",
+                            pair.0, pair.1
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
     }
 
