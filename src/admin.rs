@@ -69,7 +69,11 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
         }
     }
     next.run(request).await
@@ -145,7 +149,10 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
 }
 
 fn unavailable() -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, "the supervisor did not answer".into())
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the supervisor did not answer".into(),
+    )
 }
 
 async fn control_sensor(
@@ -170,9 +177,10 @@ async fn control_sensor(
         .call(move |reply| make(target, reply), Some(CALL_TIMEOUT))
         .await
     {
-        Ok(CallResult::Success(Ok(()))) => {
-            Ok(Json(json!({"sensor_ref": sensor_ref, "action": action, "ok": true})).into_response())
-        }
+        Ok(CallResult::Success(Ok(()))) => Ok(Json(
+            json!({"sensor_ref": sensor_ref, "action": action, "ok": true}),
+        )
+        .into_response()),
         Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
         _ => Err(unavailable()),
     }
@@ -191,7 +199,10 @@ async fn reload(State(state): State<AdminState>) -> ApiResult {
     match state
         .tree
         .supervisor
-        .call(|reply| SupervisorMsg::Reconcile(Some(reply)), Some(CALL_TIMEOUT))
+        .call(
+            |reply| SupervisorMsg::Reconcile(Some(reply)),
+            Some(CALL_TIMEOUT),
+        )
         .await
     {
         Ok(CallResult::Success(Ok(report))) => Ok(Json(report).into_response()),
@@ -219,9 +230,17 @@ async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) ->
         Value::Null => json!({}),
         other => other,
     };
-    match state.tree.system_events.emit(&request.trigger_ref, payload).await {
+    match state
+        .tree
+        .system_events
+        .emit(&request.trigger_ref, payload)
+        .await
+    {
         Ok(outcome) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),
-        Err(PipelineError::UnknownTrigger(t)) => Err(ApiError(StatusCode::NOT_FOUND, format!("unknown trigger '{t}'"))),
+        Err(PipelineError::UnknownTrigger(t)) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown trigger '{t}'"),
+        )),
         Err(error) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
     }
 }
@@ -246,7 +265,10 @@ impl RecentQuery {
     }
 }
 
-async fn recent_events(State(state): State<AdminState>, Query(query): Query<RecentQuery>) -> ApiResult {
+async fn recent_events(
+    State(state): State<AdminState>,
+    Query(query): Query<RecentQuery>,
+) -> ApiResult {
     let limit = query.limit()?;
     let events = state
         .store
@@ -256,7 +278,10 @@ async fn recent_events(State(state): State<AdminState>, Query(query): Query<Rece
     Ok(Json(events).into_response())
 }
 
-async fn recent_enforcements(State(state): State<AdminState>, Query(query): Query<RecentQuery>) -> ApiResult {
+async fn recent_enforcements(
+    State(state): State<AdminState>,
+    Query(query): Query<RecentQuery>,
+) -> ApiResult {
     let limit = query.limit()?;
     let enforcements = state
         .store

@@ -58,16 +58,24 @@ impl AdminClient {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         let status = response.status();
-        let body: Value = response.json().await.map_err(|source| ClientError::BadAnswer {
-            url: self.base.clone(),
-            source,
-        })?;
-        if status.is_success() || status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body.get("ready").is_some() {
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|source| ClientError::BadAnswer {
+                url: self.base.clone(),
+                source,
+            })?;
+        if status.is_success()
+            || status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body.get("ready").is_some()
+        {
             return Ok(body);
         }
         let message = body

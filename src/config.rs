@@ -127,7 +127,10 @@ impl Settings {
     /// that must not pick up the operator's variables.
     pub fn from_yaml(overrides: &str) -> Result<Self, ConfigError> {
         let settings: Settings = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_YAML, config::FileFormat::Yaml))
+            .add_source(config::File::from_str(
+                DEFAULT_YAML,
+                config::FileFormat::Yaml,
+            ))
             .add_source(config::File::from_str(overrides, config::FileFormat::Yaml))
             .build()?
             .try_deserialize()?;
@@ -168,10 +171,16 @@ impl Settings {
             return invalid("mq.exchange", "must not be empty");
         }
         if self.admin.bind.parse::<SocketAddr>().is_err() {
-            return invalid("admin.bind", "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9180");
+            return invalid(
+                "admin.bind",
+                "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9180",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return invalid("log.level", "expected a level (error, warn, info, debug, trace) or a filter directive");
+            return invalid(
+                "log.level",
+                "expected a level (error, warn, info, debug, trace) or a filter directive",
+            );
         }
         if self.sensor.poll_interval == 0 {
             return invalid("sensor.poll_interval", "must be at least 1 second");
@@ -183,8 +192,14 @@ impl Settings {
             return invalid("sensor.sensor_timeout", "must be at least 1 second");
         }
         for (key, value) in [
-            ("sensor.restart_backoff_initial", self.sensor.restart_backoff_initial),
-            ("sensor.restart_backoff_max", self.sensor.restart_backoff_max),
+            (
+                "sensor.restart_backoff_initial",
+                self.sensor.restart_backoff_initial,
+            ),
+            (
+                "sensor.restart_backoff_max",
+                self.sensor.restart_backoff_max,
+            ),
             ("sensor.healthy_period", self.sensor.healthy_period),
             ("sensor.reconcile_interval", self.sensor.reconcile_interval),
             ("shutdown.timeout", self.shutdown.timeout),

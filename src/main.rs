@@ -15,7 +15,11 @@ use attune_sensor::{packs, store};
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "attune-sensor", version, about = "The sensor service of the Attune automation platform")]
+#[command(
+    name = "attune-sensor",
+    version,
+    about = "The sensor service of the Attune automation platform"
+)]
 struct Cli {
     /// Configuration file (YAML) on top of the embedded defaults.
     #[arg(long, global = true, value_name = "FILE")]
@@ -108,7 +112,9 @@ fn main() -> ExitCode {
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -175,7 +181,11 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Event {
-            command: EventCommand::Emit { trigger_ref, payload },
+            command:
+                EventCommand::Emit {
+                    trigger_ref,
+                    payload,
+                },
         } => {
             let payload: Value = match serde_json::from_str(&payload) {
                 Ok(payload) => payload,

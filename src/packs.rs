@@ -94,7 +94,8 @@ fn enabled_by_default() -> bool {
 }
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, PackError> {
-    let text = std::fs::read_to_string(file).map_err(|e| invalid(file, None, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| invalid(file, None, format!("cannot read: {e}")))?;
     serde_norway::from_str(&text).map_err(|e| invalid(file, None, e.to_string()))
 }
 
@@ -104,12 +105,18 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?.path();
+        let path = entry
+            .map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?
+            .path();
         if path.is_file()
-            && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
         {
             files.push(path);
         }
@@ -133,7 +140,9 @@ fn full_ref(pack: &str, name: &str, file: &Path) -> Result<String, PackError> {
         return Err(invalid(
             file,
             Some("ref"),
-            format!("'{name}' is not a valid name (letters, digits, '_' and '-'; the pack prefix is added for you)"),
+            format!(
+                "'{name}' is not a valid name (letters, digits, '_' and '-'; the pack prefix is added for you)"
+            ),
         ));
     }
     Ok(format!("{pack}.{short}"))
@@ -151,18 +160,17 @@ fn check_full_ref(value: &str, file: &Path, field: &str) -> Result<(), PackError
 }
 
 /// Validates a rule file's fields; the pack loader and `rule test --rule` share it.
-pub fn rule_definition(pack: &str, rule: RuleFile, file: &Path) -> Result<RuleDefinition, PackError> {
+pub fn rule_definition(
+    pack: &str,
+    rule: RuleFile,
+    file: &Path,
+) -> Result<RuleDefinition, PackError> {
     let r#ref = full_ref(pack, &rule.r#ref, file)?;
     check_full_ref(&rule.trigger, file, "trigger")?;
     check_full_ref(&rule.action, file, "action")?;
     let conditions = rule.conditions.unwrap_or(Value::Null);
-    CompiledConditions::compile(&conditions).map_err(|e| {
-        invalid(
-            file,
-            Some("conditions"),
-            format!("rule {ref}: {e}"),
-        )
-    })?;
+    CompiledConditions::compile(&conditions)
+        .map_err(|e| invalid(file, Some("conditions"), format!("rule {ref}: {e}")))?;
     Ok(RuleDefinition {
         label: rule.label.unwrap_or_else(|| r#ref.clone()),
         r#ref,
@@ -190,14 +198,21 @@ pub struct LoadedPack {
 pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
     let pack_file = dir.join("pack.yaml");
     if !pack_file.is_file() {
-        return Err(invalid(&pack_file, None, "missing: a pack directory needs a pack.yaml"));
+        return Err(invalid(
+            &pack_file,
+            None,
+            "missing: a pack directory needs a pack.yaml",
+        ));
     }
     let pack: PackFile = parse_yaml(&pack_file)?;
     if !is_name(&pack.r#ref) {
         return Err(invalid(
             &pack_file,
             Some("ref"),
-            format!("'{}' is not a valid pack ref (letters, digits, '_' and '-')", pack.r#ref),
+            format!(
+                "'{}' is not a valid pack ref (letters, digits, '_' and '-')",
+                pack.r#ref
+            ),
         ));
     }
     let pack_ref = pack.r#ref.clone();
@@ -213,7 +228,11 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         if files.insert(r.to_owned(), file.to_owned()).is_none() {
             Ok(())
         } else {
-            Err(invalid(file, Some("ref"), format!("duplicate ref '{r}' in pack {pack_ref}")))
+            Err(invalid(
+                file,
+                Some("ref"),
+                format!("duplicate ref '{r}' in pack {pack_ref}"),
+            ))
         }
     };
 
@@ -238,9 +257,15 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         if let Some(interval) = sensor.poll_interval
             && interval <= 0
         {
-            return Err(invalid(&file, Some("poll_interval"), format!("must be a positive number of seconds, got {interval}")));
+            return Err(invalid(
+                &file,
+                Some("poll_interval"),
+                format!("must be a positive number of seconds, got {interval}"),
+            ));
         }
-        let config = sensor.config.unwrap_or_else(|| Value::Object(Default::default()));
+        let config = sensor
+            .config
+            .unwrap_or_else(|| Value::Object(Default::default()));
         runtimes::validate(&sensor.runtime, &sensor.entrypoint, &config)
             .map_err(|e| invalid(&file, Some("config"), format!("sensor {ref}: {e}")))?;
         definition.sensors.push(SensorDefinition {
@@ -269,12 +294,21 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
 /// defined by the pack or already stored.
 pub async fn install_pack(store: &dyn Store, dir: &Path) -> Result<PackUpsertSummary, PackError> {
     let LoadedPack { definition, files } = read_pack(dir)?;
-    let local: HashSet<&str> = definition.triggers.iter().map(|t| t.r#ref.as_str()).collect();
+    let local: HashSet<&str> = definition
+        .triggers
+        .iter()
+        .map(|t| t.r#ref.as_str())
+        .collect();
     let named = definition
         .sensors
         .iter()
         .map(|s| (&s.trigger_ref, "sensor", &s.r#ref))
-        .chain(definition.rules.iter().map(|r| (&r.trigger_ref, "rule", &r.r#ref)));
+        .chain(
+            definition
+                .rules
+                .iter()
+                .map(|r| (&r.trigger_ref, "rule", &r.r#ref)),
+        );
     for (trigger_ref, kind, owner) in named {
         if local.contains(trigger_ref.as_str()) {
             continue;
@@ -287,11 +321,16 @@ pub async fn install_pack(store: &dyn Store, dir: &Path) -> Result<PackUpsertSum
                 source,
             })?;
         if known.is_none() {
-            let file = files.get(&format!("{kind}:{owner}")).cloned().unwrap_or_else(|| dir.to_owned());
+            let file = files
+                .get(&format!("{kind}:{owner}"))
+                .cloned()
+                .unwrap_or_else(|| dir.to_owned());
             return Err(invalid(
                 &file,
                 Some("trigger"),
-                format!("{owner} names unknown trigger '{trigger_ref}' (define it in triggers/ or load its pack first)"),
+                format!(
+                    "{owner} names unknown trigger '{trigger_ref}' (define it in triggers/ or load its pack first)"
+                ),
             ));
         }
     }

@@ -89,7 +89,9 @@ impl Service {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServiceError::AdminBind { addr, source })?;
-        let admin_addr = listener.local_addr().map_err(|source| ServiceError::AdminBind { addr, source })?;
+        let admin_addr = listener
+            .local_addr()
+            .map_err(|source| ServiceError::AdminBind { addr, source })?;
         let app = admin::router(AdminState {
             tree: tree.clone(),
             store: store.clone(),
@@ -131,13 +133,18 @@ impl Service {
         let report = match self
             .tree
             .supervisor
-            .call(|reply| SupervisorMsg::Shutdown(timeout, reply), Some(timeout + Duration::from_secs(15)))
+            .call(
+                |reply| SupervisorMsg::Shutdown(timeout, reply),
+                Some(timeout + Duration::from_secs(15)),
+            )
             .await
         {
             Ok(CallResult::Success(report)) => report,
             _ => {
                 tracing::warn!("supervisor did not confirm shutdown in time");
-                ShutdownReport { outbox_drained: false }
+                ShutdownReport {
+                    outbox_drained: false,
+                }
             }
         };
         let _ = self.admin_stop.send(());

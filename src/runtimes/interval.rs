@@ -23,12 +23,11 @@ impl IntervalConfig {
         let interval = config
             .get("interval")
             .ok_or_else(|| SensorConfigError("config.interval is required".into()))?;
-        let interval = interval
-            .as_u64()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                SensorConfigError(format!("config.interval must be a positive whole number, got {interval}"))
-            })?;
+        let interval = interval.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            SensorConfigError(format!(
+                "config.interval must be a positive whole number, got {interval}"
+            ))
+        })?;
         let unit = match config.get("unit") {
             None => "seconds",
             Some(Value::String(unit)) => unit.as_str(),
@@ -53,7 +52,9 @@ impl IntervalConfig {
             .as_object()
             .and_then(|map| map.keys().find(|k| *k != "interval" && *k != "unit"))
         {
-            return Err(SensorConfigError(format!("config.{key} is not a setting of interval_timer")));
+            return Err(SensorConfigError(format!(
+                "config.{key} is not a setting of interval_timer"
+            )));
         }
         let seconds = interval
             .checked_mul(seconds_per_unit)
@@ -111,12 +112,38 @@ mod tests {
     #[test]
     fn units_convert_and_bad_configs_name_the_field() {
         let parse = |v: Value| IntervalConfig::parse(&v);
-        assert_eq!(parse(json!({"interval": 2, "unit": "minutes"})).map(|c| c.period), Ok(Duration::from_secs(120)));
-        assert_eq!(parse(json!({"interval": 5})).map(|c| c.period), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            parse(json!({"interval": 2, "unit": "minutes"})).map(|c| c.period),
+            Ok(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse(json!({"interval": 5})).map(|c| c.period),
+            Ok(Duration::from_secs(5))
+        );
         assert!(parse(json!({})).unwrap_err().0.contains("config.interval"));
-        assert!(parse(json!({"interval": 0})).unwrap_err().0.contains("config.interval"));
-        assert!(parse(json!({"interval": "5"})).unwrap_err().0.contains("config.interval"));
-        assert!(parse(json!({"interval": 1, "unit": "weeks"})).unwrap_err().0.contains("config.unit"));
-        assert!(parse(json!({"interval": 1, "every": 2})).unwrap_err().0.contains("config.every"));
+        assert!(
+            parse(json!({"interval": 0}))
+                .unwrap_err()
+                .0
+                .contains("config.interval")
+        );
+        assert!(
+            parse(json!({"interval": "5"}))
+                .unwrap_err()
+                .0
+                .contains("config.interval")
+        );
+        assert!(
+            parse(json!({"interval": 1, "unit": "weeks"}))
+                .unwrap_err()
+                .0
+                .contains("config.unit")
+        );
+        assert!(
+            parse(json!({"interval": 1, "every": 2}))
+                .unwrap_err()
+                .0
+                .contains("config.every")
+        );
     }
 }

@@ -13,9 +13,15 @@ pub struct SensorConfigError(pub String);
 
 /// Checks that a sensor's runtime and config are usable, without starting anything. The
 /// pack loader calls this so bad sensors are refused before they are stored.
-pub fn validate(runtime_ref: &str, entrypoint: &str, config: &Value) -> Result<(), SensorConfigError> {
+pub fn validate(
+    runtime_ref: &str,
+    entrypoint: &str,
+    config: &Value,
+) -> Result<(), SensorConfigError> {
     match (runtime_ref, entrypoint) {
-        (BUILTIN_RUNTIME, interval::ENTRYPOINT) => interval::IntervalConfig::parse(config).map(|_| ()),
+        (BUILTIN_RUNTIME, interval::ENTRYPOINT) => {
+            interval::IntervalConfig::parse(config).map(|_| ())
+        }
         (BUILTIN_RUNTIME, other) => Err(SensorConfigError(format!(
             "unknown builtin entrypoint '{other}' (available: {})",
             interval::ENTRYPOINT
