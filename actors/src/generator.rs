@@ -94,6 +94,9 @@ impl GeneratorState {
         match self.args.store.create_events(new_events).await {
             Ok(events) => {
                 self.batcher.succeeded();
+                if let (Some(first), Some(last)) = (events.first(), events.last()) {
+                    tracing::debug!(count = events.len(), first_id = first.id, last_id = last.id, trigger = %first.trigger_ref, "events stored");
+                }
                 set_error(&self.args.last_error, None);
                 let mut to_match = Vec::with_capacity(events.len());
                 for (request, event) in batch.into_iter().zip(events) {

@@ -190,6 +190,11 @@ impl MatcherState {
             return Ok(per_event);
         }
         let stored = self.args.store.create_enforcements(new).await?;
+        tracing::debug!(
+            count = stored.len(),
+            events = batch.len(),
+            "enforcements stored"
+        );
         for (owner, enforcement) in owners.into_iter().zip(stored) {
             per_event[owner].push(enforcement.id);
         }

@@ -88,6 +88,11 @@ impl Actor for OutboxPublisherActor {
         match message {
             OutboxMsg::Wake => {
                 if !state.drain_scheduled {
+                    if !state.args.publisher.is_connected()
+                        && let Err(error) = state.args.publisher.connect().await
+                    {
+                        *lock(&state.args.health.last_error) = Some(error.to_string());
+                    }
                     state.drain_scheduled = true;
                     myself.send_message(OutboxMsg::Drain)?;
                 }
@@ -130,6 +135,9 @@ impl OutboxState {
             Err(error) => return self.failed(format!("reading the outbox failed: {error}")),
         };
         if rows.is_empty() {
+            if self.args.publisher.is_connected() {
+                *lock(&self.args.health.last_error) = None;
+            }
             return Drained::Empty;
         }
         let report = self.args.publisher.publish(&rows).await;

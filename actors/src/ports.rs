@@ -116,6 +116,15 @@ pub trait Publisher: Send + Sync + 'static {
     /// Whether the last attempt to reach the broker succeeded (for readiness).
     fn is_connected(&self) -> bool;
 
+    /// Connects now if not connected. The outbox publisher calls this when it has nothing
+    /// to publish, so readiness and reconnection do not wait for the next message.
+    async fn connect(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    /// Closes the connection after the last publish, on shutdown.
+    async fn close(&self) {}
+
     /// A short name for status output (`rabbitmq`, `in-process`).
     fn kind(&self) -> &'static str;
 }

@@ -780,6 +780,7 @@ impl SupervisorState {
         self.refs.set_generator(None);
         self.refs.set_matcher(None);
         self.refs.set_outbox(None);
+        self.publisher.close().await;
         ShutdownReport { outbox_drained }
     }
 }

@@ -520,4 +520,12 @@ impl Publisher for RabbitPublisher {
     fn kind(&self) -> &'static str {
         "rabbitmq"
     }
+
+    async fn connect(&self) -> Result<(), BusError> {
+        self.connect_now().await
+    }
+
+    async fn close(&self) {
+        RabbitPublisher::close(self).await;
+    }
 }
