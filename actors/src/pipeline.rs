@@ -4,10 +4,11 @@
 use ractor::ActorRef;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
-use crate::domain::{Event, Id, NewEvent, config_snapshot};
+use crate::domain::{Event, Id, NewEvent, Trigger, config_snapshot};
 use crate::generator::GeneratorMsg;
 use crate::matcher::MatcherMsg;
 use crate::outbox::OutboxMsg;
@@ -54,6 +55,9 @@ pub struct PipelineRefs {
     generator: RwLock<Option<ActorRef<GeneratorMsg>>>,
     matcher: RwLock<Option<ActorRef<MatcherMsg>>>,
     outbox: RwLock<Option<ActorRef<OutboxMsg>>>,
+    /// Triggers that system events named, so a burst of them costs one lookup; cleared
+    /// on every reconcile so edited triggers are picked up.
+    triggers: RwLock<HashMap<String, Arc<Trigger>>>,
 }
 
 fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
@@ -88,6 +92,28 @@ impl PipelineRefs {
         write(&self.outbox, actor);
     }
 
+    pub(crate) fn forget_triggers(&self) {
+        self.triggers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    fn cached_trigger(&self, trigger_ref: &str) -> Option<Arc<Trigger>> {
+        self.triggers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(trigger_ref)
+            .cloned()
+    }
+
+    fn cache_trigger(&self, trigger: Arc<Trigger>) {
+        self.triggers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(trigger.r#ref.clone(), trigger);
+    }
+
     /// Hands an event to the generator.
     pub fn submit(&self, request: EventRequest) -> Result<(), PipelineError> {
         let generator = self.generator().ok_or(PipelineError::NotRunning)?;
@@ -120,11 +146,19 @@ impl SystemEvents {
         trigger_ref: &str,
         payload: Value,
     ) -> Result<MatchOutcome, PipelineError> {
-        let trigger = self
-            .store
-            .trigger_by_ref(trigger_ref)
-            .await?
-            .ok_or_else(|| PipelineError::UnknownTrigger(trigger_ref.to_owned()))?;
+        let trigger = match self.refs.cached_trigger(trigger_ref) {
+            Some(trigger) => trigger,
+            None => {
+                let trigger = self
+                    .store
+                    .trigger_by_ref(trigger_ref)
+                    .await?
+                    .ok_or_else(|| PipelineError::UnknownTrigger(trigger_ref.to_owned()))?;
+                let trigger = Arc::new(trigger);
+                self.refs.cache_trigger(trigger.clone());
+                trigger
+            }
+        };
         let (reply, outcome) = oneshot::channel();
         self.refs.submit(EventRequest {
             event: NewEvent {

@@ -693,6 +693,7 @@ impl SupervisorState {
         if let Some(matcher) = self.refs.matcher() {
             let _ = matcher.send_message(MatcherMsg::RefreshRules);
         }
+        self.refs.forget_triggers();
         if report != ReconcileReport::default() {
             tracing::info!(?report, "reconciled sensors");
         }
