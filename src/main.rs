@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use attune_sensor::client::{AdminClient, render_status};
 use attune_sensor::config::{LogFormat, Settings};
+use attune_sensor::rule_test::{self, RuleSource};
 use attune_sensor::service::Service;
 use attune_sensor::{packs, store};
 
@@ -56,6 +57,34 @@ enum Command {
     Event {
         #[command(subcommand)]
         command: EventCommand,
+    },
+    /// Work with rules.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RuleCommand {
+    /// Evaluate a rule against a payload. Exit 0 when it matches, 1 when it does not, 2
+    /// when the rule or the payload is invalid.
+    Test {
+        /// The rule's ref, read from the configured database.
+        #[arg(required_unless_present = "rule", conflicts_with = "rule")]
+        rule_ref: Option<String>,
+        /// A rule YAML file in the pack format instead of a stored rule.
+        #[arg(long, value_name = "FILE.yaml")]
+        rule: Option<PathBuf>,
+        /// The event payload: JSON, or @FILE to read it from a file.
+        #[arg(long)]
+        payload: String,
+        /// Show how every condition evaluated.
+        #[arg(long)]
+        explain: bool,
+        /// Print the result and the explanation as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -180,6 +209,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             println!("sensor {sensor_ref}: {action} done");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rule { command } => test_rule(&settings, command).await,
         Command::Event {
             command:
                 EventCommand::Emit {
@@ -198,6 +228,45 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             let outcome = client().post("/events", Some(&body)).await?;
             println!("{}", serde_json::to_string_pretty(&outcome)?);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn test_rule(settings: &Settings, command: RuleCommand) -> anyhow::Result<ExitCode> {
+    let RuleCommand::Test {
+        rule_ref,
+        rule,
+        payload,
+        explain,
+        json,
+    } = command;
+    let source = match (rule, rule_ref) {
+        (Some(file), _) => RuleSource::File(file),
+        (None, Some(rule_ref)) => RuleSource::Stored(rule_ref),
+        (None, None) => unreachable!("clap requires a rule ref or --rule"),
+    };
+    let verdict = async {
+        let rule = match source {
+            RuleSource::File(file) => rule_test::rule_from_file(&file)?,
+            RuleSource::Stored(rule_ref) => {
+                let store = store::open(&settings.database.url).await.map_err(|e| {
+                    rule_test::RuleTestError::Rule(format!("cannot open the database: {e}"))
+                })?;
+                rule_test::rule_from_store(store.as_ref(), &rule_ref).await?
+            }
+        };
+        let payload = rule_test::parse_payload(&payload)?;
+        rule_test::evaluate(&rule, payload, explain, json)
+    }
+    .await;
+    match verdict {
+        Ok(verdict) => {
+            print!("{}", verdict.output);
+            Ok(ExitCode::from(verdict.code))
+        }
+        Err(error) => {
+            eprintln!("attune-sensor: {error}");
+            Ok(ExitCode::from(rule_test::INVALID))
         }
     }
 }
