@@ -189,7 +189,7 @@ async fn control_sensor(
 fn control_error(error: ControlError) -> ApiError {
     let code = match error {
         ControlError::UnknownSensor(_) => StatusCode::NOT_FOUND,
-        ControlError::Disabled(_) => StatusCode::CONFLICT,
+        ControlError::Disabled(_) | ControlError::SensorsDisabled => StatusCode::CONFLICT,
         ControlError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError(code, error.to_string())

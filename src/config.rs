@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use attune_actors::SupervisorConfig;
 
+/// The environment variable listing pack directories to load at start.
+const AUTOLOAD_VAR: &str = "ATTUNE__PACKS__AUTOLOAD";
+
 /// The embedded default configuration.
 pub const DEFAULT_YAML: &str = include_str!("../config/default.yaml");
 
@@ -99,6 +102,18 @@ pub struct ShutdownSettings {
 impl Settings {
     /// Defaults, then `file`, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], with the environment given as `(name, value)` pairs.
+    ///
+    /// Values are kept as the strings they are (a token `0123` stays `0123`) and converted
+    /// only where a key wants a number or a boolean. `ATTUNE__PACKS__AUTOLOAD` is a
+    /// comma-separated list of directories.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_YAML,
             config::FileFormat::Yaml,
@@ -110,13 +125,25 @@ impl Settings {
                     .required(true),
             );
         }
+        let mut env = config::Map::new();
+        for (name, value) in vars {
+            if name == AUTOLOAD_VAR {
+                let dirs: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                builder = builder.set_override("packs.autoload", dirs)?;
+            } else if name.starts_with("ATTUNE__") {
+                env.insert(name, value);
+            }
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("ATTUNE")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("packs.autoload"),
+                .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
@@ -267,6 +294,53 @@ mod tests {
             .expect_err("typo refused")
             .to_string();
         assert!(error.contains("max_restart_attempt"), "{error}");
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_keep_strings_and_convert_typed_keys() {
+        let settings = Settings::load_with_env(
+            None,
+            env(&[
+                ("ATTUNE__ADMIN__TOKEN", "0123"),
+                ("ATTUNE__SENSOR__MAX_RESTART_ATTEMPTS", "5"),
+                ("ATTUNE__SENSOR__RESTART_ON_ERROR", "false"),
+                ("ATTUNE__DATABASE__URL", "postgres://u:p@db/attune"),
+                ("ATTUNE__PACKS__AUTOLOAD", "packs/a, packs/b,"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.admin.token, "0123");
+        assert_eq!(settings.sensor.max_restart_attempts, 5);
+        assert!(!settings.sensor.restart_on_error);
+        assert_eq!(settings.database.url, "postgres://u:p@db/attune");
+        assert_eq!(
+            settings.packs.autoload,
+            vec![PathBuf::from("packs/a"), PathBuf::from("packs/b")]
+        );
+        let empty =
+            Settings::load_with_env(None, env(&[("ATTUNE__PACKS__AUTOLOAD", "")])).expect("loads");
+        assert!(empty.packs.autoload.is_empty());
+    }
+
+    #[test]
+    fn unknown_or_bad_environment_keys_are_refused_by_name() {
+        let error = Settings::load_with_env(None, env(&[("ATTUNE__SENSOR__MAX_RESTARTS", "5")]))
+            .expect_err("typo refused")
+            .to_string();
+        assert!(error.contains("max_restarts"), "{error}");
+        let error =
+            Settings::load_with_env(None, env(&[("ATTUNE__SENSOR__POLL_INTERVAL", "soon")]))
+                .expect_err("refused")
+                .to_string();
+        assert!(error.contains("poll_interval"), "{error}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ struct SensorFile {
     poll_interval: Option<i64>,
     param_schema: Option<Value>,
     config: Option<Value>,
+    /// `poll` (default) or `stream`, for process sensors.
+    mode: Option<String>,
+    /// Environment variables the sensor process may see besides the fixed ones.
+    #[serde(default)]
+    pass_env: Vec<String>,
 }
 
 /// A rule as written in a pack's `rules/*.yaml`.
@@ -205,6 +210,10 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         ));
     }
     let pack: PackFile = parse_yaml(&pack_file)?;
+    let pack_path = std::fs::canonicalize(dir)
+        .map_err(|e| invalid(dir, None, format!("cannot resolve the pack directory: {e}")))?
+        .to_string_lossy()
+        .into_owned();
     if !is_name(&pack.r#ref) {
         return Err(invalid(
             &pack_file,
@@ -266,9 +275,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         let config = sensor
             .config
             .unwrap_or_else(|| Value::Object(Default::default()));
-        runtimes::validate(&sensor.runtime, &sensor.entrypoint, &config)
-            .map_err(|e| invalid(&file, Some("config"), format!("sensor {ref}: {e}")))?;
-        definition.sensors.push(SensorDefinition {
+        let sensor_definition = SensorDefinition {
             label: sensor.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
             description: sensor.description,
@@ -279,7 +286,18 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             poll_interval: sensor.poll_interval,
             param_schema: sensor.param_schema,
             config,
-        });
+            pack_path: Some(pack_path.clone()),
+            mode: sensor.mode,
+            pass_env: sensor.pass_env,
+        };
+        runtimes::validate(&sensor_definition).map_err(|e| {
+            invalid(
+                &file,
+                Some(e.field),
+                format!("sensor {}: {}", sensor_definition.r#ref, e.message),
+            )
+        })?;
+        definition.sensors.push(sensor_definition);
     }
 
     for file in yaml_files(&dir.join("rules"))? {

@@ -143,6 +143,7 @@ impl Service {
             _ => {
                 tracing::warn!("supervisor did not confirm shutdown in time");
                 ShutdownReport {
+                    in_flight_written: false,
                     outbox_drained: false,
                 }
             }

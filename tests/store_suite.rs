@@ -14,7 +14,8 @@ mod support {
 use std::sync::Arc;
 
 use attune_actors::domain::{
-    NewEnforcement, NewEvent, PackDefinition, RuleDefinition, SensorDefinition, TriggerDefinition,
+    Id, NewEnforcement, NewEvent, PackDefinition, RuleDefinition, SensorDefinition,
+    TriggerDefinition,
 };
 use attune_actors::ports::{Store, StoreError};
 use serde_json::{Value, json};
@@ -109,6 +110,8 @@ suite!(
         enforcement_for_unknown_rule_is_refused_atomically,
         outbox_publish_cycle,
         batch_of_1000_events,
+        sensor_state_round_trips_and_is_replaced,
+        unmatched_events_until_marked,
     ],
     ignored: [throughput]
 );
@@ -135,6 +138,9 @@ fn sensor(r: &str, trigger_ref: &str) -> SensorDefinition {
         poll_interval: Some(30),
         param_schema: None,
         config: json!({"interval": 5, "unit": "seconds", "ratio": 1.5}),
+        pack_path: Some("/srv/packs/demo".into()),
+        mode: Some("stream".into()),
+        pass_env: vec!["DEMO_TOKEN".into(), "HTTPS_PROXY".into()],
     }
 }
 
@@ -244,6 +250,12 @@ mod cases {
         assert_eq!(
             s1.config,
             json!({"interval": 5, "unit": "seconds", "ratio": 1.5})
+        );
+        assert_eq!(s1.pack_path.as_deref(), Some("/srv/packs/demo"));
+        assert_eq!(s1.mode.as_deref(), Some("stream"));
+        assert_eq!(
+            s1.pass_env,
+            vec!["DEMO_TOKEN".to_owned(), "HTTPS_PROXY".to_owned()]
         );
         assert_eq!(r1.trigger, trigger.id);
         assert_eq!(
@@ -626,6 +638,58 @@ mod cases {
         h.store.mark_published(&[rest[0].id]).await.unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
         assert!(h.store.pending_outbox(10).await.unwrap().is_empty());
+    }
+
+    pub async fn sensor_state_round_trips_and_is_replaced(h: &Harness) {
+        assert_eq!(h.store.sensor_state("demo.s1").await.expect("read"), None);
+        let first = json!({"cursor": 41, "seen": ["a", "b"], "note": "ünïcode"});
+        h.store
+            .save_sensor_state("demo.s1", &first)
+            .await
+            .expect("save");
+        assert_eq!(
+            h.store.sensor_state("demo.s1").await.expect("read"),
+            Some(first)
+        );
+        let second = json!({"cursor": 42});
+        h.store
+            .save_sensor_state("demo.s1", &second)
+            .await
+            .expect("replace");
+        assert_eq!(
+            h.store.sensor_state("demo.s1").await.expect("read"),
+            Some(second)
+        );
+        assert_eq!(h.store.sensor_state("demo.s2").await.expect("read"), None);
+    }
+
+    pub async fn unmatched_events_until_marked(h: &Harness) {
+        let events = h
+            .store
+            .create_events((0..5).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .expect("events");
+        let ids: Vec<Id> = events.iter().map(|e| e.id).collect();
+        let unmatched = |after, limit| async move {
+            h.store
+                .unmatched_events(after, limit)
+                .await
+                .expect("unmatched")
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<Id>>()
+        };
+        assert_eq!(unmatched(0, 10).await, ids);
+        assert_eq!(
+            unmatched(ids[1], 2).await,
+            ids[2..4].to_vec(),
+            "after and limit"
+        );
+        h.store.mark_matched(&ids[..3]).await.expect("mark");
+        assert_eq!(unmatched(0, 10).await, ids[3..].to_vec());
+        h.store.mark_matched(&[]).await.expect("empty mark");
+        h.store.mark_matched(&ids).await.expect("mark again");
+        assert!(unmatched(0, 10).await.is_empty());
     }
 
     pub async fn batch_of_1000_events(h: &Harness) {

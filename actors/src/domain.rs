@@ -47,6 +47,12 @@ pub struct Sensor {
     pub poll_interval: Option<i64>,
     pub param_schema: Option<Value>,
     pub config: Value,
+    /// The pack's directory as it was loaded; custom sensor code runs from there.
+    pub pack_path: Option<String>,
+    /// `poll` or `stream` for process sensors; `None` for built-ins (and the default).
+    pub mode: Option<String>,
+    /// Environment variables a sensor process may see besides the fixed ones.
+    pub pass_env: Vec<String>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
@@ -167,6 +173,9 @@ pub struct SensorDefinition {
     pub poll_interval: Option<i64>,
     pub param_schema: Option<Value>,
     pub config: Value,
+    pub pack_path: Option<String>,
+    pub mode: Option<String>,
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

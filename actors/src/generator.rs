@@ -16,9 +16,9 @@ use crate::ports::Store;
 pub enum GeneratorMsg {
     Generate(EventRequest),
     Flush,
-    /// Writes everything buffered (retrying until it succeeds) and then replies; used on
-    /// shutdown.
-    FlushAll(RpcReplyPort<()>),
+    /// Writes everything buffered (retrying until the deadline) and replies whether it
+    /// all got written; used on shutdown.
+    FlushAll(tokio::time::Instant, RpcReplyPort<bool>),
 }
 
 pub struct EventGeneratorActor;
@@ -70,13 +70,18 @@ impl Actor for EventGeneratorActor {
                     myself.send_message(GeneratorMsg::Flush)?;
                 }
             }
-            GeneratorMsg::FlushAll(reply) => {
+            GeneratorMsg::FlushAll(deadline, reply) => {
+                // Retry failed writes until the deadline; what is left then is reported,
+                // never silently dropped.
                 while !state.batcher.is_empty() {
                     if let Err(delay) = state.flush_once().await {
+                        if tokio::time::Instant::now() + delay >= deadline {
+                            break;
+                        }
                         tokio::time::sleep(delay).await;
                     }
                 }
-                let _ = reply.send(());
+                let _ = reply.send(state.batcher.is_empty());
             }
         }
         Ok(())

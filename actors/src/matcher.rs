@@ -27,7 +27,12 @@ pub enum MatcherMsg {
     Flush,
     /// Forget cached rules; they are reloaded on the next event of each trigger.
     RefreshRules,
-    FlushAll(RpcReplyPort<()>),
+    FlushAll(tokio::time::Instant, RpcReplyPort<bool>),
+    /// Picks up stored events that were never matched (the service stopped in between),
+    /// in id order after the given id.
+    Recover {
+        after_id: i64,
+    },
 }
 
 pub struct RuleMatcherActor;
@@ -50,10 +55,22 @@ pub struct MatcherState {
     rules: HashMap<String, Arc<Vec<CompiledRule>>>,
 }
 
+/// How many unmatched events one recovery step loads.
+const RECOVERY_BATCH: u32 = 1000;
+
 impl Actor for RuleMatcherActor {
     type Msg = MatcherMsg;
     type State = MatcherState;
     type Arguments = MatcherArgs;
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.send_message(MatcherMsg::Recover { after_id: 0 })?;
+        Ok(())
+    }
 
     async fn pre_start(
         &self,
@@ -91,13 +108,52 @@ impl Actor for RuleMatcherActor {
                 }
             }
             MatcherMsg::RefreshRules => state.rules.clear(),
-            MatcherMsg::FlushAll(reply) => {
+            MatcherMsg::Recover { after_id } => {
+                match state
+                    .args
+                    .store
+                    .unmatched_events(after_id, RECOVERY_BATCH)
+                    .await
+                {
+                    Ok(events) => {
+                        if let Some(last) = events.last() {
+                            tracing::info!(
+                                count = events.len(),
+                                from = events[0].id,
+                                "matching events left unmatched by an earlier run"
+                            );
+                            let next = last.id;
+                            let full = events.len() == RECOVERY_BATCH as usize;
+                            let requests = events
+                                .into_iter()
+                                .map(|event| MatchRequest { event, reply: None })
+                                .collect();
+                            myself.send_message(MatcherMsg::Match(requests))?;
+                            if full {
+                                myself.send_message(MatcherMsg::Recover { after_id: next })?;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot look for unmatched events yet; will retry");
+                        myself.send_after(crate::batch::retry_delay(4), move || {
+                            MatcherMsg::Recover { after_id }
+                        });
+                    }
+                }
+            }
+            MatcherMsg::FlushAll(deadline, reply) => {
+                // Retry failed writes until the deadline; what is left then is reported,
+                // never silently dropped.
                 while !state.batcher.is_empty() {
                     if let Err(delay) = state.flush_once().await {
+                        if tokio::time::Instant::now() + delay >= deadline {
+                            break;
+                        }
                         tokio::time::sleep(delay).await;
                     }
                 }
-                let _ = reply.send(());
+                let _ = reply.send(state.batcher.is_empty());
             }
         }
         Ok(())
@@ -186,10 +242,15 @@ impl MatcherState {
             }
         }
         let mut per_event = vec![Vec::new(); batch.len()];
+        let matched: Vec<i64> = batch.iter().map(|r| r.event.id).collect();
         if new.is_empty() {
+            self.args.store.mark_matched(&matched).await?;
             return Ok(per_event);
         }
+        // Enforcements first: a crash between the two writes re-matches the events on the
+        // next start, and storing an enforcement again is a no-op.
         let stored = self.args.store.create_enforcements(new).await?;
+        self.args.store.mark_matched(&matched).await?;
         tracing::debug!(
             count = stored.len(),
             events = batch.len(),

@@ -167,8 +167,8 @@ impl Envelope {
         )
     }
 
-    /// The `EnforcementCreated` message announcing a stored enforcement. Its correlation id
-    /// ties it to the event that caused it.
+    /// The `EnforcementCreated` message announcing a stored enforcement. Its `event_id`
+    /// header (and payload field) ties it to the event that caused it.
     pub fn enforcement_created(enforcement: &Enforcement) -> Self {
         let mut envelope = Self::new(
             MessageType::EnforcementCreated,

@@ -60,6 +60,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 
+    /// Events the rule matcher has not finished with, lowest id first, after `after_id`.
+    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// Records that the rule matcher is done with these events (their enforcements, if
+    /// any, are stored).
+    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError>;
+
     /// Newest first; all triggers when `trigger_ref` is `None`.
     async fn recent_events(
         &self,
@@ -81,6 +88,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many outbox rows wait to be published.
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
+
+    /// The state a sensor saved last (`None` if it never saved any).
+    async fn sensor_state(&self, sensor_ref: &str) -> Result<Option<Value>, StoreError>;
+
+    /// Replaces the state of a sensor.
+    async fn save_sensor_state(&self, sensor_ref: &str, state: &Value) -> Result<(), StoreError>;
 
     /// Writes a whole pack in one transaction: all of it or nothing. Writing the same
     /// definition twice changes nothing (and leaves `updated` as it was).

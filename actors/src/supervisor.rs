@@ -85,6 +85,8 @@ pub enum ControlError {
     UnknownSensor(String),
     #[error("sensor '{0}' is disabled; enable it in its pack first")]
     Disabled(String),
+    #[error("sensors are disabled in this service (sensor.enabled: false)")]
+    SensorsDisabled,
     #[error("{0}")]
     Store(String),
 }
@@ -98,6 +100,8 @@ pub struct ReconcileReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ShutdownReport {
+    /// False when events or enforcements still waited for the database at the deadline.
+    pub in_flight_written: bool,
     /// False when the outbox still held rows at the deadline; they are published on the
     /// next start.
     pub outbox_drained: bool,
@@ -626,6 +630,10 @@ impl SupervisorState {
     /// Makes sure the supervisor tracks `sensor_ref`, loading it when it is enabled in the
     /// database but not yet reconciled.
     async fn ensure_known(&mut self, sensor_ref: &str) -> Result<(), ControlError> {
+        if !self.config.sensors_enabled {
+            // A reconcile would stop it again at once.
+            return Err(ControlError::SensorsDisabled);
+        }
         if self.sensors.contains_key(sensor_ref) {
             return Ok(());
         }
@@ -740,21 +748,56 @@ impl SupervisorState {
 
     async fn shutdown(&mut self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
-        let refs: Vec<String> = self.sensors.keys().cloned().collect();
-        for sensor_ref in refs {
-            self.stop_sensor(&sensor_ref).await;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        // Stop every sensor at once: one slow sensor must not eat the others' time.
+        let mut stopping = tokio::task::JoinSet::new();
+        for (sensor_ref, entry) in self.sensors.iter_mut() {
+            entry.generation += 1;
+            entry.state = SensorState::Stopped;
+            entry.next_restart_at = None;
+            if let Some(actor) = entry.actor.take() {
+                self.children.remove(&actor.get_id());
+                let sensor_ref = sensor_ref.clone();
+                let wait = self.config.stop_timeout.min(remaining());
+                stopping.spawn(async move {
+                    if actor.stop_and_wait(Some("shutdown".to_owned()), Some(wait)).await.is_err() {
+                        tracing::warn!(sensor = %sensor_ref, "sensor did not stop in time; killing it");
+                        actor.kill();
+                    }
+                });
+            }
         }
+        while stopping.join_next().await.is_some() {}
         self.shutting_down = true;
         // From here on, pipeline actors going down is expected.
         self.children.clear();
-        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let mut written = true;
         if let Some(generator) = self.refs.generator() {
-            let _ = generator
-                .call(GeneratorMsg::FlushAll, Some(remaining()))
-                .await;
+            written &= matches!(
+                generator
+                    .call(
+                        |reply| GeneratorMsg::FlushAll(deadline, reply),
+                        Some(remaining() + Duration::from_secs(1)),
+                    )
+                    .await,
+                Ok(ractor::rpc::CallResult::Success(true))
+            );
         }
         if let Some(matcher) = self.refs.matcher() {
-            let _ = matcher.call(MatcherMsg::FlushAll, Some(remaining())).await;
+            written &= matches!(
+                matcher
+                    .call(
+                        |reply| MatcherMsg::FlushAll(deadline, reply),
+                        Some(remaining() + Duration::from_secs(1)),
+                    )
+                    .await,
+                Ok(ractor::rpc::CallResult::Success(true))
+            );
+        }
+        if !written {
+            tracing::error!(
+                "the database did not take every in-flight event before the shutdown deadline"
+            );
         }
         let mut outbox_drained = false;
         if let Some(outbox) = self.refs.outbox() {
@@ -782,6 +825,9 @@ impl SupervisorState {
         self.refs.set_matcher(None);
         self.refs.set_outbox(None);
         self.publisher.close().await;
-        ShutdownReport { outbox_drained }
+        ShutdownReport {
+            in_flight_written: written,
+            outbox_drained,
+        }
     }
 }

@@ -421,3 +421,39 @@ async fn shutdown_stops_sensors_and_drains_the_outbox() {
     let published = h.publisher.published.lock().unwrap().len();
     assert_eq!(published, events, "every stored event was published");
 }
+
+#[tokio::test]
+async fn events_stored_but_never_matched_are_matched_on_start() {
+    use attune_actors::domain::NewEvent;
+    use attune_actors::ports::Store;
+    let store = store_with(&[]);
+    store.add_rule("test.all", "test.tick", json!([]));
+    // A previous run stored these events and stopped before matching them.
+    let orphans: Vec<NewEvent> = (0..3)
+        .map(|n| NewEvent {
+            trigger: None,
+            trigger_ref: "test.tick".into(),
+            config: json!({}),
+            payload: json!({"n": n}),
+            source: None,
+            source_ref: None,
+        })
+        .collect();
+    let stored = store.create_events(orphans).await.expect("stored");
+    let h = start(store, fast_config()).await;
+    wait_until(
+        "the orphans got their enforcements",
+        Duration::from_secs(5),
+        || h.store.enforcements().len() == 3,
+    )
+    .await;
+    let enforced: Vec<i64> = h.store.enforcements().iter().map(|e| e.event).collect();
+    assert_eq!(enforced, stored.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert!(
+        h.store
+            .unmatched_events(0, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}

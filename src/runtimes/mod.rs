@@ -2,33 +2,58 @@
 
 pub mod interval;
 
-use attune_actors::domain::{BUILTIN_RUNTIME, Sensor};
+use attune_actors::domain::{BUILTIN_RUNTIME, Sensor, SensorDefinition};
 use attune_actors::ports::{SensorDriver, SensorDriverFactory, SensorFailure};
-use serde_json::Value;
 
-/// Why a sensor definition cannot run, found at pack load or at sensor start.
+/// Why a sensor's config is unusable, found at pack load or at sensor start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SensorConfigError(pub String);
 
-/// Checks that a sensor's runtime and config are usable, without starting anything. The
-/// pack loader calls this so bad sensors are refused before they are stored.
-pub fn validate(
-    runtime_ref: &str,
-    entrypoint: &str,
-    config: &Value,
-) -> Result<(), SensorConfigError> {
-    match (runtime_ref, entrypoint) {
-        (BUILTIN_RUNTIME, interval::ENTRYPOINT) => {
-            interval::IntervalConfig::parse(config).map(|_| ())
+/// A sensor definition refused at pack load: the field at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DefinitionError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn refuse(field: &'static str, message: impl Into<String>) -> DefinitionError {
+    DefinitionError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks that a sensor's runtime, entrypoint, mode and config are usable, without
+/// starting anything. The pack loader calls this so bad sensors are refused before they
+/// are stored.
+pub fn validate(sensor: &SensorDefinition) -> Result<(), DefinitionError> {
+    match sensor.runtime_ref.as_str() {
+        BUILTIN_RUNTIME => {
+            if let Some(mode) = &sensor.mode {
+                return Err(refuse(
+                    "mode",
+                    format!("built-in sensors have no mode (got '{mode}')"),
+                ));
+            }
+            match sensor.entrypoint.as_str() {
+                interval::ENTRYPOINT => interval::IntervalConfig::parse(&sensor.config)
+                    .map(|_| ())
+                    .map_err(|e| refuse("config", e.0)),
+                other => Err(refuse(
+                    "entrypoint",
+                    format!(
+                        "unknown builtin entrypoint '{other}' (available: {})",
+                        interval::ENTRYPOINT
+                    ),
+                )),
+            }
         }
-        (BUILTIN_RUNTIME, other) => Err(SensorConfigError(format!(
-            "unknown builtin entrypoint '{other}' (available: {})",
-            interval::ENTRYPOINT
-        ))),
-        (other, _) => Err(SensorConfigError(format!(
-            "runtime '{other}' is not supported yet (available: {BUILTIN_RUNTIME})"
-        ))),
+        other => Err(refuse(
+            "runtime",
+            format!("runtime '{other}' is not supported yet (available: {BUILTIN_RUNTIME})"),
+        )),
     }
 }
 
@@ -38,17 +63,16 @@ pub struct RuntimeFactory;
 
 impl SensorDriverFactory for RuntimeFactory {
     fn create(&self, sensor: &Sensor) -> Result<Box<dyn SensorDriver>, SensorFailure> {
-        validate(&sensor.runtime_ref, &sensor.entrypoint, &sensor.config)
-            .map_err(|e| SensorFailure::new(format!("sensor '{}': {e}", sensor.r#ref)))?;
+        let refused =
+            |message: String| SensorFailure::new(format!("sensor '{}': {message}", sensor.r#ref));
         match (sensor.runtime_ref.as_str(), sensor.entrypoint.as_str()) {
             (BUILTIN_RUNTIME, interval::ENTRYPOINT) => {
-                let config = interval::IntervalConfig::parse(&sensor.config)
-                    .map_err(|e| SensorFailure::new(e.0))?;
+                let config =
+                    interval::IntervalConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
                 Ok(Box::new(interval::IntervalTimer::new(config)))
             }
-            (runtime, entrypoint) => Err(SensorFailure::new(format!(
-                "sensor '{}': no driver for runtime '{runtime}' entrypoint '{entrypoint}'",
-                sensor.r#ref
+            (runtime, entrypoint) => Err(refused(format!(
+                "no driver for runtime '{runtime}' entrypoint '{entrypoint}'"
             ))),
         }
     }

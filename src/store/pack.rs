@@ -338,6 +338,9 @@ async fn write_sensor<T: PackTx>(
         poll_interval: definition.poll_interval,
         param_schema: definition.param_schema.clone(),
         config: definition.config.clone(),
+        pack_path: definition.pack_path.clone(),
+        mode: definition.mode.clone(),
+        pass_env: definition.pass_env.clone(),
         created: stored.as_ref().map_or(now, |s| s.created),
         updated: stored.as_ref().map_or(now, |s| s.updated),
     };

@@ -28,8 +28,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, enabled,
     param_schema, payload_schema, created, updated"#;
 const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, entrypoint, runtime,
-    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema, config, created,
-    updated"#;
+    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema, config, pack_path,
+    mode, pass_env, created, updated"#;
 const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action", action_ref,
     "trigger", trigger_ref, conditions, enabled, created, updated"#;
 const EVENT_COLUMNS: &str =
@@ -201,9 +201,17 @@ fn sensor_from_row(row: &PgRow) -> Result<Sensor, sqlx::Error> {
         poll_interval: row.try_get("poll_interval")?,
         param_schema: row.try_get("param_schema")?,
         config: row.try_get("config")?,
+        pack_path: row.try_get("pack_path")?,
+        mode: row.try_get("mode")?,
+        pass_env: string_list(row.try_get("pass_env")?),
         created: row.try_get("created")?,
         updated: row.try_get("updated")?,
     })
+}
+
+/// A JSON array of strings as stored in `pass_env`; anything else reads as empty.
+fn string_list(value: Value) -> Vec<String> {
+    serde_json::from_value(value).unwrap_or_default()
 }
 
 fn rule_from_row(row: &PgRow) -> Result<Rule, sqlx::Error> {
@@ -533,6 +541,34 @@ impl Store for PgStore {
         Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
     }
 
+    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM attune.event WHERE NOT matched AND id > $1 \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(event_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)
+    }
+
+    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE attune.event SET matched = true WHERE id = ANY($1)")
+            .bind(event_ids)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
         let found = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM attune.event WHERE id = $1"
@@ -638,6 +674,28 @@ impl Store for PgStore {
                 .await
                 .map_err(store_error)?;
         Ok(u64::try_from(pending).unwrap_or(0))
+    }
+
+    async fn sensor_state(&self, sensor_ref: &str) -> Result<Option<Value>, StoreError> {
+        sqlx::query_scalar("SELECT state FROM attune.sensor_state WHERE sensor_ref = $1")
+            .bind(sensor_ref)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn save_sensor_state(&self, sensor_ref: &str, state: &Value) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO attune.sensor_state (sensor_ref, state, updated) VALUES ($1, $2, $3) \
+             ON CONFLICT (sensor_ref) DO UPDATE SET state = EXCLUDED.state, updated = EXCLUDED.updated",
+        )
+        .bind(sensor_ref)
+        .bind(state)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     async fn upsert_pack(&self, pack: &PackDefinition) -> Result<PackUpsertSummary, StoreError> {
@@ -827,8 +885,9 @@ impl PackTx for PgPackTx {
         sqlx::query_scalar(
             r#"INSERT INTO attune.sensor (ref, pack, pack_ref, label, description, entrypoint,
                    runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
-                   param_schema, config, created, updated)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                   param_schema, config, created, updated, pack_path, mode, pass_env)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                   $17, $18, $19)
                RETURNING id"#,
         )
         .bind(&s.r#ref)
@@ -847,6 +906,9 @@ impl PackTx for PgPackTx {
         .bind(&s.config)
         .bind(s.created)
         .bind(s.updated)
+        .bind(&s.pack_path)
+        .bind(&s.mode)
+        .bind(serde_json::json!(s.pass_env))
         .fetch_one(&mut *self.0)
         .await
         .map_err(store_error)
@@ -857,7 +919,7 @@ impl PackTx for PgPackTx {
             r#"UPDATE attune.sensor SET pack = $2, pack_ref = $3, label = $4, description = $5,
                    entrypoint = $6, runtime = $7, runtime_ref = $8, "trigger" = $9,
                    trigger_ref = $10, enabled = $11, poll_interval = $12, param_schema = $13,
-                   config = $14, updated = $15
+                   config = $14, updated = $15, pack_path = $16, mode = $17, pass_env = $18
                WHERE id = $1"#,
         )
         .bind(s.id)
@@ -875,6 +937,9 @@ impl PackTx for PgPackTx {
         .bind(&s.param_schema)
         .bind(&s.config)
         .bind(s.updated)
+        .bind(&s.pack_path)
+        .bind(&s.mode)
+        .bind(serde_json::json!(s.pass_env))
         .execute(&mut *self.0)
         .await
         .map_err(store_error)?;

@@ -36,7 +36,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, enabled,
     param_schema, payload_schema, created, updated"#;
 const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, entrypoint, runtime,
-    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema, config, created,
+    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema, config, pack_path,
+    mode, pass_env, created,
     updated"#;
 const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action", action_ref,
     "trigger", trigger_ref, conditions, enabled, created, updated"#;
@@ -303,6 +304,9 @@ fn sensor_from_row(row: &SqliteRow) -> Result<Sensor, sqlx::Error> {
         poll_interval: row.try_get("poll_interval")?,
         param_schema: get_opt_json(row, "param_schema")?,
         config: get_json(row, "config")?,
+        pack_path: row.try_get("pack_path")?,
+        mode: row.try_get("mode")?,
+        pass_env: serde_json::from_value(get_json(row, "pass_env")?).unwrap_or_default(),
         created: get_ts(row, "created")?,
         updated: get_ts(row, "updated")?,
     })
@@ -625,6 +629,35 @@ impl Store for SqliteStore {
         Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
     }
 
+    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM event WHERE matched = 0 AND id > ?1 ORDER BY id LIMIT ?2"
+        ))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(event_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)
+    }
+
+    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(event_ids)
+            .map_err(|e| StoreError::Other(format!("cannot encode event ids: {e}")))?;
+        sqlx::query("UPDATE event SET matched = 1 WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(list)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
         let found = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = ?1"))
             .bind(id)
@@ -717,6 +750,35 @@ impl Store for SqliteStore {
                 .await
                 .map_err(store_error)?;
         Ok(u64::try_from(pending).unwrap_or(0))
+    }
+
+    async fn sensor_state(&self, sensor_ref: &str) -> Result<Option<Value>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT state FROM sensor_state WHERE sensor_ref = ?1")
+                .bind(sensor_ref)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(store_error)?;
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                StoreError::Other(format!("state of sensor {sensor_ref} is not JSON: {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_sensor_state(&self, sensor_ref: &str, state: &Value) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sensor_state (sensor_ref, state, updated) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (sensor_ref) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+        )
+        .bind(sensor_ref)
+        .bind(json(state))
+        .bind(ts(now()))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     async fn upsert_pack(&self, pack: &PackDefinition) -> Result<PackUpsertSummary, StoreError> {
@@ -904,8 +966,9 @@ impl PackTx for SqlitePackTx {
         let outcome = sqlx::query(
             r#"INSERT INTO sensor (ref, pack, pack_ref, label, description, entrypoint, runtime,
                    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema,
-                   config, created, updated)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"#,
+                   config, created, updated, pack_path, mode, pass_env)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                   ?17, ?18, ?19)"#,
         )
         .bind(&s.r#ref)
         .bind(s.pack)
@@ -923,6 +986,9 @@ impl PackTx for SqlitePackTx {
         .bind(json(&s.config))
         .bind(ts(s.created))
         .bind(ts(s.updated))
+        .bind(&s.pack_path)
+        .bind(&s.mode)
+        .bind(json(&serde_json::json!(s.pass_env)))
         .execute(&mut *self.0)
         .await
         .map_err(store_error)?;
@@ -934,7 +1000,7 @@ impl PackTx for SqlitePackTx {
             r#"UPDATE sensor SET pack = ?2, pack_ref = ?3, label = ?4, description = ?5,
                    entrypoint = ?6, runtime = ?7, runtime_ref = ?8, "trigger" = ?9,
                    trigger_ref = ?10, enabled = ?11, poll_interval = ?12, param_schema = ?13,
-                   config = ?14, updated = ?15
+                   config = ?14, updated = ?15, pack_path = ?16, mode = ?17, pass_env = ?18
                WHERE id = ?1"#,
         )
         .bind(s.id)
@@ -952,6 +1018,9 @@ impl PackTx for SqlitePackTx {
         .bind(opt_json(s.param_schema.as_ref()))
         .bind(json(&s.config))
         .bind(ts(s.updated))
+        .bind(&s.pack_path)
+        .bind(&s.mode)
+        .bind(json(&serde_json::json!(s.pass_env)))
         .execute(&mut *self.0)
         .await
         .map_err(store_error)?;

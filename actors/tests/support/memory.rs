@@ -22,6 +22,8 @@ struct Inner {
     events: Vec<Event>,
     enforcements: Vec<Enforcement>,
     outbox: Vec<(OutboxMessage, bool)>,
+    states: HashMap<String, Value>,
+    matched: std::collections::HashSet<Id>,
 }
 
 impl Inner {
@@ -99,6 +101,9 @@ impl MemoryStore {
             poll_interval: None,
             param_schema: None,
             config: json!({}),
+            pack_path: None,
+            mode: None,
+            pass_env: Vec::new(),
             created: now,
             updated: now,
         });
@@ -262,6 +267,22 @@ impl Store for MemoryStore {
         }
         Ok(stored)
     }
+    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.check()?;
+        let inner = self.lock();
+        Ok(inner
+            .events
+            .iter()
+            .filter(|e| e.id > after_id && !inner.matched.contains(&e.id))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError> {
+        self.check()?;
+        self.lock().matched.extend(event_ids.iter().copied());
+        Ok(())
+    }
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
         Ok(self.lock().events.iter().find(|e| e.id == id).cloned())
     }
@@ -317,6 +338,16 @@ impl Store for MemoryStore {
     }
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {
         Ok(self.lock().outbox.iter().filter(|(_, p)| !p).count() as u64)
+    }
+    async fn sensor_state(&self, sensor_ref: &str) -> Result<Option<Value>, StoreError> {
+        Ok(self.lock().states.get(sensor_ref).cloned())
+    }
+    async fn save_sensor_state(&self, sensor_ref: &str, state: &Value) -> Result<(), StoreError> {
+        self.check()?;
+        self.lock()
+            .states
+            .insert(sensor_ref.to_owned(), state.clone());
+        Ok(())
     }
     async fn upsert_pack(&self, _pack: &PackDefinition) -> Result<PackUpsertSummary, StoreError> {
         Err(StoreError::Other(
