@@ -9,21 +9,25 @@ use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::sync::Arc;
-use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::domain::{Event, NewEvent, Sensor, Trigger, config_snapshot};
 use crate::pipeline::{EventAck, EventRequest, PipelineError, PipelineRefs};
-use crate::ports::{SensorDriverFactory, SensorFailure, Store};
-use crate::status::SharedActivity;
+use crate::ports::{SensorDriverFactory, SensorFailure, Store, StoreError};
+use crate::status::{STDERR_TAIL_LINES, SharedActivity};
 
-/// Where a sensor driver hands what it detected.
+/// Everything a sensor driver may use: where detections go, the sensor's saved state,
+/// its status counters, and the signal that it must stop.
 #[derive(Clone)]
 pub struct DetectionSink {
     sensor: Arc<Sensor>,
     trigger: Arc<Trigger>,
     refs: Arc<PipelineRefs>,
+    store: Arc<dyn Store>,
     activity: SharedActivity,
+    stop: watch::Receiver<bool>,
 }
 
 impl DetectionSink {
@@ -31,18 +35,64 @@ impl DetectionSink {
         sensor: Arc<Sensor>,
         trigger: Arc<Trigger>,
         refs: Arc<PipelineRefs>,
+        store: Arc<dyn Store>,
         activity: SharedActivity,
+        stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
             sensor,
             trigger,
             refs,
+            store,
             activity,
+            stop,
         }
     }
 
     pub fn sensor(&self) -> &Sensor {
         &self.sensor
+    }
+
+    pub fn trigger(&self) -> &Trigger {
+        &self.trigger
+    }
+
+    /// Resolves once the sensor is asked to stop (operator stop, restart, reconcile,
+    /// shutdown). A driver that holds resources (processes, listeners) selects on this to
+    /// release them in an orderly way; one that does not is simply dropped.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        // An error means the actor is gone: stopping as well.
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The state this sensor saved last, across polls and restarts.
+    pub async fn load_state(&self) -> Result<Option<Value>, StoreError> {
+        self.store.sensor_state(&self.sensor.r#ref).await
+    }
+
+    /// Saves the sensor's state. Callers save only after the events that came before it
+    /// are stored, so a restart never skips an event the state claims was seen.
+    pub async fn save_state(&self, state: &Value) -> Result<(), StoreError> {
+        self.store.save_sensor_state(&self.sensor.r#ref, state).await
+    }
+
+    /// Counts an output line that was not a valid protocol line.
+    pub fn record_bad_output(&self) {
+        self.activity.lock().bad_output_count += 1;
+    }
+
+    /// Keeps a line the sensor wrote to stderr for the status (the last few only).
+    pub fn record_stderr(&self, line: &str) {
+        let mut activity = self.activity.lock();
+        if activity.stderr_tail.len() >= STDERR_TAIL_LINES {
+            activity.stderr_tail.remove(0);
+        }
+        activity.stderr_tail.push(line.to_owned());
     }
 
     /// Records that the sensor looked (a poll, a timer tick), whether or not it found
@@ -86,12 +136,17 @@ pub struct SensorArgs {
     pub factory: Arc<dyn SensorDriverFactory>,
     pub refs: Arc<PipelineRefs>,
     pub activity: SharedActivity,
+    /// How long a stopping driver gets to release what it holds before it is aborted.
+    pub stop_grace: Duration,
 }
 
 /// Aborts the driver task when the actor's state is dropped, which happens on stop and on
 /// failure alike (ractor skips `post_stop` after a failure).
 pub struct SensorState {
     driver_task: AbortHandle,
+    monitor: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    stop_grace: Duration,
 }
 
 impl Drop for SensorState {
@@ -121,17 +176,20 @@ impl Actor for SensorActor {
                 ))
             })?;
         let mut driver = args.factory.create(&args.sensor)?;
+        let (stop, stop_signal) = watch::channel(false);
         let sink = DetectionSink::new(
             Arc::new(args.sensor),
             Arc::new(trigger),
             args.refs,
+            args.store,
             args.activity,
+            stop_signal,
         );
         let driver = tokio::spawn(async move { driver.run(sink).await });
         let driver_task = driver.abort_handle();
         // A second task reports how the driver ended, so a panic in sensor code reaches
         // the supervisor as a failure instead of vanishing with its task.
-        tokio::spawn(async move {
+        let monitor = tokio::spawn(async move {
             let result = match driver.await {
                 Ok(result) => result,
                 Err(join_error) if join_error.is_panic() => Err(SensorFailure::new(format!(
@@ -143,7 +201,26 @@ impl Actor for SensorActor {
             // The actor may already be stopping; then nobody needs the result.
             let _ = myself.send_message(SensorMsg::DriverExited(result));
         });
-        Ok(SensorState { driver_task })
+        Ok(SensorState {
+            driver_task,
+            monitor: Some(monitor),
+            stop,
+            stop_grace: args.stop_grace,
+        })
+    }
+
+    /// An orderly stop: signal the driver and give it the grace period to finish (a
+    /// process sensor terminates its process group), then abort whatever is left.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.stop.send(true);
+        if let Some(monitor) = state.monitor.take() {
+            let _ = tokio::time::timeout(state.stop_grace, monitor).await;
+        }
+        Ok(())
     }
 
     async fn handle(

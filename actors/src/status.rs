@@ -25,7 +25,14 @@ pub struct SensorActivity {
     pub last_poll: Option<DateTime<Utc>>,
     pub last_event_at: Option<DateTime<Utc>>,
     pub events_emitted: u64,
+    /// Output lines a sensor process wrote that were not valid protocol lines.
+    pub bad_output_count: u64,
+    /// The last lines a sensor process wrote to stderr, oldest first.
+    pub stderr_tail: Vec<String>,
 }
+
+/// How many stderr lines a sensor's status keeps.
+pub const STDERR_TAIL_LINES: usize = 20;
 
 /// Shared between a sensor's actor (which writes) and the supervisor (which reads).
 #[derive(Debug, Clone, Default)]

@@ -47,7 +47,10 @@ pub struct SupervisorConfig {
     pub max_batch: usize,
     pub outbox_batch: u32,
     pub outbox_poll: Duration,
-    /// How long to wait for one sensor to stop.
+    /// How long a stopping sensor may take to release what it holds (a process sensor's
+    /// SIGTERM grace period and then some); then it is aborted.
+    pub stop_grace: Duration,
+    /// How long to wait for one sensor actor to stop, beyond which it is killed.
     pub stop_timeout: Duration,
 }
 
@@ -64,6 +67,7 @@ impl Default for SupervisorConfig {
             max_batch: 1000,
             outbox_batch: 500,
             outbox_poll: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(7),
             stop_timeout: Duration::from_secs(10),
         }
     }
@@ -549,6 +553,7 @@ impl SupervisorState {
             factory: self.factory.clone(),
             refs: self.refs.clone(),
             activity: entry.activity.clone(),
+            stop_grace: self.config.stop_grace,
         };
         match Actor::spawn_linked(None, SensorActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
