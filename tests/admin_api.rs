@@ -14,6 +14,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use std::sync::Arc;
+
+use attune_actors::domain::OutboxMessage;
+use attune_actors::ports::{BusError, PublishReport, Publisher};
+use attune_sensor::admin::{self, AdminState};
 use attune_sensor::bus::redact_url;
 use attune_sensor::packs;
 use support::service::{TestService, fixture, wait_for};
@@ -254,6 +259,69 @@ async fn unknown_sensors_and_actions_are_404() {
     let (code, body) = get(&app, "/nope").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(body["error"].is_string(), "{body}");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_disabled_sensor_cannot_be_started_by_an_operator() {
+    let svc = TestService::builder()
+        .autoload(fixture("timer"))
+        .start()
+        .await;
+    let app = svc.router();
+    assert!(sensor_status(&app, "timer.dormant").await.is_none());
+    for action in ["start", "restart"] {
+        let (code, body) = post(&app, &format!("/sensors/timer.dormant/{action}"), None).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{action}: {body}");
+        let error = body["error"].as_str().expect("error");
+        assert!(error.contains("disabled"), "{error}");
+    }
+    assert!(sensor_status(&app, "timer.dormant").await.is_none());
+    svc.shutdown().await;
+}
+
+/// A bus that never reaches its broker.
+struct DownBus;
+
+#[async_trait::async_trait]
+impl Publisher for DownBus {
+    async fn publish(&self, _batch: &[OutboxMessage]) -> PublishReport {
+        PublishReport {
+            confirmed: 0,
+            error: Some(BusError::Unavailable("test bus is down".into())),
+        }
+    }
+    fn is_connected(&self) -> bool {
+        false
+    }
+    fn kind(&self) -> &'static str {
+        "down"
+    }
+}
+
+#[tokio::test]
+async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
+    let svc = TestService::start().await;
+    let service = svc.service();
+    let app = admin::router(AdminState {
+        tree: service.tree.clone(),
+        store: service.store.clone(),
+        publisher: Arc::new(DownBus),
+        token: None,
+        database_url: svc.database.url.clone(),
+        mq_url: String::new(),
+    });
+    let (code, body) = get(&app, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["database"], "ok");
+    let broker = body["broker"].as_str().expect("broker");
+    assert!(broker.starts_with("down: "), "{broker}");
+    let (code, _) = get(&app, "/health").await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, status) = get(&app, "/status").await;
+    assert_eq!(status["outbox"]["connected"], false, "{status}");
+    assert_eq!(status["outbox"]["bus"], "down");
     svc.shutdown().await;
 }
 
