@@ -1,6 +1,7 @@
 //! The admin HTTP API: liveness, readiness, the actor tree's status, sensor control,
 //! system events and recent events/enforcements.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -47,6 +48,8 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(protected)
+        // Every answer is JSON, so clients can always show the error text.
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }
 
@@ -220,12 +223,22 @@ struct EmitRequest {
 }
 
 async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) -> ApiResult {
-    let request: EmitRequest = serde_json::from_slice(&body).map_err(|e| {
+    let bad_request = |reason: String| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("expected {{\"trigger_ref\": \"pack.trigger\", \"payload\": {{...}}}}: {e}"),
+            format!(
+                "expected {{\"trigger_ref\": \"pack.trigger\", \"payload\": {{...}}}}: {reason}"
+            ),
         )
-    })?;
+    };
+    // Parsed in two steps because serde would also accept a struct written as an array
+    // (`["pack.trigger"]`), which is not the documented body.
+    let body: Value = serde_json::from_slice(&body).map_err(|e| bad_request(e.to_string()))?;
+    if !body.is_object() {
+        return Err(bad_request("the body is not a JSON object".into()));
+    }
+    let request: EmitRequest =
+        serde_json::from_value(body).map_err(|e| bad_request(e.to_string()))?;
     let payload = match request.payload {
         Value::Null => json!({}),
         other => other,
@@ -253,6 +266,14 @@ struct RecentQuery {
 }
 
 impl RecentQuery {
+    /// Unwraps the query string, answering a malformed one (`limit=many`) with a JSON
+    /// error like every other refusal instead of axum's plain-text rejection.
+    fn parse(query: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
+        query
+            .map(|Query(query)| query)
+            .map_err(|rejection| ApiError(StatusCode::BAD_REQUEST, rejection.body_text()))
+    }
+
     fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
@@ -267,8 +288,9 @@ impl RecentQuery {
 
 async fn recent_events(
     State(state): State<AdminState>,
-    Query(query): Query<RecentQuery>,
+    query: Result<Query<RecentQuery>, QueryRejection>,
 ) -> ApiResult {
+    let query = RecentQuery::parse(query)?;
     let limit = query.limit()?;
     let events = state
         .store
@@ -280,8 +302,9 @@ async fn recent_events(
 
 async fn recent_enforcements(
     State(state): State<AdminState>,
-    Query(query): Query<RecentQuery>,
+    query: Result<Query<RecentQuery>, QueryRejection>,
 ) -> ApiResult {
+    let query = RecentQuery::parse(query)?;
     let limit = query.limit()?;
     let enforcements = state
         .store

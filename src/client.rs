@@ -21,6 +21,8 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("unexpected answer from {url}: not JSON: {error}")]
+    NotJson { url: String, error: String },
 }
 
 pub struct AdminClient {
@@ -66,13 +68,33 @@ impl AdminClient {
                 source,
             })?;
         let status = response.status();
-        let body: Value = response
-            .json()
+        let text = response
+            .text()
             .await
             .map_err(|source| ClientError::BadAnswer {
                 url: self.base.clone(),
                 source,
             })?;
+        let body: Value = match serde_json::from_str(&text) {
+            Ok(body) => body,
+            // Something else answered (a proxy, or axum for a wrong method): say what.
+            Err(_) if !status.is_success() => {
+                return Err(ClientError::Refused {
+                    status,
+                    message: if text.trim().is_empty() {
+                        "(no message)".to_owned()
+                    } else {
+                        text.trim().to_owned()
+                    },
+                });
+            }
+            Err(error) => {
+                return Err(ClientError::NotJson {
+                    url: self.base.clone(),
+                    error: error.to_string(),
+                });
+            }
+        };
         if status.is_success()
             || status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body.get("ready").is_some()
         {

@@ -132,10 +132,25 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli, settings)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("attune-sensor: {error:#}");
+            eprintln!("attune-sensor: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Several errors already print their source in
+/// their own message; a cause whose text is already shown is skipped rather than
+/// repeated (which `{:#}` would do).
+fn describe(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn init_logging(settings: &Settings) {

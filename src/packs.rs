@@ -233,22 +233,25 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         ..PackDefinition::default()
     };
     let mut files = HashMap::new();
-    let mut unique = |r: &str, file: &Path| {
-        if files.insert(r.to_owned(), file.to_owned()).is_none() {
-            Ok(())
-        } else {
-            Err(invalid(
-                file,
-                Some("ref"),
-                format!("duplicate ref '{r}' in pack {pack_ref}"),
-            ))
-        }
+    // Keyed by kind too: a trigger and a sensor may share a name, they live apart.
+    let mut unique = |kind: &str, r: &str, file: &Path| match files
+        .insert(format!("{kind}:{r}"), file.to_owned())
+    {
+        None => Ok(()),
+        Some(first) => Err(invalid(
+            file,
+            Some("ref"),
+            format!(
+                "duplicate {kind} ref '{r}' in pack {pack_ref} (also defined in {})",
+                first.display()
+            ),
+        )),
     };
 
     for file in yaml_files(&dir.join("triggers"))? {
         let trigger: TriggerFile = parse_yaml(&file)?;
         let r#ref = full_ref(&definition.r#ref, &trigger.r#ref, &file)?;
-        unique(&format!("trigger:{ref}"), &file)?;
+        unique("trigger", &r#ref, &file)?;
         definition.triggers.push(TriggerDefinition {
             label: trigger.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
@@ -261,7 +264,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
     for file in yaml_files(&dir.join("sensors"))? {
         let sensor: SensorFile = parse_yaml(&file)?;
         let r#ref = full_ref(&definition.r#ref, &sensor.r#ref, &file)?;
-        unique(&format!("sensor:{ref}"), &file)?;
+        unique("sensor", &r#ref, &file)?;
         check_full_ref(&sensor.trigger, &file, "trigger")?;
         if let Some(interval) = sensor.poll_interval
             && interval <= 0
@@ -302,7 +305,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
 
     for file in yaml_files(&dir.join("rules"))? {
         let rule = rule_definition(&definition.r#ref, parse_yaml(&file)?, &file)?;
-        unique(&format!("rule:{}", rule.r#ref), &file)?;
+        unique("rule", &rule.r#ref, &file)?;
         definition.rules.push(rule);
     }
     Ok(LoadedPack { definition, files })
