@@ -76,6 +76,14 @@ impl Service {
         let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange)?;
         tracing::info!(bus = publisher.kind(), mq = %redact_url(&settings.mq.url), "message bus configured");
 
+        // Bound before the actor tree starts, so a taken port leaves nothing running.
+        let addr = settings.admin_addr();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::AdminBind { addr, source })?;
+        let admin_addr = listener
+            .local_addr()
+            .map_err(|source| ServiceError::AdminBind { addr, source })?;
         let (tree, supervisor_task) = Tree::start(SupervisorArgs {
             config: settings.supervisor(),
             store: store.clone(),
@@ -85,13 +93,6 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;
 
-        let addr = settings.admin_addr();
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServiceError::AdminBind { addr, source })?;
-        let admin_addr = listener
-            .local_addr()
-            .map_err(|source| ServiceError::AdminBind { addr, source })?;
         let app = admin::router(AdminState {
             tree: tree.clone(),
             store: store.clone(),

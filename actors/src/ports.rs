@@ -160,6 +160,13 @@ pub trait SensorDriver: Send + 'static {
     /// one-shot date timer). The future is dropped to stop the sensor, so a driver must
     /// release what it holds (processes, listeners) on drop.
     async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure>;
+
+    /// True for drivers that watch [`DetectionSink::stopping`] and release what they hold
+    /// (a process group, a listener) before returning. Those get the stop grace period;
+    /// the others are dropped at once.
+    fn stops_gracefully(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the driver of a sensor from its stored definition.

@@ -78,7 +78,9 @@ impl DetectionSink {
     /// Saves the sensor's state. Callers save only after the events that came before it
     /// are stored, so a restart never skips an event the state claims was seen.
     pub async fn save_state(&self, state: &Value) -> Result<(), StoreError> {
-        self.store.save_sensor_state(&self.sensor.r#ref, state).await
+        self.store
+            .save_sensor_state(&self.sensor.r#ref, state)
+            .await
     }
 
     /// Counts an output line that was not a valid protocol line.
@@ -176,6 +178,11 @@ impl Actor for SensorActor {
                 ))
             })?;
         let mut driver = args.factory.create(&args.sensor)?;
+        let stop_grace = if driver.stops_gracefully() {
+            args.stop_grace
+        } else {
+            Duration::ZERO
+        };
         let (stop, stop_signal) = watch::channel(false);
         let sink = DetectionSink::new(
             Arc::new(args.sensor),
@@ -205,7 +212,7 @@ impl Actor for SensorActor {
             driver_task,
             monitor: Some(monitor),
             stop,
-            stop_grace: args.stop_grace,
+            stop_grace,
         })
     }
 
@@ -217,7 +224,9 @@ impl Actor for SensorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let _ = state.stop.send(true);
-        if let Some(monitor) = state.monitor.take() {
+        if let Some(monitor) = state.monitor.take()
+            && !state.stop_grace.is_zero()
+        {
             let _ = tokio::time::timeout(state.stop_grace, monitor).await;
         }
         Ok(())

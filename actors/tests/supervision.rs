@@ -457,3 +457,33 @@ async fn events_stored_but_never_matched_are_matched_on_start() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn graceful_drivers_finish_their_cleanup_on_stop_restart_and_shutdown() {
+    let h = start(store_with(&[("test.g", "graceful")]), fast_config()).await;
+    h.wait_for("running", |s| {
+        state_of(s, "test.g") == Some(SensorState::Running)
+    })
+    .await;
+    h.control(SupervisorMsg::StopSensor, "test.g")
+        .await
+        .expect("stop accepted");
+    assert_eq!(
+        h.factory.clean_stops.load(Ordering::SeqCst),
+        1,
+        "stop waits for the cleanup"
+    );
+    h.control(SupervisorMsg::StartSensor, "test.g")
+        .await
+        .expect("start accepted");
+    h.control(SupervisorMsg::RestartSensor, "test.g")
+        .await
+        .expect("restart accepted");
+    assert_eq!(h.factory.clean_stops.load(Ordering::SeqCst), 2);
+    ractor::call!(h.tree.supervisor, |reply| SupervisorMsg::Shutdown(
+        Duration::from_secs(5),
+        reply
+    ))
+    .expect("shutdown answers");
+    assert_eq!(h.factory.clean_stops.load(Ordering::SeqCst), 3);
+}

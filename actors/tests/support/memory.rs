@@ -404,11 +404,14 @@ impl Publisher for MemoryPublisher {
 /// - `fail`: fails at once while `healthy` is false, else behaves like `tick`;
 /// - `panic`: panics at once while `healthy` is false, else like `tick`;
 /// - `refuse`: refused by the factory (a start failure) while `healthy` is false;
-/// - `fail_later`: fails after 100 ms of running.
+/// - `fail_later`: fails after 100 ms of running;
+/// - `graceful`: idles until asked to stop, then takes 50 ms to clean up and counts it in
+///   `clean_stops`.
 #[derive(Default, Clone)]
 pub struct ScriptedFactory {
     pub healthy: Arc<AtomicBool>,
     pub created: Arc<Mutex<HashMap<String, u32>>>,
+    pub clean_stops: Arc<AtomicU32>,
 }
 
 impl ScriptedFactory {
@@ -438,6 +441,7 @@ impl SensorDriverFactory for ScriptedFactory {
             behaviour: sensor.entrypoint.clone(),
             healthy,
             ticks: AtomicU32::new(0),
+            clean_stops: self.clean_stops.clone(),
         }))
     }
 }
@@ -446,6 +450,7 @@ struct Scripted {
     behaviour: String,
     healthy: bool,
     ticks: AtomicU32,
+    clean_stops: Arc<AtomicU32>,
 }
 
 #[async_trait]
@@ -454,6 +459,12 @@ impl SensorDriver for Scripted {
         match (self.behaviour.as_str(), self.healthy) {
             ("fail", false) => return Err(SensorFailure::new("boom")),
             ("panic", false) => panic!("sensor panicked"),
+            ("graceful", _) => {
+                sink.stopping().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.clean_stops.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
             ("fail_later", _) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Err(SensorFailure::new("failed after running a while"));
@@ -468,6 +479,10 @@ impl SensorDriver for Scripted {
                 .map_err(|e| SensorFailure::new(e.to_string()))?;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    fn stops_gracefully(&self) -> bool {
+        self.behaviour == "graceful"
     }
 }
 
