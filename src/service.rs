@@ -88,7 +88,7 @@ impl Service {
             config: settings.supervisor(),
             store: store.clone(),
             publisher: publisher.clone(),
-            factory: Arc::new(RuntimeFactory),
+            factory: Arc::new(RuntimeFactory::new(settings)),
         })
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;

@@ -4,6 +4,9 @@ pub mod interval;
 
 use attune_actors::domain::{BUILTIN_RUNTIME, Sensor, SensorDefinition};
 use attune_actors::ports::{SensorDriver, SensorDriverFactory, SensorFailure};
+use std::sync::Arc;
+
+use crate::config::Settings;
 
 /// Why a sensor's config is unusable, found at pack load or at sensor start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,8 +61,23 @@ pub fn validate(sensor: &SensorDefinition) -> Result<(), DefinitionError> {
 }
 
 /// Builds the driver of each sensor by its runtime.
-#[derive(Debug, Clone, Default)]
-pub struct RuntimeFactory;
+#[derive(Debug, Clone)]
+pub struct RuntimeFactory {
+    /// The service's settings: runtimes read their defaults and limits from here.
+    settings: Arc<Settings>,
+}
+
+impl RuntimeFactory {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            settings: Arc::new(settings.clone()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
 
 impl SensorDriverFactory for RuntimeFactory {
     fn create(&self, sensor: &Sensor) -> Result<Box<dyn SensorDriver>, SensorFailure> {
