@@ -7,8 +7,53 @@
 //! transaction. Under load batches grow by themselves; when idle a request is written
 //! at once.
 
+use ractor::{ActorRef, Message, MessagingErr};
 use std::collections::VecDeque;
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// A pipeline actor's state that writes its requests in batches.
+pub(crate) trait GroupCommit {
+    type Item;
+
+    fn batcher(&mut self) -> &mut Batcher<Self::Item>;
+
+    /// Writes one batch. On failure the batch is requeued and the retry delay returned.
+    fn flush_once(&mut self) -> impl Future<Output = Result<(), Duration>> + Send;
+}
+
+/// Handles a `Flush` message: writes one batch, then schedules the next flush — at once
+/// when more requests wait, after the retry delay when the write failed.
+pub(crate) async fn on_flush<S, M>(
+    state: &mut S,
+    myself: &ActorRef<M>,
+    flush: fn() -> M,
+) -> Result<(), MessagingErr<M>>
+where
+    S: GroupCommit,
+    M: Message,
+{
+    if let Err(delay) = state.flush_once().await {
+        myself.send_after(delay, flush);
+    } else if state.batcher().needs_flush() {
+        myself.send_message(flush())?;
+    }
+    Ok(())
+}
+
+/// Writes everything buffered, retrying failed writes until the deadline; returns whether
+/// everything got written. What is left is reported, never silently dropped.
+pub(crate) async fn flush_all<S: GroupCommit>(state: &mut S, deadline: Instant) -> bool {
+    while !state.batcher().is_empty() {
+        if let Err(delay) = state.flush_once().await {
+            if Instant::now() + delay >= deadline {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+    state.batcher().is_empty()
+}
 
 /// Requests waiting to be written, and whether a flush is already on its way.
 pub(crate) struct Batcher<T> {

@@ -8,7 +8,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::pipeline::{EventAck, EventRequest, PipelineRefs};
 use crate::ports::Store;
@@ -63,33 +63,22 @@ impl Actor for EventGeneratorActor {
                     myself.send_message(GeneratorMsg::Flush)?;
                 }
             }
-            GeneratorMsg::Flush => {
-                if let Err(delay) = state.flush_once().await {
-                    myself.send_after(delay, || GeneratorMsg::Flush);
-                } else if state.batcher.needs_flush() {
-                    myself.send_message(GeneratorMsg::Flush)?;
-                }
-            }
+            GeneratorMsg::Flush => on_flush(state, &myself, || GeneratorMsg::Flush).await?,
             GeneratorMsg::FlushAll(deadline, reply) => {
-                // Retry failed writes until the deadline; what is left then is reported,
-                // never silently dropped.
-                while !state.batcher.is_empty() {
-                    if let Err(delay) = state.flush_once().await {
-                        if tokio::time::Instant::now() + delay >= deadline {
-                            break;
-                        }
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-                let _ = reply.send(state.batcher.is_empty());
+                let _ = reply.send(flush_all(state, deadline).await);
             }
         }
         Ok(())
     }
 }
 
-impl GeneratorState {
-    /// Writes one batch; on failure the batch is requeued and the retry delay returned.
+impl GroupCommit for GeneratorState {
+    type Item = EventRequest;
+
+    fn batcher(&mut self) -> &mut Batcher<EventRequest> {
+        &mut self.batcher
+    }
+
     async fn flush_once(&mut self) -> Result<(), std::time::Duration> {
         let batch = self.batcher.take_batch();
         if batch.is_empty() {
@@ -126,7 +115,9 @@ impl GeneratorState {
             }
         }
     }
+}
 
+impl GeneratorState {
     fn forward(&self, requests: Vec<MatchRequest>) {
         match self.args.refs.matcher() {
             Some(matcher) => {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::conditions::{CompiledConditions, evaluation_context};
 use crate::domain::{Event, NewEnforcement, Rule};
 use crate::generator::set_error;
@@ -100,13 +100,7 @@ impl Actor for RuleMatcherActor {
                     myself.send_message(MatcherMsg::Flush)?;
                 }
             }
-            MatcherMsg::Flush => {
-                if let Err(delay) = state.flush_once().await {
-                    myself.send_after(delay, || MatcherMsg::Flush);
-                } else if state.batcher.needs_flush() {
-                    myself.send_message(MatcherMsg::Flush)?;
-                }
-            }
+            MatcherMsg::Flush => on_flush(state, &myself, || MatcherMsg::Flush).await?,
             MatcherMsg::RefreshRules => state.rules.clear(),
             MatcherMsg::Recover { after_id } => {
                 match state
@@ -143,17 +137,7 @@ impl Actor for RuleMatcherActor {
                 }
             }
             MatcherMsg::FlushAll(deadline, reply) => {
-                // Retry failed writes until the deadline; what is left then is reported,
-                // never silently dropped.
-                while !state.batcher.is_empty() {
-                    if let Err(delay) = state.flush_once().await {
-                        if tokio::time::Instant::now() + delay >= deadline {
-                            break;
-                        }
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-                let _ = reply.send(state.batcher.is_empty());
+                let _ = reply.send(flush_all(state, deadline).await);
             }
         }
         Ok(())
@@ -183,34 +167,6 @@ impl MatcherState {
         let compiled = Arc::new(compiled);
         self.rules.insert(trigger_ref.to_owned(), compiled.clone());
         Ok(compiled)
-    }
-
-    async fn flush_once(&mut self) -> Result<(), std::time::Duration> {
-        let batch = self.batcher.take_batch();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match self.write_enforcements(&batch).await {
-            Ok(per_event) => {
-                self.batcher.succeeded();
-                set_error(&self.args.last_error, None);
-                for (request, enforcement_ids) in batch.into_iter().zip(per_event) {
-                    if let Some(reply) = request.reply {
-                        let _ = reply.send(MatchOutcome {
-                            event_id: request.event.id,
-                            enforcement_ids,
-                        });
-                    }
-                }
-                self.args.refs.wake_outbox();
-                Ok(())
-            }
-            Err(error) => {
-                tracing::warn!(%error, events = batch.len(), "writing enforcements failed; will retry");
-                set_error(&self.args.last_error, Some(error.to_string()));
-                Err(self.batcher.requeue(batch))
-            }
-        }
     }
 
     /// Evaluates every event of the batch and stores all enforcements in one write.
@@ -260,5 +216,41 @@ impl MatcherState {
             per_event[owner].push(enforcement.id);
         }
         Ok(per_event)
+    }
+}
+
+impl GroupCommit for MatcherState {
+    type Item = MatchRequest;
+
+    fn batcher(&mut self) -> &mut Batcher<MatchRequest> {
+        &mut self.batcher
+    }
+
+    async fn flush_once(&mut self) -> Result<(), std::time::Duration> {
+        let batch = self.batcher.take_batch();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.write_enforcements(&batch).await {
+            Ok(per_event) => {
+                self.batcher.succeeded();
+                set_error(&self.args.last_error, None);
+                for (request, enforcement_ids) in batch.into_iter().zip(per_event) {
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(MatchOutcome {
+                            event_id: request.event.id,
+                            enforcement_ids,
+                        });
+                    }
+                }
+                self.args.refs.wake_outbox();
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "writing enforcements failed; will retry");
+                set_error(&self.args.last_error, Some(error.to_string()));
+                Err(self.batcher.requeue(batch))
+            }
+        }
     }
 }
