@@ -376,6 +376,26 @@ mod tests {
     }
 
     #[test]
+    fn runtimes_and_stop_grace_have_defaults_and_are_checked() {
+        let settings = Settings::from_yaml("{}").expect("default loads");
+        assert_eq!(settings.runtimes.python, "python3 -u");
+        assert_eq!(settings.runtimes.node, "node");
+        assert_eq!(settings.runtimes.shell, "sh");
+        assert_eq!(settings.sensor_stop_grace(), Duration::from_secs(5));
+        let supervisor = settings.supervisor();
+        assert!(supervisor.stop_grace > settings.sensor_stop_grace());
+        assert!(supervisor.stop_timeout > supervisor.stop_grace);
+        let error = Settings::from_yaml("runtimes:\n  python: \"  \"\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("runtimes.python"), "{error}");
+        let error = Settings::from_yaml("sensor:\n  stop_grace: 0\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("sensor.stop_grace"), "{error}");
+    }
+
+    #[test]
     fn invalid_value_is_refused_with_its_key() {
         let error = Settings::from_yaml("admin:\n  bind: nowhere\n")
             .expect_err("refused")

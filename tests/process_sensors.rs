@@ -450,6 +450,25 @@ async fn native_and_shell_sensors_produce_events() {
 }
 
 #[tokio::test]
+async fn a_poll_process_that_exits_takes_its_leftover_children_along() {
+    let pack = TestPack::new(&["leaver"]);
+    let svc = start(&pack, json!({})).await;
+    let service = svc.service();
+    wait_events(service, "proc.leaver", 1).await;
+    // Within a second: not only when the driver gives up on the pipes the child holds
+    // (after 2 s) and cleans up.
+    wait_for(
+        "the left-behind sleep is killed",
+        Duration::from_secs(1),
+        || async { processes_in(&pack.path()).is_empty().then_some(()) },
+    )
+    .await;
+    let status = sensor_status(service, "proc.leaver").await.expect("status");
+    assert_eq!(status.failure_count, 0, "{status:?}");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
 async fn stop_restart_and_shutdown_leave_no_process_behind() {
     let pack = TestPack::new(&["stubborn"]);
     let dir = pack.path();
