@@ -517,6 +517,53 @@ async fn stop_restart_and_shutdown_leave_no_process_behind() {
     );
 }
 
+/// The real binary: SIGTERM ends the service and every sensor process with it.
+#[tokio::test]
+async fn the_service_process_leaves_no_sensor_process_after_sigterm() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let pack = TestPack::new(&["stubborn", "stream"]);
+    let database = TempDatabase::new();
+    let config = pack.dir.path().join("service.yaml");
+    let yaml = json!({
+        "database": {"url": database.url},
+        "admin": {"bind": "127.0.0.1:0"},
+        "packs": {"autoload": [pack.path()]},
+        "log": {"level": "warn"},
+        "sensor": {"stop_grace": 0.5, "reconcile_interval": 3600},
+        "shutdown": {"timeout": 5},
+    });
+    std::fs::write(&config, yaml.to_string()).expect("write config");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attune-sensor"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the service");
+    // The stubborn shell with its three children, and node.
+    wait_for("5 sensor processes", DEADLINE, || async {
+        (processes_in(&pack.path()).len() >= 5).then_some(())
+    })
+    .await;
+    let pid = Pid::from_raw(i32::try_from(child.id().expect("pid")).expect("pid fits"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM the service");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the service exits after SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        processes_in(&pack.path()).is_empty(),
+        "after the service exited: {:?}",
+        processes_in(&pack.path())
+    );
+}
+
 #[tokio::test]
 async fn max_concurrent_sensors_bounds_running_processes() {
     let pack = TestPack::new(&["holder", "holder2"]);
