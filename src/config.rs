@@ -34,7 +34,18 @@ pub struct Settings {
     pub packs: PackSettings,
     pub log: LogSettings,
     pub sensor: SensorSettings,
+    pub runtimes: RuntimeSettings,
     pub shutdown: ShutdownSettings,
+}
+
+/// Interpreters of process sensors: a program and its arguments, split on whitespace
+/// (`python3 -u`); the sensor's entrypoint file is appended.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    pub python: String,
+    pub node: String,
+    pub shell: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +102,8 @@ pub struct SensorSettings {
     pub restart_backoff_max: f64,
     pub healthy_period: f64,
     pub reconcile_interval: f64,
+    /// Seconds a stopping sensor process gets between SIGTERM and SIGKILL.
+    pub stop_grace: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +242,7 @@ impl Settings {
             ),
             ("sensor.healthy_period", self.sensor.healthy_period),
             ("sensor.reconcile_interval", self.sensor.reconcile_interval),
+            ("sensor.stop_grace", self.sensor.stop_grace),
             ("shutdown.timeout", self.shutdown.timeout),
         ] {
             if !(value.is_finite() && value > 0.0 && value < 1e9) {
@@ -241,7 +255,21 @@ impl Settings {
                 "must not be less than sensor.restart_backoff_initial",
             );
         }
+        for (key, command) in [
+            ("runtimes.python", &self.runtimes.python),
+            ("runtimes.node", &self.runtimes.node),
+            ("runtimes.shell", &self.runtimes.shell),
+        ] {
+            if command.split_whitespace().next().is_none() {
+                return invalid(key, "must name a program, e.g. python3 -u");
+            }
+        }
         Ok(())
+    }
+
+    /// SIGTERM-to-SIGKILL grace period of sensor processes.
+    pub fn sensor_stop_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.sensor.stop_grace)
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -270,6 +298,10 @@ impl Settings {
             backoff_max: Duration::from_secs_f64(s.restart_backoff_max),
             healthy_after: Duration::from_secs_f64(s.healthy_period),
             reconcile_interval: Some(Duration::from_secs_f64(s.reconcile_interval)),
+            // A process sensor needs its SIGTERM grace plus time to kill and reap the
+            // group; the actor stop wait must cover that in turn.
+            stop_grace: self.sensor_stop_grace() + Duration::from_secs(2),
+            stop_timeout: self.sensor_stop_grace() + Duration::from_secs(5),
             ..SupervisorConfig::default()
         }
     }
@@ -341,6 +373,26 @@ mod tests {
                 .expect_err("refused")
                 .to_string();
         assert!(error.contains("poll_interval"), "{error}");
+    }
+
+    #[test]
+    fn runtimes_and_stop_grace_have_defaults_and_are_checked() {
+        let settings = Settings::from_yaml("{}").expect("default loads");
+        assert_eq!(settings.runtimes.python, "python3 -u");
+        assert_eq!(settings.runtimes.node, "node");
+        assert_eq!(settings.runtimes.shell, "sh");
+        assert_eq!(settings.sensor_stop_grace(), Duration::from_secs(5));
+        let supervisor = settings.supervisor();
+        assert!(supervisor.stop_grace > settings.sensor_stop_grace());
+        assert!(supervisor.stop_timeout > supervisor.stop_grace);
+        let error = Settings::from_yaml("runtimes:\n  python: \"  \"\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("runtimes.python"), "{error}");
+        let error = Settings::from_yaml("sensor:\n  stop_grace: 0\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("sensor.stop_grace"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Sensor runtimes: how a stored sensor definition becomes running code.
 
 pub mod interval;
+pub mod process;
 
 use attune_actors::domain::{BUILTIN_RUNTIME, Sensor, SensorDefinition};
 use attune_actors::ports::{SensorDriver, SensorDriverFactory, SensorFailure};
@@ -53,9 +54,13 @@ pub fn validate(sensor: &SensorDefinition) -> Result<(), DefinitionError> {
                 )),
             }
         }
+        runtime if process::is_process_runtime(runtime) => process::validate(sensor),
         other => Err(refuse(
             "runtime",
-            format!("runtime '{other}' is not supported yet (available: {BUILTIN_RUNTIME})"),
+            format!(
+                "runtime '{other}' is not supported (available: {BUILTIN_RUNTIME}, {})",
+                process::RUNTIMES.join(", ")
+            ),
         )),
     }
 }
@@ -65,12 +70,15 @@ pub fn validate(sensor: &SensorDefinition) -> Result<(), DefinitionError> {
 pub struct RuntimeFactory {
     /// The service's settings: runtimes read their defaults and limits from here.
     settings: Arc<Settings>,
+    /// Shared by all process sensors (their concurrency slots live here).
+    process: process::ProcessSettings,
 }
 
 impl RuntimeFactory {
     pub fn new(settings: &Settings) -> Self {
         Self {
             settings: Arc::new(settings.clone()),
+            process: process::ProcessSettings::from_settings(settings),
         }
     }
 
@@ -88,6 +96,10 @@ impl SensorDriverFactory for RuntimeFactory {
                 let config =
                     interval::IntervalConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
                 Ok(Box::new(interval::IntervalTimer::new(config)))
+            }
+            (runtime, _) if process::is_process_runtime(runtime) => {
+                let driver = process::ProcessSensor::new(sensor, &self.process).map_err(refused)?;
+                Ok(Box::new(driver))
             }
             (runtime, entrypoint) => Err(refused(format!(
                 "no driver for runtime '{runtime}' entrypoint '{entrypoint}'"
