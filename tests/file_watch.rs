@@ -20,7 +20,7 @@ fn watcher(name: &str, path: &Path, extra: &str) -> (&'static str, String) {
     (
         name,
         format!(
-            "ref: {name}\nruntime: builtin\nentrypoint: file_watch\ntrigger: files.hit\nconfig:\n  path: {path}\n  debounce_ms: 150\n{extra}"
+            "ref: {name}\nruntime: builtin\nentrypoint: file_watch\ntrigger: files.hit\nconfig:\n  path: {path}\n  debounce_ms: 300\n{extra}"
         ),
     )
 }
@@ -118,7 +118,7 @@ async fn file_changes_become_debounced_events() {
     assert_eq!(got[probe_events]["path"], text(&a));
     assert!(got[probe_events]["occurred_at"].is_string());
 
-    // Ten writes 10 ms apart, within the 150 ms window: one event.
+    // Ten writes 10 ms apart, within the 300 ms window: one event.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&a)
