@@ -31,6 +31,7 @@ fn settings(database_url: &str, mq_url: &str, exchange: &str) -> Settings {
         "database": {"url": database_url},
         "mq": {"url": mq_url, "exchange": exchange},
         "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [pack]},
         "log": {"level": "warn"},
         "sensor": {"enabled": false, "reconcile_interval": 3600},

@@ -31,6 +31,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub mq: MqSettings,
     pub admin: AdminSettings,
+    pub webhook: WebhookSettings,
     pub packs: PackSettings,
     pub log: LogSettings,
     pub sensor: SensorSettings,
@@ -67,6 +68,13 @@ pub struct MqSettings {
 pub struct AdminSettings {
     pub bind: String,
     pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where the webhook listener (`POST /webhooks/{path}`) binds.
+    pub bind: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +224,12 @@ impl Settings {
                 "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9180",
             );
         }
+        if self.webhook.bind.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "webhook.bind",
+                "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9181",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(
                 "log.level",
@@ -278,6 +292,14 @@ impl Settings {
             .bind
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9180)))
+    }
+
+    pub fn webhook_addr(&self) -> SocketAddr {
+        // Checked by `validate`.
+        self.webhook
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9181)))
     }
 
     pub fn admin_token(&self) -> Option<&str> {

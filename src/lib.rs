@@ -13,3 +13,4 @@ pub mod rule_test;
 pub mod runtimes;
 pub mod service;
 pub mod store;
+pub mod webhook;

@@ -315,6 +315,31 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
 /// defined by the pack or already stored.
 pub async fn install_pack(store: &dyn Store, dir: &Path) -> Result<PackUpsertSummary, PackError> {
     let LoadedPack { definition, files } = read_pack(dir)?;
+    let now = chrono::Utc::now();
+    for sensor in &definition.sensors {
+        if sensor.entrypoint != runtimes::date::ENTRYPOINT {
+            continue;
+        }
+        let stored =
+            store
+                .sensor_by_ref(&sensor.r#ref)
+                .await
+                .map_err(|source| PackError::Store {
+                    pack: definition.r#ref.clone(),
+                    source,
+                })?;
+        runtimes::validate_at_load(sensor, stored.as_ref(), now).map_err(|e| {
+            let file = files
+                .get(&format!("sensor:{}", sensor.r#ref))
+                .cloned()
+                .unwrap_or_else(|| dir.to_owned());
+            invalid(
+                &file,
+                Some(e.field),
+                format!("sensor {}: {}", sensor.r#ref, e.message),
+            )
+        })?;
+    }
     let local: HashSet<&str> = definition
         .triggers
         .iter()

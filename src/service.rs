@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::packs;
 use crate::runtimes::RuntimeFactory;
 use crate::store;
+use crate::webhook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -37,6 +38,12 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on webhook.bind {addr}: {source}")]
+    WebhookBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running service.
@@ -48,6 +55,10 @@ pub struct Service {
     pub in_process_bus: Option<Arc<InProcessBus>>,
     /// Where the admin API listens (the real port when `admin.bind` asked for port 0).
     pub admin_addr: SocketAddr,
+    /// Where the webhook listener listens (the real port when `webhook.bind` asked for 0).
+    pub webhook_addr: SocketAddr,
+    webhook_stop: oneshot::Sender<()>,
+    webhook_task: JoinHandle<()>,
     admin_stop: oneshot::Sender<()>,
     admin_task: JoinHandle<()>,
     supervisor_task: JoinHandle<()>,
@@ -84,11 +95,20 @@ impl Service {
         let admin_addr = listener
             .local_addr()
             .map_err(|source| ServiceError::AdminBind { addr, source })?;
+        let addr = settings.webhook_addr();
+        let webhook_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::WebhookBind { addr, source })?;
+        let webhook_addr = webhook_listener
+            .local_addr()
+            .map_err(|source| ServiceError::WebhookBind { addr, source })?;
+        let factory = RuntimeFactory::new(settings);
+        let webhooks = factory.webhooks();
         let (tree, supervisor_task) = Tree::start(SupervisorArgs {
             config: settings.supervisor(),
             store: store.clone(),
             publisher: publisher.clone(),
-            factory: Arc::new(RuntimeFactory::new(settings)),
+            factory: Arc::new(factory),
         })
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;
@@ -114,12 +134,30 @@ impl Service {
         });
         tracing::info!(%admin_addr, "admin API listening");
 
+        let (webhook_stop, stopped) = oneshot::channel::<()>();
+        let webhook_app =
+            webhook::router(webhooks).into_make_service_with_connect_info::<SocketAddr>();
+        let webhook_task = tokio::spawn(async move {
+            let served = axum::serve(webhook_listener, webhook_app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "webhook listener stopped");
+            }
+        });
+        tracing::info!(%webhook_addr, "webhook listener listening");
+
         Ok(Self {
             tree,
             store,
             publisher,
             in_process_bus,
             admin_addr,
+            webhook_addr,
+            webhook_stop,
+            webhook_task,
             admin_stop,
             admin_task,
             supervisor_task,
@@ -128,9 +166,18 @@ impl Service {
     }
 
     /// Stops sensors, finishes in-flight events, drains the outbox (within the shutdown
-    /// timeout) and closes the admin API.
+    /// timeout) and closes the webhook listener and the admin API.
     pub async fn shutdown(self) -> ShutdownReport {
         let timeout = self.shutdown_timeout;
+        // Webhooks first: requests in progress get their events stored (the pipeline is
+        // still up) and new ones are refused at the socket rather than with a 404.
+        let _ = self.webhook_stop.send(());
+        if tokio::time::timeout(timeout, self.webhook_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook requests still in progress at shutdown were dropped");
+        }
         let report = match self
             .tree
             .supervisor

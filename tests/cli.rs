@@ -55,6 +55,7 @@ impl Env {
             .env_remove("RUST_LOG")
             .env("ATTUNE__DATABASE__URL", &self.db.url)
             .env("ATTUNE__ADMIN__BIND", self.addr.to_string())
+            .env("ATTUNE__WEBHOOK__BIND", "127.0.0.1:0")
             .env("ATTUNE__ADMIN__TOKEN", self.token.as_deref().unwrap_or(""))
             .env("ATTUNE__PACKS__AUTOLOAD", fixture("timer"))
             .env("ATTUNE__LOG__LEVEL", "warn")

@@ -30,6 +30,7 @@ fn settings(database_url: &str, mq_url: &str, exchange: &str) -> Settings {
         "database": {"url": database_url},
         "mq": {"url": mq_url, "exchange": exchange},
         "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [pack_dir()]},
         "sensor": {"reconcile_interval": 3600, "restart_backoff_initial": 0.05},
         "shutdown": {"timeout": 5},

@@ -237,6 +237,7 @@ async fn start(pack: &TestPack, sensor: Value) -> Running {
     let yaml = json!({
         "database": {"url": database.url},
         "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [pack.path()]},
         "log": {"level": "warn"},
         "sensor": sensor_section,
@@ -529,6 +530,7 @@ async fn the_service_process_leaves_no_sensor_process_after_sigterm() {
     let yaml = json!({
         "database": {"url": database.url},
         "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [pack.path()]},
         "log": {"level": "warn"},
         "sensor": {"stop_grace": 0.5, "reconcile_interval": 3600},
@@ -693,6 +695,7 @@ async fn process_sensors_drive_the_pipeline_on_postgres() {
     let yaml = json!({
         "database": {"url": db.url},
         "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [pack.path()]},
         "log": {"level": "warn"},
         "sensor": {"reconcile_interval": 3600, "stop_grace": 0.5},

@@ -1,21 +1,22 @@
 //! The built-in interval timer: `runtime: builtin`, `entrypoint: interval_timer`,
-//! config `{interval: N, unit: seconds|minutes|hours|days}`.
+//! config `{interval: N, unit: seconds|minutes|hours|days, catch_up: skip|fire_once}`.
 
 use async_trait::async_trait;
 use attune_actors::ports::{SensorDriver, SensorFailure};
 use attune_actors::sensor::DetectionSink;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::time::{Instant, MissedTickBehavior};
 
 use super::SensorConfigError;
+use super::schedule::{CatchUp, Fire, Schedule, refuse_unknown_keys, run_timer, timestamp};
 
 pub const ENTRYPOINT: &str = "interval_timer";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntervalConfig {
     pub period: Duration,
+    pub catch_up: CatchUp,
 }
 
 impl IntervalConfig {
@@ -48,60 +49,69 @@ impl IntervalConfig {
                 )));
             }
         };
-        if let Some(key) = config
-            .as_object()
-            .and_then(|map| map.keys().find(|k| *k != "interval" && *k != "unit"))
-        {
-            return Err(SensorConfigError(format!(
-                "config.{key} is not a setting of interval_timer"
-            )));
-        }
+        refuse_unknown_keys(config, &["interval", "unit", "catch_up"], ENTRYPOINT)?;
         let seconds = interval
             .checked_mul(seconds_per_unit)
             .ok_or_else(|| SensorConfigError("config.interval is too large".into()))?;
         Ok(Self {
             period: Duration::from_secs(seconds),
+            catch_up: CatchUp::parse(config)?,
         })
     }
 }
 
 pub struct IntervalTimer {
     config: IntervalConfig,
-    execution_count: u64,
 }
 
 impl IntervalTimer {
     pub fn new(config: IntervalConfig) -> Self {
-        Self {
-            config,
-            execution_count: 0,
-        }
+        Self { config }
+    }
+}
+
+/// Instants `anchor + k * period`, anchored on the saved last fire (or the start), so the
+/// rhythm survives a restart.
+struct IntervalSchedule {
+    period: chrono::Duration,
+    anchor: DateTime<Utc>,
+}
+
+impl Schedule for IntervalSchedule {
+    fn anchor(&mut self, at: DateTime<Utc>) {
+        self.anchor = at;
+    }
+
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let period = self.period.num_milliseconds().max(1);
+        let elapsed = (after - self.anchor).num_milliseconds();
+        let periods = elapsed.div_euclid(period) + 1;
+        self.anchor
+            .checked_add_signed(chrono::Duration::milliseconds(periods.checked_mul(period)?))
+    }
+
+    fn payload(&self, fire: &Fire, sensor_ref: &str) -> Value {
+        json!({
+            "type": "interval",
+            "interval_seconds": self.period.num_seconds(),
+            "scheduled_at": timestamp(fire.scheduled_at),
+            "fired_at": timestamp(fire.fired_at),
+            "execution_count": fire.execution_count,
+            "sensor_ref": sensor_ref,
+        })
     }
 }
 
 #[async_trait]
 impl SensorDriver for IntervalTimer {
     async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure> {
-        let period = self.config.period;
-        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
-        // After a stall (a slow database), fire once and keep the rhythm instead of
-        // bursting out the missed ticks.
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            self.execution_count += 1;
-            sink.record_poll();
-            let payload = json!({
-                "type": "interval",
-                "interval_seconds": period.as_secs(),
-                "fired_at": Utc::now().to_rfc3339(),
-                "execution_count": self.execution_count,
-                "sensor_ref": sink.sensor().r#ref,
-            });
-            sink.emit(payload)
-                .await
-                .map_err(|e| SensorFailure::new(format!("interval timer could not emit: {e}")))?;
-        }
+        let period = chrono::Duration::from_std(self.config.period)
+            .map_err(|_| SensorFailure::new("config.interval is too large"))?;
+        let mut schedule = IntervalSchedule {
+            period,
+            anchor: Utc::now(),
+        };
+        run_timer(&sink, &mut schedule, self.config.catch_up, None).await
     }
 }
 

@@ -1,13 +1,28 @@
 //! Sensor runtimes: how a stored sensor definition becomes running code.
 
+pub mod cron;
+pub mod date;
+pub mod file_watch;
 pub mod interval;
 pub mod process;
+pub mod schedule;
+pub mod webhook;
 
 use attune_actors::domain::{BUILTIN_RUNTIME, Sensor, SensorDefinition};
 use attune_actors::ports::{SensorDriver, SensorDriverFactory, SensorFailure};
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::webhook::WebhookRegistry;
+
+/// The built-in entrypoints, for error messages.
+const BUILTIN_ENTRYPOINTS: [&str; 5] = [
+    interval::ENTRYPOINT,
+    cron::ENTRYPOINT,
+    date::ENTRYPOINT,
+    webhook::ENTRYPOINT,
+    file_watch::ENTRYPOINT,
+];
 
 /// Why a sensor's config is unusable, found at pack load or at sensor start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,18 +56,24 @@ pub fn validate(sensor: &SensorDefinition) -> Result<(), DefinitionError> {
                     format!("built-in sensors have no mode (got '{mode}')"),
                 ));
             }
-            match sensor.entrypoint.as_str() {
-                interval::ENTRYPOINT => interval::IntervalConfig::parse(&sensor.config)
-                    .map(|_| ())
-                    .map_err(|e| refuse("config", e.0)),
-                other => Err(refuse(
-                    "entrypoint",
-                    format!(
-                        "unknown builtin entrypoint '{other}' (available: {})",
-                        interval::ENTRYPOINT
-                    ),
-                )),
-            }
+            let config = &sensor.config;
+            let checked = match sensor.entrypoint.as_str() {
+                interval::ENTRYPOINT => interval::IntervalConfig::parse(config).map(|_| ()),
+                cron::ENTRYPOINT => cron::CronConfig::parse(config).map(|_| ()),
+                date::ENTRYPOINT => date::DateConfig::parse(config).map(|_| ()),
+                webhook::ENTRYPOINT => webhook::WebhookConfig::parse(config).map(|_| ()),
+                file_watch::ENTRYPOINT => file_watch::FileWatchConfig::parse(config).map(|_| ()),
+                other => {
+                    return Err(refuse(
+                        "entrypoint",
+                        format!(
+                            "unknown builtin entrypoint '{other}' (available: {})",
+                            BUILTIN_ENTRYPOINTS.join(", ")
+                        ),
+                    ));
+                }
+            };
+            checked.map_err(|e| refuse("config", e.0))
         }
         runtime if process::is_process_runtime(runtime) => process::validate(sensor),
         other => Err(refuse(
@@ -65,6 +86,30 @@ pub fn validate(sensor: &SensorDefinition) -> Result<(), DefinitionError> {
     }
 }
 
+/// The checks of a sensor that depend on the moment and on what is already stored, made
+/// when a pack is loaded: a date timer's `fire_at` must be in the future, unless the
+/// stored sensor already has that same `fire_at` (reloading an unchanged pack after the
+/// timer fired is not an error; the timer remembers it fired).
+pub fn validate_at_load(
+    sensor: &SensorDefinition,
+    stored: Option<&Sensor>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DefinitionError> {
+    if sensor.runtime_ref != BUILTIN_RUNTIME || sensor.entrypoint != date::ENTRYPOINT {
+        return Ok(());
+    }
+    let config = date::DateConfig::parse(&sensor.config).map_err(|e| refuse("config", e.0))?;
+    let unchanged = stored.is_some_and(|s| {
+        s.entrypoint == date::ENTRYPOINT
+            && s.config.get("fire_at").is_some()
+            && s.config.get("fire_at") == sensor.config.get("fire_at")
+    });
+    if unchanged {
+        return Ok(());
+    }
+    config.refuse_past(now).map_err(|e| refuse("config", e.0))
+}
+
 /// Builds the driver of each sensor by its runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeFactory {
@@ -72,6 +117,8 @@ pub struct RuntimeFactory {
     settings: Arc<Settings>,
     /// Shared by all process sensors (their concurrency slots live here).
     process: process::ProcessSettings,
+    /// Where webhook sensors register their paths; the webhook listener serves them.
+    webhooks: Arc<WebhookRegistry>,
 }
 
 impl RuntimeFactory {
@@ -79,7 +126,13 @@ impl RuntimeFactory {
         Self {
             settings: Arc::new(settings.clone()),
             process: process::ProcessSettings::from_settings(settings),
+            webhooks: WebhookRegistry::new(),
         }
+    }
+
+    /// The registry the webhook listener must serve.
+    pub fn webhooks(&self) -> Arc<WebhookRegistry> {
+        Arc::clone(&self.webhooks)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -100,6 +153,27 @@ impl SensorDriverFactory for RuntimeFactory {
             (runtime, _) if process::is_process_runtime(runtime) => {
                 let driver = process::ProcessSensor::new(sensor, &self.process).map_err(refused)?;
                 Ok(Box::new(driver))
+            }
+            (BUILTIN_RUNTIME, cron::ENTRYPOINT) => {
+                let config = cron::CronConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
+                Ok(Box::new(cron::CronTimer::new(config)))
+            }
+            (BUILTIN_RUNTIME, date::ENTRYPOINT) => {
+                let config = date::DateConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
+                Ok(Box::new(date::DateTimer::new(config)))
+            }
+            (BUILTIN_RUNTIME, webhook::ENTRYPOINT) => {
+                let config =
+                    webhook::WebhookConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
+                Ok(Box::new(webhook::WebhookSensor::new(
+                    config,
+                    self.webhooks(),
+                )))
+            }
+            (BUILTIN_RUNTIME, file_watch::ENTRYPOINT) => {
+                let config =
+                    file_watch::FileWatchConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
+                Ok(Box::new(file_watch::FileWatcher::new(config)))
             }
             (runtime, entrypoint) => Err(refused(format!(
                 "no driver for runtime '{runtime}' entrypoint '{entrypoint}'"

@@ -95,6 +95,7 @@ impl Builder {
         let mut yaml = format!(
             "database: {{url: {url}}}\n\
              admin: {{bind: \"127.0.0.1:0\", token: {token}}}\n\
+             webhook: {{bind: \"127.0.0.1:0\"}}\n\
              packs: {{autoload: [{autoload}]}}\n\
              log: {{level: warn}}\n\
              sensor: {{restart_backoff_initial: 0.1, restart_backoff_max: 0.5, \

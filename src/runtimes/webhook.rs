@@ -1,0 +1,205 @@
+//! The built-in webhook sensor: `runtime: builtin`, `entrypoint: webhook`, config
+//! `{path, secret_env?, token_env?, max_body_bytes?, rate_limit_per_second?, require_json?}`.
+//! While it runs, `POST /webhooks/{path}` on the webhook listener becomes its events
+//! (see [`crate::webhook`]).
+
+use async_trait::async_trait;
+use attune_actors::ports::{SensorDriver, SensorFailure};
+use attune_actors::sensor::DetectionSink;
+use serde_json::Value;
+use std::sync::Arc;
+
+use super::SensorConfigError;
+use super::schedule::refuse_unknown_keys;
+use crate::webhook::{Secret, TokenBucket, WebhookAuth, WebhookRegistry, WebhookRoute};
+
+pub const ENTRYPOINT: &str = "webhook";
+
+/// 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Without leading or trailing `/`.
+    pub path: String,
+    pub secret_env: Option<String>,
+    pub token_env: Option<String>,
+    pub max_body_bytes: usize,
+    pub rate_limit_per_second: Option<f64>,
+    pub require_json: bool,
+}
+
+fn env_name(config: &Value, key: &str) -> Result<Option<String>, SensorConfigError> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name))
+            if !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(Some(name.clone()))
+        }
+        Some(other) => Err(SensorConfigError(format!(
+            "config.{key} must name an environment variable (letters, digits, '_'), got {other}"
+        ))),
+    }
+}
+
+impl WebhookConfig {
+    pub fn parse(config: &Value) -> Result<Self, SensorConfigError> {
+        refuse_unknown_keys(
+            config,
+            &[
+                "path",
+                "secret_env",
+                "token_env",
+                "max_body_bytes",
+                "rate_limit_per_second",
+                "require_json",
+            ],
+            ENTRYPOINT,
+        )?;
+        let path = match config.get("path") {
+            Some(Value::String(path)) => path.trim_matches('/').to_owned(),
+            Some(other) => {
+                return Err(SensorConfigError(format!(
+                    "config.path must be a string, got {other}"
+                )));
+            }
+            None => return Err(SensorConfigError("config.path is required".into())),
+        };
+        if path.is_empty()
+            || path.split('/').any(str::is_empty)
+            || !path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+        {
+            return Err(SensorConfigError(format!(
+                "config.path '{path}' is not a valid webhook path (letters, digits, '-', '_' and '/' between non-empty segments)"
+            )));
+        }
+        let max_body_bytes = match config.get("max_body_bytes") {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(value) => value
+                .as_u64()
+                .filter(|n| *n > 0)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    SensorConfigError(format!(
+                        "config.max_body_bytes must be a positive whole number, got {value}"
+                    ))
+                })?,
+        };
+        let rate_limit_per_second = match config.get("rate_limit_per_second") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_f64()
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .ok_or_else(|| {
+                        SensorConfigError(format!(
+                            "config.rate_limit_per_second must be a positive number, got {value}"
+                        ))
+                    })?,
+            ),
+        };
+        let require_json = match config.get("require_json") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(SensorConfigError(format!(
+                    "config.require_json must be true or false, got {other}"
+                )));
+            }
+        };
+        Ok(Self {
+            path,
+            secret_env: env_name(config, "secret_env")?,
+            token_env: env_name(config, "token_env")?,
+            max_body_bytes,
+            rate_limit_per_second,
+            require_json,
+        })
+    }
+}
+
+/// Reads a secret from the environment at sensor start; its value is never logged nor
+/// stored, only the variable's name appears in errors.
+fn read_secret(key: &str, name: &Option<String>) -> Result<Option<Secret>, SensorFailure> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+        _ => Err(SensorFailure::new(format!(
+            "config.{key}: environment variable {name} is not set (or empty)"
+        ))),
+    }
+}
+
+pub struct WebhookSensor {
+    config: WebhookConfig,
+    registry: Arc<WebhookRegistry>,
+}
+
+impl WebhookSensor {
+    pub fn new(config: WebhookConfig, registry: Arc<WebhookRegistry>) -> Self {
+        Self { config, registry }
+    }
+}
+
+#[async_trait]
+impl SensorDriver for WebhookSensor {
+    async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure> {
+        let auth = WebhookAuth {
+            hmac_secret: read_secret("secret_env", &self.config.secret_env)?,
+            bearer_token: read_secret("token_env", &self.config.token_env)?,
+        };
+        let route = WebhookRoute {
+            sensor_ref: sink.sensor().r#ref.clone(),
+            auth,
+            max_body_bytes: self.config.max_body_bytes,
+            require_json: self.config.require_json,
+            limiter: self
+                .config
+                .rate_limit_per_second
+                .map(TokenBucket::per_second),
+            sink: sink.clone(),
+        };
+        // Dropping the registration (when this future is dropped on stop) frees the path.
+        let _registration = self
+            .registry
+            .register(&self.config.path, route)
+            .map_err(|e| SensorFailure::new(e.to_string()))?;
+        tracing::info!(sensor = %sink.sensor().r#ref, path = %self.config.path, "webhook registered");
+        sink.stopping().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_and_refuses_with_the_field() {
+        let config =
+            WebhookConfig::parse(&json!({"path": "/github/push/", "secret_env": "GH_SECRET"}))
+                .unwrap();
+        assert_eq!(config.path, "github/push");
+        assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        let err = |v: Value| WebhookConfig::parse(&v).unwrap_err().0;
+        assert!(err(json!({})).contains("config.path is required"));
+        assert!(err(json!({"path": "a b"})).contains("config.path 'a b'"));
+        assert!(err(json!({"path": "a//b"})).contains("config.path"));
+        assert!(err(json!({"path": "/"})).contains("config.path"));
+        assert!(err(json!({"path": "a", "secret_env": "no-dash"})).contains("config.secret_env"));
+        assert!(err(json!({"path": "a", "max_body_bytes": 0})).contains("config.max_body_bytes"));
+        assert!(
+            err(json!({"path": "a", "rate_limit_per_second": -1}))
+                .contains("config.rate_limit_per_second")
+        );
+        assert!(err(json!({"path": "a", "secret": "x"})).contains("config.secret"));
+    }
+}
