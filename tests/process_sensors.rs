@@ -276,13 +276,16 @@ async fn python_poll_sensor_round_trips_events_and_state_in_order() {
     assert_eq!(first["sensor"]["poll_interval"], 1);
     assert_eq!(first["trigger"]["ref"], "proc.out");
     assert_eq!(first["cwd"], json!(pack.path().display().to_string()));
-    let state = service
-        .store
-        .sensor_state("proc.counter")
-        .await
-        .expect("state")
-        .expect("state saved");
-    assert!(state["n"].as_i64().expect("n") >= 2, "{state}");
+    // The state line follows the events it covers, so its save may trail them a moment.
+    wait_for("the second poll's state saved", DEADLINE, || async {
+        service
+            .store
+            .sensor_state("proc.counter")
+            .await
+            .expect("state")
+            .filter(|state| state["n"].as_i64().is_some_and(|n| n >= 2))
+    })
+    .await;
 
     // The rule turned events into enforcements.
     let event_id = events[0].id;
@@ -718,12 +721,14 @@ async fn process_sensors_drive_the_pipeline_on_postgres() {
         (has(counter[0].id) && has(stream[0].id)).then_some(())
     })
     .await;
-    let state: Option<Value> = service
-        .store
-        .sensor_state("proc.counter")
-        .await
-        .expect("state");
-    assert!(state.is_some());
+    wait_for("the counter's state saved", DEADLINE, || async {
+        service
+            .store
+            .sensor_state("proc.counter")
+            .await
+            .expect("state")
+    })
+    .await;
 
     let report = service.shutdown().await;
     assert!(report.outbox_drained);
