@@ -111,7 +111,7 @@ suite!(
         outbox_publish_cycle,
         batch_of_1000_events,
         sensor_state_round_trips_and_is_replaced,
-        unmatched_events_until_marked,
+        matcher_watermark_and_events_between,
     ],
     ignored: [throughput]
 );
@@ -663,33 +663,43 @@ mod cases {
         assert_eq!(h.store.sensor_state("demo.s2").await.expect("read"), None);
     }
 
-    pub async fn unmatched_events_until_marked(h: &Harness) {
+    pub async fn matcher_watermark_and_events_between(h: &Harness) {
+        assert_eq!(h.store.last_event_id().await.expect("last"), 0);
+        assert_eq!(h.store.matched_through().await.expect("watermark"), 0);
         let events = h
             .store
             .create_events((0..5).map(|n| new_event(None, "demo.tick", n)).collect())
             .await
             .expect("events");
         let ids: Vec<Id> = events.iter().map(|e| e.id).collect();
-        let unmatched = |after, limit| async move {
+        assert_eq!(h.store.last_event_id().await.expect("last"), ids[4]);
+        let between = |after, up_to, limit| async move {
             h.store
-                .unmatched_events(after, limit)
+                .events_between(after, up_to, limit)
                 .await
-                .expect("unmatched")
+                .expect("between")
                 .iter()
                 .map(|e| e.id)
                 .collect::<Vec<Id>>()
         };
-        assert_eq!(unmatched(0, 10).await, ids);
+        assert_eq!(between(0, ids[4], 10).await, ids);
         assert_eq!(
-            unmatched(ids[1], 2).await,
-            ids[2..4].to_vec(),
-            "after and limit"
+            between(ids[0], ids[3], 10).await,
+            ids[1..4].to_vec(),
+            "bounds"
         );
-        h.store.mark_matched(&ids[..3]).await.expect("mark");
-        assert_eq!(unmatched(0, 10).await, ids[3..].to_vec());
-        h.store.mark_matched(&[]).await.expect("empty mark");
-        h.store.mark_matched(&ids).await.expect("mark again");
-        assert!(unmatched(0, 10).await.is_empty());
+        assert_eq!(
+            between(ids[0], ids[4], 2).await,
+            ids[1..3].to_vec(),
+            "limit"
+        );
+        h.store.set_matched_through(ids[2]).await.expect("advance");
+        assert_eq!(h.store.matched_through().await.expect("watermark"), ids[2]);
+        h.store
+            .set_matched_through(ids[1])
+            .await
+            .expect("never back");
+        assert_eq!(h.store.matched_through().await.expect("watermark"), ids[2]);
     }
 
     pub async fn batch_of_1000_events(h: &Harness) {

@@ -28,11 +28,9 @@ pub enum MatcherMsg {
     /// Forget cached rules; they are reloaded on the next event of each trigger.
     RefreshRules,
     FlushAll(tokio::time::Instant, RpcReplyPort<bool>),
-    /// Picks up stored events that were never matched (the service stopped in between),
-    /// in id order after the given id.
-    Recover {
-        after_id: i64,
-    },
+    /// One step of recovery: matching the events stored above the watermark that a
+    /// previous run (or matcher) never matched.
+    Recover,
 }
 
 pub struct RuleMatcherActor;
@@ -53,6 +51,26 @@ pub struct MatcherState {
     args: MatcherArgs,
     batcher: Batcher<MatchRequest>,
     rules: HashMap<String, Arc<Vec<CompiledRule>>>,
+    recovery: Recovery,
+    /// New events that arrive while recovery runs; they follow the recovered ones so the
+    /// watermark only ever passes events that are matched.
+    held: Vec<MatchRequest>,
+    /// Set when held events had to be written before recovery finished (shutdown): the
+    /// watermark then stays where it is and the next start recovers the rest.
+    watermark_frozen: bool,
+}
+
+/// Where the matcher is in re-matching events a previous run left unmatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// The watermark has not been read yet.
+    Pending,
+    /// Events in `(after, up_to]` are still to be queued.
+    Running {
+        after: i64,
+        up_to: i64,
+    },
+    Done,
 }
 
 /// How many unmatched events one recovery step loads.
@@ -68,7 +86,7 @@ impl Actor for RuleMatcherActor {
         myself: ActorRef<Self::Msg>,
         _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        myself.send_message(MatcherMsg::Recover { after_id: 0 })?;
+        myself.send_message(MatcherMsg::Recover)?;
         Ok(())
     }
 
@@ -81,6 +99,9 @@ impl Actor for RuleMatcherActor {
             batcher: Batcher::new(args.max_batch),
             args,
             rules: HashMap::new(),
+            recovery: Recovery::Pending,
+            held: Vec::new(),
+            watermark_frozen: false,
         })
     }
 
@@ -92,51 +113,23 @@ impl Actor for RuleMatcherActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MatcherMsg::Match(requests) => {
-                let mut schedule = false;
-                for request in requests {
-                    schedule |= state.batcher.push(request);
-                }
-                if schedule {
-                    myself.send_message(MatcherMsg::Flush)?;
+                if state.recovery == Recovery::Done {
+                    state.enqueue(&myself, requests)?;
+                } else {
+                    state.held.extend(requests);
                 }
             }
             MatcherMsg::Flush => on_flush(state, &myself, || MatcherMsg::Flush).await?,
             MatcherMsg::RefreshRules => state.rules.clear(),
-            MatcherMsg::Recover { after_id } => {
-                match state
-                    .args
-                    .store
-                    .unmatched_events(after_id, RECOVERY_BATCH)
-                    .await
-                {
-                    Ok(events) => {
-                        if let Some(last) = events.last() {
-                            tracing::info!(
-                                count = events.len(),
-                                from = events[0].id,
-                                "matching events left unmatched by an earlier run"
-                            );
-                            let next = last.id;
-                            let full = events.len() == RECOVERY_BATCH as usize;
-                            let requests = events
-                                .into_iter()
-                                .map(|event| MatchRequest { event, reply: None })
-                                .collect();
-                            myself.send_message(MatcherMsg::Match(requests))?;
-                            if full {
-                                myself.send_message(MatcherMsg::Recover { after_id: next })?;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot look for unmatched events yet; will retry");
-                        myself.send_after(crate::batch::retry_delay(4), move || {
-                            MatcherMsg::Recover { after_id }
-                        });
+            MatcherMsg::Recover => state.recover_step(&myself).await?,
+            MatcherMsg::FlushAll(deadline, reply) => {
+                if state.recovery != Recovery::Done && !state.held.is_empty() {
+                    state.watermark_frozen = true;
+                    let held = std::mem::take(&mut state.held);
+                    for request in held {
+                        state.batcher.push(request);
                     }
                 }
-            }
-            MatcherMsg::FlushAll(deadline, reply) => {
                 let _ = reply.send(flush_all(state, deadline).await);
             }
         }
@@ -145,6 +138,85 @@ impl Actor for RuleMatcherActor {
 }
 
 impl MatcherState {
+    /// Buffers requests for the next group commit.
+    fn enqueue(
+        &mut self,
+        myself: &ActorRef<MatcherMsg>,
+        requests: Vec<MatchRequest>,
+    ) -> Result<(), ractor::MessagingErr<MatcherMsg>> {
+        let mut schedule = false;
+        for request in requests {
+            schedule |= self.batcher.push(request);
+        }
+        if schedule {
+            myself.send_message(MatcherMsg::Flush)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the watermark, then queues the events above it a chunk at a time; when done,
+    /// releases the events that arrived meanwhile.
+    async fn recover_step(
+        &mut self,
+        myself: &ActorRef<MatcherMsg>,
+    ) -> Result<(), ractor::MessagingErr<MatcherMsg>> {
+        let store = self.args.store.clone();
+        let step = match self.recovery {
+            Recovery::Done => return Ok(()),
+            Recovery::Pending => match (store.matched_through().await, store.last_event_id().await)
+            {
+                (Ok(after), Ok(up_to)) => {
+                    if up_to > after {
+                        tracing::info!(
+                            from = after + 1,
+                            to = up_to,
+                            "matching events a previous run left unmatched"
+                        );
+                    }
+                    self.recovery = Recovery::Running { after, up_to };
+                    Ok(())
+                }
+                (Err(error), _) | (_, Err(error)) => Err(error),
+            },
+            Recovery::Running { after, up_to } if after >= up_to => {
+                self.recovery = Recovery::Done;
+                Ok(())
+            }
+            Recovery::Running { after, up_to } => {
+                match store.events_between(after, up_to, RECOVERY_BATCH).await {
+                    Ok(events) => {
+                        self.recovery = match events.last() {
+                            Some(last) => Recovery::Running {
+                                after: last.id,
+                                up_to,
+                            },
+                            None => Recovery::Done,
+                        };
+                        let requests = events
+                            .into_iter()
+                            .map(|event| MatchRequest { event, reply: None })
+                            .collect();
+                        self.enqueue(myself, requests)?;
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match step {
+            Err(error) => {
+                tracing::warn!(%error, "cannot recover unmatched events yet; will retry");
+                myself.send_after(crate::batch::retry_delay(4), || MatcherMsg::Recover);
+            }
+            Ok(()) if self.recovery == Recovery::Done => {
+                let held = std::mem::take(&mut self.held);
+                self.enqueue(myself, held)?;
+            }
+            Ok(()) => myself.send_message(MatcherMsg::Recover)?,
+        }
+        Ok(())
+    }
+
     async fn rules_for(&mut self, trigger_ref: &str) -> Result<Arc<Vec<CompiledRule>>, StoreError> {
         if let Some(rules) = self.rules.get(trigger_ref) {
             return Ok(rules.clone());
@@ -167,6 +239,13 @@ impl MatcherState {
         let compiled = Arc::new(compiled);
         self.rules.insert(trigger_ref.to_owned(), compiled.clone());
         Ok(compiled)
+    }
+
+    async fn advance_watermark(&self, matched_through: i64) -> Result<(), StoreError> {
+        if self.watermark_frozen {
+            return Ok(());
+        }
+        self.args.store.set_matched_through(matched_through).await
     }
 
     /// Evaluates every event of the batch and stores all enforcements in one write.
@@ -198,15 +277,15 @@ impl MatcherState {
             }
         }
         let mut per_event = vec![Vec::new(); batch.len()];
-        let matched: Vec<i64> = batch.iter().map(|r| r.event.id).collect();
+        let matched_through = batch.iter().map(|r| r.event.id).max().unwrap_or(0);
         if new.is_empty() {
-            self.args.store.mark_matched(&matched).await?;
+            self.advance_watermark(matched_through).await?;
             return Ok(per_event);
         }
         // Enforcements first: a crash between the two writes re-matches the events on the
         // next start, and storing an enforcement again is a no-op.
         let stored = self.args.store.create_enforcements(new).await?;
-        self.args.store.mark_matched(&matched).await?;
+        self.advance_watermark(matched_through).await?;
         tracing::debug!(
             count = stored.len(),
             events = batch.len(),

@@ -60,12 +60,22 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 
-    /// Events the rule matcher has not finished with, lowest id first, after `after_id`.
-    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError>;
+    /// Events with an id in `(after_id, up_to]`, lowest id first.
+    async fn events_between(
+        &self,
+        after_id: Id,
+        up_to: Id,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
 
-    /// Records that the rule matcher is done with these events (their enforcements, if
-    /// any, are stored).
-    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError>;
+    /// The highest event id (0 when there is none).
+    async fn last_event_id(&self) -> Result<Id, StoreError>;
+
+    /// The rule matcher's watermark: every event up to this id is matched (0 at first).
+    async fn matched_through(&self) -> Result<Id, StoreError>;
+
+    /// Advances the watermark; it never moves back.
+    async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError>;
 
     /// Newest first; all triggers when `trigger_ref` is `None`.
     async fn recent_events(

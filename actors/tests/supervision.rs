@@ -441,21 +441,34 @@ async fn events_stored_but_never_matched_are_matched_on_start() {
         .collect();
     let stored = store.create_events(orphans).await.expect("stored");
     let h = start(store, fast_config()).await;
+    // A new event arriving while the orphans are recovered waits behind them.
+    let fresh = h
+        .tree
+        .system_events
+        .emit("test.tick", json!({"fresh": true}))
+        .await
+        .expect("emitted");
+    assert_eq!(fresh.enforcement_ids.len(), 1);
     wait_until(
         "the orphans got their enforcements",
         Duration::from_secs(5),
-        || h.store.enforcements().len() == 3,
+        || h.store.enforcements().len() == 4,
     )
     .await;
     let enforced: Vec<i64> = h.store.enforcements().iter().map(|e| e.event).collect();
-    assert_eq!(enforced, stored.iter().map(|e| e.id).collect::<Vec<_>>());
-    assert!(
-        h.store
-            .unmatched_events(0, 10)
-            .await
-            .expect("read")
-            .is_empty()
+    let mut expected: Vec<i64> = stored.iter().map(|e| e.id).collect();
+    expected.push(fresh.event_id);
+    assert_eq!(
+        enforced, expected,
+        "orphans first, in order, then the new event"
     );
+    let last = fresh.event_id;
+    wait_until(
+        "the watermark passes the orphans and the new event",
+        Duration::from_secs(5),
+        || h.store.matched_through_now() == last,
+    )
+    .await;
 }
 
 #[tokio::test]

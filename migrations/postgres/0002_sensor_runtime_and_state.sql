@@ -11,9 +11,12 @@ CREATE TABLE attune.sensor_state (
     updated timestamptz NOT NULL
 );
 
--- Whether the rule matcher has finished with an event. Events stored but never matched
--- (the service stopped in between) are matched again when the matcher starts; rows that
--- predate this column were matched already.
-ALTER TABLE attune.event ADD COLUMN matched boolean NOT NULL DEFAULT false;
-UPDATE attune.event SET matched = true;
-CREATE INDEX event_unmatched_idx ON attune.event (id) WHERE NOT matched;
+-- How far the rule matcher got: every event with an id up to `matched_through` has its
+-- enforcements stored. Events above it (stored, then the service stopped) are matched
+-- again when the matcher starts; one row, updated once per batch.
+CREATE TABLE attune.matcher_progress (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    matched_through bigint NOT NULL
+);
+INSERT INTO attune.matcher_progress (id, matched_through)
+    SELECT 1, COALESCE(max(id), 0) FROM attune.event;

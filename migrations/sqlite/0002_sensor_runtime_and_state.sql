@@ -11,9 +11,12 @@ CREATE TABLE sensor_state (
     updated TEXT NOT NULL
 ) STRICT;
 
--- Whether the rule matcher has finished with an event. Events stored but never matched
--- (the service stopped in between) are matched again when the matcher starts; rows that
--- predate this column were matched already.
-ALTER TABLE event ADD COLUMN matched INTEGER NOT NULL DEFAULT 0;
-UPDATE event SET matched = 1;
-CREATE INDEX event_unmatched_idx ON event (id) WHERE matched = 0;
+-- How far the rule matcher got: every event with an id up to `matched_through` has its
+-- enforcements stored. Events above it (stored, then the service stopped) are matched
+-- again when the matcher starts; one row, updated once per batch.
+CREATE TABLE matcher_progress (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    matched_through INTEGER NOT NULL
+) STRICT;
+INSERT INTO matcher_progress (id, matched_through)
+    SELECT 1, COALESCE(max(id), 0) FROM event;

@@ -541,12 +541,18 @@ impl Store for PgStore {
         Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
     }
 
-    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events_between(
+        &self,
+        after_id: Id,
+        up_to: Id,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM attune.event WHERE NOT matched AND id > $1 \
-             ORDER BY id LIMIT $2"
+            "SELECT {EVENT_COLUMNS} FROM attune.event WHERE id > $1 AND id <= $2 \
+             ORDER BY id LIMIT $3"
         ))
         .bind(after_id)
+        .bind(up_to)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -557,15 +563,29 @@ impl Store for PgStore {
             .map_err(store_error)
     }
 
-    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError> {
-        if event_ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query("UPDATE attune.event SET matched = true WHERE id = ANY($1)")
-            .bind(event_ids)
-            .execute(&self.pool)
+    async fn last_event_id(&self) -> Result<Id, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM attune.event")
+            .fetch_one(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)
+    }
+
+    async fn matched_through(&self) -> Result<Id, StoreError> {
+        sqlx::query_scalar("SELECT matched_through FROM attune.matcher_progress WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE attune.matcher_progress \
+             SET matched_through = GREATEST(matched_through, $1) WHERE id = 1",
+        )
+        .bind(event_id)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 

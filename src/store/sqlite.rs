@@ -629,11 +629,17 @@ impl Store for SqliteStore {
         Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
     }
 
-    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events_between(
+        &self,
+        after_id: Id,
+        up_to: Id,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM event WHERE matched = 0 AND id > ?1 ORDER BY id LIMIT ?2"
+            "SELECT {EVENT_COLUMNS} FROM event WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
         ))
         .bind(after_id)
+        .bind(up_to)
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
@@ -644,17 +650,28 @@ impl Store for SqliteStore {
             .map_err(store_error)
     }
 
-    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError> {
-        if event_ids.is_empty() {
-            return Ok(());
-        }
-        let list = serde_json::to_string(event_ids)
-            .map_err(|e| StoreError::Other(format!("cannot encode event ids: {e}")))?;
-        sqlx::query("UPDATE event SET matched = 1 WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(list)
-            .execute(&self.writer)
+    async fn last_event_id(&self) -> Result<Id, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM event")
+            .fetch_one(&self.reader)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)
+    }
+
+    async fn matched_through(&self) -> Result<Id, StoreError> {
+        sqlx::query_scalar("SELECT matched_through FROM matcher_progress WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE matcher_progress SET matched_through = max(matched_through, ?1) WHERE id = 1",
+        )
+        .bind(event_id)
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ struct Inner {
     enforcements: Vec<Enforcement>,
     outbox: Vec<(OutboxMessage, bool)>,
     states: HashMap<String, Value>,
-    matched: std::collections::HashSet<Id>,
+    matched_through: Id,
 }
 
 impl Inner {
@@ -139,6 +139,10 @@ impl MemoryStore {
             updated: now,
         });
         id
+    }
+
+    pub fn matched_through_now(&self) -> Id {
+        self.lock().matched_through
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -267,20 +271,34 @@ impl Store for MemoryStore {
         }
         Ok(stored)
     }
-    async fn unmatched_events(&self, after_id: Id, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events_between(
+        &self,
+        after_id: Id,
+        up_to: Id,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         self.check()?;
-        let inner = self.lock();
-        Ok(inner
+        Ok(self
+            .lock()
             .events
             .iter()
-            .filter(|e| e.id > after_id && !inner.matched.contains(&e.id))
+            .filter(|e| e.id > after_id && e.id <= up_to)
             .take(limit as usize)
             .cloned()
             .collect())
     }
-    async fn mark_matched(&self, event_ids: &[Id]) -> Result<(), StoreError> {
+    async fn last_event_id(&self) -> Result<Id, StoreError> {
         self.check()?;
-        self.lock().matched.extend(event_ids.iter().copied());
+        Ok(self.lock().events.last().map_or(0, |e| e.id))
+    }
+    async fn matched_through(&self) -> Result<Id, StoreError> {
+        self.check()?;
+        Ok(self.lock().matched_through)
+    }
+    async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError> {
+        self.check()?;
+        let mut inner = self.lock();
+        inner.matched_through = inner.matched_through.max(event_id);
         Ok(())
     }
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
