@@ -3,6 +3,7 @@
 //! not exist is a sensor failure with a clear error.
 
 mod support {
+    pub mod postgres;
     pub mod triggers;
 }
 
@@ -55,8 +56,21 @@ fn text(path: &Path) -> String {
 }
 
 #[tokio::test]
-async fn file_changes_become_debounced_events() {
+async fn file_changes_become_debounced_events_on_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let url = sqlite_url(dir.path());
+    file_changes_become_debounced_events(dir.path(), &url).await;
+}
+
+#[tokio::test]
+async fn file_changes_become_debounced_events_on_postgres() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = support::postgres::TestDatabase::create().await;
+    file_changes_become_debounced_events(dir.path(), &db.url).await;
+}
+
+async fn file_changes_become_debounced_events(root: &Path, database_url: &str) {
+    let dir = tempfile::tempdir_in(root).expect("temp dir");
     let watched = dir.path().join("watched");
     std::fs::create_dir(&watched).expect("create watched dir");
     let watched = std::fs::canonicalize(&watched).expect("canonical");
@@ -79,7 +93,7 @@ async fn file_changes_become_debounced_events() {
         ],
         &[],
     );
-    let service = start(&settings(&sqlite_url(dir.path()), &[pack])).await;
+    let service = start(&settings(database_url, &[pack])).await;
     wait_status(&service, "files.all", DEADLINE, |s| s["state"] == "running").await;
     wait_status(&service, "files.csv", DEADLINE, |s| s["state"] == "running").await;
     // The watch is set up by the running driver; a probe file shows when it is.

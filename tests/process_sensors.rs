@@ -9,6 +9,7 @@
 
 mod support {
     pub mod postgres;
+    pub mod rabbitmq;
     pub mod service;
 }
 
@@ -692,11 +693,15 @@ fn bad_entrypoints_and_fields_are_refused_at_pack_load() {
 }
 
 #[tokio::test]
-async fn process_sensors_drive_the_pipeline_on_postgres() {
+async fn process_sensors_drive_the_pipeline_on_postgres_and_rabbitmq() {
+    let amqp = support::rabbitmq::require_rabbitmq().await;
     let db = TestDatabase::create().await;
-    let pack = TestPack::new(&["counter", "stream"]);
+    let exchange = support::rabbitmq::unique_exchange();
+    let mut queue = support::rabbitmq::TestQueue::bind(&exchange, "event.created").await;
+    let pack = TestPack::new(&["counter", "stream", "native", "hello"]);
     let yaml = json!({
         "database": {"url": db.url},
+        "mq": {"url": amqp, "exchange": exchange},
         "admin": {"bind": "127.0.0.1:0"},
         "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [pack.path()]},
@@ -711,6 +716,33 @@ async fn process_sensors_drive_the_pipeline_on_postgres() {
     assert_eq!(counter[1].payload["i"], 1);
     let stream = wait_events(&service, "proc.stream", 2).await;
     assert_eq!(stream[1].payload["seq"], 2);
+    wait_events(&service, "proc.native", 1).await;
+    wait_events(&service, "proc.hello", 1).await;
+    // Every runtime's events reach the broker as EventCreated.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let published: BTreeSet<String> = queue
+            .received_now()
+            .iter()
+            .filter_map(|m| {
+                let envelope: Value = serde_json::from_str(&m.body).ok()?;
+                envelope["payload"]["sensor_ref"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        if ["proc.counter", "proc.stream", "proc.native", "proc.hello"]
+            .iter()
+            .all(|r| published.contains(*r))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every runtime's events reached RabbitMQ: {published:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_for("enforcements of both sensors", DEADLINE, || async {
         let enforcements = service
             .store
@@ -733,4 +765,5 @@ async fn process_sensors_drive_the_pipeline_on_postgres() {
     let report = service.shutdown().await;
     assert!(report.outbox_drained);
     assert!(processes_in(&pack.path()).is_empty());
+    queue.finish().await;
 }

@@ -4,6 +4,7 @@
 
 mod support {
     pub mod postgres;
+    pub mod rabbitmq;
     pub mod triggers;
 }
 
@@ -334,9 +335,19 @@ fn github_pack() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/packs/github")
 }
 
-async fn github_push_creates_an_enforcement(database_url: &str) {
+/// The GitHub example end to end; with `broker` (`(amqp_url, queue bound to the exchange)`)
+/// the enforcement must also arrive on RabbitMQ.
+async fn github_push_creates_an_enforcement(
+    database_url: &str,
+    broker: Option<(String, &mut support::rabbitmq::TestQueue, String)>,
+) {
     set_env();
-    let service = start(&settings(database_url, &[github_pack()])).await;
+    let mut config = settings(database_url, &[github_pack()]);
+    if let Some((amqp, _, exchange)) = &broker {
+        config.mq.url = amqp.clone();
+        config.mq.exchange = exchange.clone();
+    }
+    let service = start(&config).await;
     let client = Client::new(&service);
     let (probe, _) = client.wait_served("github").await;
     assert_eq!(
@@ -412,17 +423,38 @@ async fn github_push_creates_an_enforcement(database_url: &str) {
         enforcements.iter().all(|e| e.event != dev_id),
         "{enforcements:?}"
     );
+    if let Some((_, queue, _)) = broker {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let arrived = queue.received_now().iter().any(|m| {
+                serde_json::from_str::<Value>(&m.body)
+                    .is_ok_and(|e| e["payload"]["enforcement_id"] == enforcement.id)
+            });
+            if arrived {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "EnforcementCreated never reached RabbitMQ"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     shutdown(service).await;
 }
 
 #[tokio::test]
 async fn github_example_end_to_end_on_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    github_push_creates_an_enforcement(&sqlite_url(dir.path())).await;
+    github_push_creates_an_enforcement(&sqlite_url(dir.path()), None).await;
 }
 
 #[tokio::test]
-async fn github_example_end_to_end_on_postgres() {
+async fn github_example_end_to_end_on_postgres_and_rabbitmq() {
+    let amqp = support::rabbitmq::require_rabbitmq().await;
     let db = TestDatabase::create().await;
-    github_push_creates_an_enforcement(&db.url).await;
+    let exchange = support::rabbitmq::unique_exchange();
+    let mut queue = support::rabbitmq::TestQueue::bind(&exchange, "enforcement.created").await;
+    github_push_creates_an_enforcement(&db.url, Some((amqp, &mut queue, exchange))).await;
+    queue.finish().await;
 }
