@@ -243,18 +243,27 @@ async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) ->
         Value::Null => json!({}),
         other => other,
     };
-    match state
-        .tree
-        .system_events
-        .emit(&request.trigger_ref, payload)
-        .await
-    {
-        Ok(outcome) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),
-        Err(PipelineError::UnknownTrigger(t)) => Err(ApiError(
+    let emitted = tokio::time::timeout(
+        CALL_TIMEOUT,
+        state.tree.system_events.emit(&request.trigger_ref, payload),
+    )
+    .await;
+    match emitted {
+        Ok(Ok(outcome)) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),
+        Ok(Err(PipelineError::UnknownTrigger(t))) => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("unknown trigger '{t}'"),
         )),
-        Err(error) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+        Ok(Err(PipelineError::InvalidPayload(reason))) => {
+            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, reason))
+        }
+        Ok(Err(error)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the event was not stored and matched within 30 s (database unavailable?); \
+             it may still be stored later"
+                .to_owned(),
+        )),
     }
 }
 

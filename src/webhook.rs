@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
+use attune_actors::pipeline::PipelineError;
 use attune_actors::sensor::DetectionSink;
 
 /// Headers that carry credentials: checked, never copied into the payload.
@@ -32,6 +33,18 @@ const SIGNATURE_HEADERS: [&str; 3] = [
     "x-webhook-signature",
     "x-hub-signature",
 ];
+
+/// Other credential headers a sender or a proxy may add; kept out of the payload (which
+/// is stored and published) like `authorization`.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-gitlab-token",
+];
+
+/// How long a request waits for its event to be stored before answering 503.
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A secret read from the environment. Its `Debug` does not show it.
 #[derive(Clone)]
@@ -222,11 +235,6 @@ async fn receive(
             format!("no webhook sensor serves '{path}'"),
         );
     };
-    if let Some(limiter) = &route.limiter
-        && !limiter.try_take()
-    {
-        return error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-    }
     let source_ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -250,8 +258,15 @@ async fn receive(
         return too_large();
     };
     if let Err(reason) = authenticate(&route.auth, &parts.headers, &bytes) {
-        tracing::info!(sensor = %route.sensor_ref, reason, "webhook request refused");
+        // Debug, not info: anyone who can reach the port could otherwise flood the log.
+        tracing::debug!(sensor = %route.sensor_ref, reason, "webhook request refused");
         return error(StatusCode::UNAUTHORIZED, reason);
+    }
+    // Counted after authentication, so unsigned junk cannot use up a sensor's allowance.
+    if let Some(limiter) = &route.limiter
+        && !limiter.try_take()
+    {
+        return error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
     }
     let body = match parse_body(&parts.headers, &bytes, route.require_json) {
         Ok(body) => body,
@@ -265,13 +280,23 @@ async fn receive(
         "source_ip": source_ip,
         "received_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
-    match route.sink.emit(payload).await {
-        Ok(event) => (
+    match tokio::time::timeout(STORE_TIMEOUT, route.sink.emit(payload)).await {
+        Ok(Ok(event)) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"event_id": event.id})),
         )
             .into_response(),
-        Err(e) => {
+        Ok(Err(PipelineError::InvalidPayload(reason))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+        }
+        Err(_) => {
+            tracing::warn!(sensor = %route.sensor_ref, "webhook event not stored in time");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event was not stored within 30 s (database unavailable?); it may still be stored later".to_owned(),
+            )
+        }
+        Ok(Err(e)) => {
             tracing::warn!(sensor = %route.sensor_ref, error = %e, "webhook event not stored");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -374,7 +399,7 @@ fn visible_headers(headers: &HeaderMap) -> Map<String, Value> {
     let mut visible: Map<String, Value> = Map::new();
     for (name, value) in headers {
         let name = name.as_str();
-        if name == "authorization" || SIGNATURE_HEADERS.contains(&name) {
+        if CREDENTIAL_HEADERS.contains(&name) || SIGNATURE_HEADERS.contains(&name) {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();

@@ -440,6 +440,18 @@ async fn emitting_is_refused_for_unknown_triggers_and_bad_bodies() {
             "{bad:?}: {body}"
         );
     }
+    // PostgreSQL cannot store NUL in jsonb: refused up front on every backend, alone.
+    let (code, body) = post(
+        &app,
+        "/events",
+        Some(r#"{"trigger_ref": "timer.manual", "payload": {"a": ["ok", "x\u0000y"]}}"#),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"].as_str().expect("error").contains("/a/1"),
+        "names where: {body}"
+    );
     let (_, events) = get(&app, "/events?trigger_ref=timer.manual").await;
     assert_eq!(events, json!([]), "nothing stored by refused requests");
     svc.shutdown().await;

@@ -20,8 +20,55 @@ pub enum PipelineError {
     UnknownTrigger(String),
     #[error("the event pipeline is not running")]
     NotRunning,
+    /// The payload can never be stored, so it is refused before it can hold up others.
+    #[error("payload refused: {0}")]
+    InvalidPayload(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Refuses a payload the databases cannot store: PostgreSQL's `jsonb` has no room for the
+/// NUL character (`\u0000`) in a string or a key. Checked where events enter, so one bad
+/// payload is refused alone instead of failing, and retrying, a whole batch.
+pub fn check_storable(payload: &Value) -> Result<(), PipelineError> {
+    fn at(path: &str) -> &str {
+        if path.is_empty() { "/" } else { path }
+    }
+    fn walk(value: &Value, path: &mut String) -> Result<(), String> {
+        match value {
+            Value::String(text) if text.contains('\0') => Err(format!(
+                "the string at '{}' contains a NUL character (\\u0000)",
+                at(path)
+            )),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    walk(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    if key.contains('\0') {
+                        return Err(format!(
+                            "a key under '{}' contains a NUL character (\\u0000)",
+                            at(path)
+                        ));
+                    }
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(key);
+                    walk(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(payload, &mut String::new()).map_err(PipelineError::InvalidPayload)
 }
 
 /// What became of a submitted event once rules were matched.
@@ -146,6 +193,7 @@ impl SystemEvents {
         trigger_ref: &str,
         payload: Value,
     ) -> Result<MatchOutcome, PipelineError> {
+        check_storable(&payload)?;
         let trigger = match self.refs.cached_trigger(trigger_ref) {
             Some(trigger) => trigger,
             None => {
@@ -172,5 +220,23 @@ impl SystemEvents {
             ack: EventAck::Matched(reply),
         })?;
         outcome.await.map_err(|_| PipelineError::NotRunning)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_refused_with_where_they_are() {
+        assert!(check_storable(&json!({"a": [1, "fine", {"b": null}]})).is_ok());
+        let refused = |v: Value| match check_storable(&v) {
+            Err(PipelineError::InvalidPayload(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(refused(json!({"a": [1, "x\u{0}"]})).contains("'/a/1'"));
+        assert!(refused(json!("\u{0}")).contains("'/'"));
+        assert!(refused(json!({"k": {"bad\u{0}key": 1}})).contains("under '/k'"));
     }
 }

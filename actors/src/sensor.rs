@@ -105,6 +105,7 @@ impl DetectionSink {
 
     /// Turns a payload into an event of the sensor's trigger and waits until it is stored.
     pub async fn emit(&self, payload: Value) -> Result<Event, PipelineError> {
+        crate::pipeline::check_storable(&payload)?;
         let (reply, stored) = oneshot::channel();
         self.refs.submit(EventRequest {
             event: NewEvent {

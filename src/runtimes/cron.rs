@@ -173,6 +173,12 @@ impl SensorDriver for CronTimer {
         let mut schedule = self.config.schedule();
         run_timer(&sink, &mut schedule, self.config.catch_up, None).await
     }
+
+    /// A timer finishes the fire in progress (its event and its saved last fire) before it
+    /// stops, so a restart never repeats an instant.
+    fn stops_gracefully(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

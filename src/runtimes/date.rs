@@ -98,6 +98,12 @@ impl SensorDriver for DateTimer {
         tracing::info!(sensor = %sink.sensor().r#ref, fire_at = %timestamp(self.config.fire_at), "date timer done");
         Ok(())
     }
+
+    /// A timer finishes the fire in progress (its event and its saved last fire) before it
+    /// stops, so a restart never repeats an instant.
+    fn stops_gracefully(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,12 @@ impl SensorDriver for IntervalTimer {
         };
         run_timer(&sink, &mut schedule, self.config.catch_up, None).await
     }
+
+    /// A timer finishes the fire in progress (its event and its saved last fire) before it
+    /// stops, so a restart never repeats an instant.
+    fn stops_gracefully(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -239,7 +239,12 @@ pub async fn run_timer(
             cursor = Utc::now();
             continue;
         }
-        sleep_until(next).await;
+        // A stop ends the wait, never a fire: an instant whose event is stored is always
+        // saved as the last fire, so a restart neither repeats nor skips it.
+        tokio::select! {
+            () = sleep_until(next) => {}
+            () = sink.stopping() => return Ok(()),
+        }
         fire(sink, schedule, &mut state, next, None).await?;
         cursor = next;
     }

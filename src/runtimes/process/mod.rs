@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
 use attune_actors::domain::{Sensor, SensorDefinition};
+use attune_actors::pipeline::PipelineError;
 use attune_actors::ports::{SensorDriver, SensorFailure};
 use attune_actors::sensor::DetectionSink;
 
@@ -577,14 +578,19 @@ impl ProcessSensor {
                 sink.record_bad_output();
             }
             Ok(None) => {}
-            Ok(Some(OutputLine::Payload(payload))) => {
-                sink.emit(payload).await.map_err(|e| {
-                    self.failure(
+            Ok(Some(OutputLine::Payload(payload))) => match sink.emit(payload).await {
+                Ok(_) => {}
+                Err(PipelineError::InvalidPayload(reason)) => {
+                    tracing::warn!(sensor = %sensor_ref, line = number, %reason, "bad output line dropped");
+                    sink.record_bad_output();
+                }
+                Err(e) => {
+                    return Err(self.failure(
                         sink,
                         format!("stdout line {number}: cannot store the event: {e}"),
-                    )
-                })?;
-            }
+                    ));
+                }
+            },
             Ok(Some(OutputLine::State(state))) => {
                 if unconfirmed {
                     tracing::warn!(sensor = %sensor_ref, line = number, "state not saved: an event before it may not be stored");
