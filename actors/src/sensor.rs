@@ -168,16 +168,25 @@ impl Actor for SensorActor {
         myself: ActorRef<Self::Msg>,
         args: SensorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let trigger = args
-            .store
-            .trigger_by_ref(&args.sensor.trigger_ref)
-            .await?
-            .ok_or_else(|| {
-                SensorFailure::new(format!(
-                    "sensor '{}' names unknown trigger '{}'",
-                    args.sensor.r#ref, args.sensor.trigger_ref
-                ))
-            })?;
+        // Bounded: the supervisor waits for this start and answers nobody meanwhile.
+        let trigger = tokio::time::timeout(
+            START_LOOKUP_TIMEOUT,
+            args.store.trigger_by_ref(&args.sensor.trigger_ref),
+        )
+        .await
+        .map_err(|_| {
+            SensorFailure::new(format!(
+                "the database did not return trigger '{}' within {} s",
+                args.sensor.trigger_ref,
+                START_LOOKUP_TIMEOUT.as_secs()
+            ))
+        })??
+        .ok_or_else(|| {
+            SensorFailure::new(format!(
+                "sensor '{}' names unknown trigger '{}'",
+                args.sensor.r#ref, args.sensor.trigger_ref
+            ))
+        })?;
         let mut driver = args.factory.create(&args.sensor)?;
         let stop_grace = if driver.stops_gracefully() {
             args.stop_grace
@@ -248,6 +257,9 @@ impl Actor for SensorActor {
         }
     }
 }
+
+/// How long a starting sensor waits for its trigger's row.
+const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exit reason of a sensor whose driver finished its work.
 pub const COMPLETED: &str = "completed";

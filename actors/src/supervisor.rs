@@ -580,24 +580,45 @@ impl SupervisorState {
         }
     }
 
+    /// Stops several sensors at once (one slow sensor must not eat the others' time) and
+    /// waits for them, each at most `stop_timeout` (and not past `deadline`).
+    async fn stop_sensors(&mut self, refs: Vec<String>, deadline: Option<Instant>) {
+        let mut stopping = tokio::task::JoinSet::new();
+        for sensor_ref in refs {
+            let Some(entry) = self.sensors.get_mut(&sensor_ref) else {
+                continue;
+            };
+            entry.generation += 1;
+            entry.state = SensorState::Stopped;
+            entry.next_restart_at = None;
+            let Some(actor) = entry.actor.take() else {
+                continue;
+            };
+            self.children.remove(&actor.get_id());
+            let wait = match deadline {
+                Some(deadline) => self
+                    .config
+                    .stop_timeout
+                    .min(deadline.saturating_duration_since(Instant::now())),
+                None => self.config.stop_timeout,
+            };
+            stopping.spawn(async move {
+                if actor
+                    .stop_and_wait(Some("stopped".to_owned()), Some(wait))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(sensor = %sensor_ref, "sensor did not stop in time; killing it");
+                    actor.kill();
+                }
+            });
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+
     /// Stops a sensor's actor (if any) and waits for it; pending restarts are cancelled.
     async fn stop_sensor(&mut self, sensor_ref: &str) {
-        let Some(entry) = self.sensors.get_mut(sensor_ref) else {
-            return;
-        };
-        entry.generation += 1;
-        entry.state = SensorState::Stopped;
-        entry.next_restart_at = None;
-        if let Some(actor) = entry.actor.take() {
-            self.children.remove(&actor.get_id());
-            if let Err(error) = actor
-                .stop_and_wait(Some("stopped".to_owned()), Some(self.config.stop_timeout))
-                .await
-            {
-                tracing::warn!(sensor = %sensor_ref, %error, "sensor did not stop in time; killing it");
-                actor.kill();
-            }
-        }
+        self.stop_sensors(vec![sensor_ref.to_owned()], None).await;
     }
 
     async fn operator_restart(
@@ -678,8 +699,20 @@ impl SupervisorState {
             .filter(|r| !desired.contains_key(*r))
             .cloned()
             .collect();
+        let changed: Vec<String> = desired
+            .iter()
+            .filter(|(r, s)| {
+                self.sensors
+                    .get(*r)
+                    .is_some_and(|entry| entry.sensor != **s)
+            })
+            .map(|(r, _)| r.clone())
+            .collect();
+        // Stopped together: each may take its stop grace, and the supervisor answers
+        // nobody meanwhile.
+        self.stop_sensors(removed.iter().chain(&changed).cloned().collect(), None)
+            .await;
         for sensor_ref in removed {
-            self.stop_sensor(&sensor_ref).await;
             self.sensors.remove(&sensor_ref);
             report.stopped.push(sensor_ref);
         }
@@ -695,7 +728,6 @@ impl SupervisorState {
                 Some(entry) if entry.sensor != sensor => {
                     entry.sensor = sensor;
                     entry.failure_count = 0;
-                    self.stop_sensor(&sensor_ref).await;
                     self.spawn_sensor(myself, &sensor_ref).await;
                     report.restarted.push(sensor_ref);
                 }
@@ -754,25 +786,8 @@ impl SupervisorState {
     async fn shutdown(&mut self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now());
-        // Stop every sensor at once: one slow sensor must not eat the others' time.
-        let mut stopping = tokio::task::JoinSet::new();
-        for (sensor_ref, entry) in self.sensors.iter_mut() {
-            entry.generation += 1;
-            entry.state = SensorState::Stopped;
-            entry.next_restart_at = None;
-            if let Some(actor) = entry.actor.take() {
-                self.children.remove(&actor.get_id());
-                let sensor_ref = sensor_ref.clone();
-                let wait = self.config.stop_timeout.min(remaining());
-                stopping.spawn(async move {
-                    if actor.stop_and_wait(Some("shutdown".to_owned()), Some(wait)).await.is_err() {
-                        tracing::warn!(sensor = %sensor_ref, "sensor did not stop in time; killing it");
-                        actor.kill();
-                    }
-                });
-            }
-        }
-        while stopping.join_next().await.is_some() {}
+        let all: Vec<String> = self.sensors.keys().cloned().collect();
+        self.stop_sensors(all, Some(deadline)).await;
         self.shutting_down = true;
         // From here on, pipeline actors going down is expected.
         self.children.clear();
