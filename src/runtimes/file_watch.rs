@@ -333,6 +333,9 @@ impl FileWatcher {
     }
 }
 
+/// Notifications handled before the watcher looks at its debounce deadlines again.
+const MAX_EVENTS_PER_TURN: usize = 1000;
+
 #[async_trait]
 impl SensorDriver for FileWatcher {
     async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure> {
@@ -375,7 +378,10 @@ impl SensorDriver for FileWatcher {
                     return Err(SensorFailure::new("the file watcher stopped"));
                 };
                 let mut next = Some(event);
-                // Take everything already queued so the halves of a move meet.
+                // Take what is already queued so the halves of a move meet, but only so
+                // much at a time: under a flood the loop must still reach `take_quiet`
+                // and give the runtime back its thread.
+                let mut taken = 0usize;
                 while let Some(event) = next {
                     let event = event.map_err(|e| {
                         SensorFailure::new(format!(
@@ -385,7 +391,15 @@ impl SensorDriver for FileWatcher {
                     })?;
                     sink.record_poll();
                     debouncer.observe(&event, Instant::now());
-                    next = rx.try_recv().ok();
+                    taken += 1;
+                    next = if taken < MAX_EVENTS_PER_TURN {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
+                }
+                if taken >= MAX_EVENTS_PER_TURN {
+                    tokio::task::yield_now().await;
                 }
             }
             for change in debouncer.take_quiet(Instant::now()) {

@@ -39,10 +39,18 @@ impl ProcessGroup {
         }
     }
 
-    /// Kills what is left of the group and disarms the drop guard.
-    pub fn release(mut self) {
+    /// Kills what is left of the group and disarms the guard. Called when the leader is
+    /// reaped: until then its zombie keeps the group id taken, afterwards the id may
+    /// belong to someone else.
+    pub fn kill_and_disarm(&mut self) {
         self.signal(Signal::SIGKILL);
         self.pgid = None;
+    }
+
+    /// Kills what is left of the group (if the leader was not reaped yet) and disarms the
+    /// drop guard.
+    pub fn release(mut self) {
+        self.kill_and_disarm();
     }
 }
 

@@ -410,7 +410,7 @@ impl ProcessSensor {
             .map_err(|e| {
                 self.failure(sink, format!("cannot start `{}`: {e}", self.command_line))
             })?;
-        let group = ProcessGroup::new(child.id());
+        let mut group = ProcessGroup::new(child.id());
         tracing::debug!(sensor = %sink.sensor().r#ref, pid = child.id(), command = %self.command_line, "sensor process started");
 
         let mut tasks = Tasks(Vec::new());
@@ -493,8 +493,9 @@ impl ProcessSensor {
                     let status = status
                         .map_err(|e| self.failure(sink, format!("cannot wait for the process: {e}")))?;
                     exit = Some(status);
-                    // Whatever the process left behind in its group goes with it.
-                    group.signal(Signal::SIGKILL);
+                    // Whatever the process left behind in its group goes with it, now and
+                    // only now: once the leader is reaped its group id may be reused.
+                    group.kill_and_disarm();
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                 }
                 _ = sleep_until(drain_until.unwrap_or(started)), if drain_until.is_some() && pipes_open => {
@@ -517,6 +518,15 @@ impl ProcessSensor {
                             tokio::select! {
                                 biased;
                                 result = handled => result?,
+                                // The poll timeout holds while an event is being stored.
+                                _ = sleep_until(deadline.unwrap_or(started)),
+                                    if deadline.is_some() && exit.is_none() && !timed_out =>
+                                {
+                                    unconfirmed = true;
+                                    timed_out = true;
+                                    group.signal(Signal::SIGTERM);
+                                    kill_at = Some(Instant::now() + grace);
+                                }
                                 _ = sink.stopping() => {
                                     unconfirmed = true;
                                     stopped = true;
