@@ -12,6 +12,7 @@ use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::pipeline::{EventAck, EventRequest, PipelineRefs};
 use crate::ports::Store;
+use crate::sync::set_error;
 
 pub enum GeneratorMsg {
     Generate(EventRequest),
@@ -128,8 +129,4 @@ impl GeneratorState {
             None => tracing::error!("rule matcher is not running; stored events were not matched"),
         }
     }
-}
-
-pub(crate) fn set_error(slot: &Mutex<Option<String>>, error: Option<String>) {
-    *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
 }

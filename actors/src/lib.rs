@@ -17,5 +17,6 @@ pub mod ports;
 pub mod sensor;
 pub mod status;
 pub mod supervisor;
+mod sync;
 
 pub use supervisor::{SupervisorArgs, SupervisorConfig, SupervisorMsg, Tree};

@@ -13,9 +13,9 @@ use tokio::sync::oneshot;
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::conditions::{CompiledConditions, evaluation_context};
 use crate::domain::{Event, NewEnforcement, Rule};
-use crate::generator::set_error;
 use crate::pipeline::{MatchOutcome, PipelineRefs};
 use crate::ports::{Store, StoreError};
+use crate::sync::set_error;
 
 pub struct MatchRequest {
     pub event: Event,

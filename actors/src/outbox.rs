@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::batch::retry_delay;
 use crate::ports::{Publisher, Store};
+use crate::sync::{lock, set_error};
 
 pub enum OutboxMsg {
     /// New rows were committed.
@@ -91,7 +92,7 @@ impl Actor for OutboxPublisherActor {
                     if !state.args.publisher.is_connected()
                         && let Err(error) = state.args.publisher.connect().await
                     {
-                        *lock(&state.args.health.last_error) = Some(error.to_string());
+                        set_error(&state.args.health.last_error, Some(error.to_string()));
                     }
                     state.drain_scheduled = true;
                     myself.send_message(OutboxMsg::Drain)?;
@@ -136,7 +137,7 @@ impl OutboxState {
         };
         if rows.is_empty() {
             if self.args.publisher.is_connected() {
-                *lock(&self.args.health.last_error) = None;
+                set_error(&self.args.health.last_error, None);
             }
             return Drained::Empty;
         }
@@ -155,7 +156,7 @@ impl OutboxState {
             return self.failed(format!("publishing failed: {error}"));
         }
         self.failures = 0;
-        *lock(&self.args.health.last_error) = None;
+        set_error(&self.args.health.last_error, None);
         if rows.len() < self.args.batch_size as usize {
             Drained::Empty
         } else {
@@ -168,13 +169,7 @@ impl OutboxState {
         if self.failures == 1 || self.failures.is_power_of_two() {
             tracing::warn!(%error, attempts = self.failures, "outbox rows wait for the next attempt");
         }
-        *lock(&self.args.health.last_error) = Some(error);
+        set_error(&self.args.health.last_error, Some(error));
         Drained::Failed
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -13,6 +13,7 @@ use crate::generator::GeneratorMsg;
 use crate::matcher::MatcherMsg;
 use crate::outbox::OutboxMsg;
 use crate::ports::{Store, StoreError};
+use crate::sync::{read, write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -107,58 +108,36 @@ pub struct PipelineRefs {
     triggers: RwLock<HashMap<String, Arc<Trigger>>>,
 }
 
-fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
-    lock.read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
-}
-
-fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
-    *lock
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
-}
-
 impl PipelineRefs {
     pub fn generator(&self) -> Option<ActorRef<GeneratorMsg>> {
-        read(&self.generator)
+        read(&self.generator).clone()
     }
     pub fn matcher(&self) -> Option<ActorRef<MatcherMsg>> {
-        read(&self.matcher)
+        read(&self.matcher).clone()
     }
     pub fn outbox(&self) -> Option<ActorRef<OutboxMsg>> {
-        read(&self.outbox)
+        read(&self.outbox).clone()
     }
     pub(crate) fn set_generator(&self, actor: Option<ActorRef<GeneratorMsg>>) {
-        write(&self.generator, actor);
+        *write(&self.generator) = actor;
     }
     pub(crate) fn set_matcher(&self, actor: Option<ActorRef<MatcherMsg>>) {
-        write(&self.matcher, actor);
+        *write(&self.matcher) = actor;
     }
     pub(crate) fn set_outbox(&self, actor: Option<ActorRef<OutboxMsg>>) {
-        write(&self.outbox, actor);
+        *write(&self.outbox) = actor;
     }
 
     pub(crate) fn forget_triggers(&self) {
-        self.triggers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        write(&self.triggers).clear();
     }
 
     fn cached_trigger(&self, trigger_ref: &str) -> Option<Arc<Trigger>> {
-        self.triggers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(trigger_ref)
-            .cloned()
+        read(&self.triggers).get(trigger_ref).cloned()
     }
 
     fn cache_trigger(&self, trigger: Arc<Trigger>) {
-        self.triggers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(trigger.r#ref.clone(), trigger);
+        write(&self.triggers).insert(trigger.r#ref.clone(), trigger);
     }
 
     /// Hands an event to the generator.

@@ -185,9 +185,3 @@ pub trait SensorDriverFactory: Send + Sync + 'static {
     /// failure under the restart policy.
     fn create(&self, sensor: &Sensor) -> Result<Box<dyn SensorDriver>, SensorFailure>;
 }
-
-/// A payload a sensor detected, before it becomes an event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
-    pub payload: Value,
-}

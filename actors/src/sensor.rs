@@ -66,10 +66,6 @@ impl DetectionSink {
         let _ = stop.wait_for(|stop| *stop).await;
     }
 
-    pub fn is_stopping(&self) -> bool {
-        *self.stop.borrow()
-    }
-
     /// The state this sensor saved last, across polls and restarts.
     pub async fn load_state(&self) -> Result<Option<Value>, StoreError> {
         self.store.sensor_state(&self.sensor.r#ref).await

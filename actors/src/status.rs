@@ -40,11 +40,7 @@ pub struct SharedActivity(Arc<Mutex<SensorActivity>>);
 
 impl SharedActivity {
     pub fn lock(&self) -> MutexGuard<'_, SensorActivity> {
-        // A panic while holding this lock cannot leave the counters inconsistent in a way
-        // that matters, so a poisoned lock is used as is.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     pub fn snapshot(&self) -> SensorActivity {

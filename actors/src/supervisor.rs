@@ -28,6 +28,7 @@ use crate::sensor::{COMPLETED, SensorActor, SensorArgs, SensorMsg};
 use crate::status::{
     PipelineActorStatus, PipelineState, SensorState, SensorStatus, SharedActivity, TreeStatus,
 };
+use crate::sync::{lock, set_error};
 
 /// The supervisor's knobs; the service fills them from the `sensor` config section.
 #[derive(Debug, Clone)]
@@ -488,10 +489,7 @@ impl SupervisorState {
                     .err()
                     .unwrap_or_else(|| "stopped unexpectedly".to_owned());
                 tracing::error!(actor = kind.name(), %error, "pipeline actor went down; restarting it");
-                *entry
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+                set_error(&entry.last_error, Some(error));
                 let _ = myself.send_message(SupervisorMsg::RespawnPipeline(kind));
             }
         }
@@ -772,11 +770,7 @@ impl SupervisorState {
                         PipelineState::Restarting
                     },
                     restart_count: entry.restart_count,
-                    last_error: entry
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .clone(),
+                    last_error: lock(&entry.last_error).clone(),
                 })
             })
             .collect();
