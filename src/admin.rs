@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attune_actors::pipeline::PipelineError;
-use attune_actors::ports::{Publisher, Store};
+use attune_actors::ports::{IntakeError, Publisher, Store};
 use attune_actors::supervisor::{ControlError, ControlReply};
+use attune_actors::sync::lock;
 use attune_actors::{SupervisorMsg, Tree};
 use ractor::rpc::CallResult;
 
@@ -34,7 +34,18 @@ pub struct AdminState {
     /// Connection URLs with passwords masked, shown in `/status`.
     pub database_url: String,
     pub mq_url: String,
+    /// The outbox backlog as last counted, for a `/status` that must not wait on the
+    /// database.
+    pub last_backlog: Arc<LastBacklog>,
 }
+
+/// The last outbox backlog `/status` managed to count (`None` before the first count).
+#[derive(Debug, Default)]
+pub struct LastBacklog(std::sync::Mutex<Option<u64>>);
+
+/// How long `/status` waits for the database to count the outbox backlog before it shows
+/// the last count instead: the status must answer while the database hangs.
+const BACKLOG_BUDGET: Duration = Duration::from_millis(50);
 
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
@@ -123,24 +134,21 @@ async fn ready(State(state): State<AdminState>) -> Response {
 }
 
 async fn status(State(state): State<AdminState>) -> ApiResult {
-    let tree = match state
-        .tree
-        .supervisor
-        .call(SupervisorMsg::GetStatus, Some(CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(tree)) => tree,
-        _ => return Err(unavailable()),
-    };
-    let backlog = match tokio::time::timeout(PROBE_TIMEOUT, state.store.outbox_backlog()).await {
-        Ok(Ok(n)) => json!(n),
-        _ => Value::Null,
+    let tree = state.tree.status();
+    let counted = tokio::time::timeout(BACKLOG_BUDGET, state.store.outbox_backlog()).await;
+    let (backlog, backlog_current) = {
+        let mut last = lock(&state.last_backlog.0);
+        if let Ok(Ok(n)) = counted {
+            *last = Some(n);
+        }
+        (*last, matches!(counted, Ok(Ok(_))))
     };
     Ok(Json(json!({
         "sensors": tree.sensors,
         "pipeline": tree.pipeline,
         "outbox": {
             "backlog": backlog,
+            "backlog_current": backlog_current,
             "bus": state.publisher.kind(),
             "connected": state.publisher.is_connected(),
             "last_error": state.tree.outbox_health.last_error(),
@@ -250,11 +258,11 @@ async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) ->
     .await;
     match emitted {
         Ok(Ok(outcome)) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),
-        Ok(Err(PipelineError::UnknownTrigger(t))) => Err(ApiError(
+        Ok(Err(IntakeError::UnknownTrigger(t))) => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("unknown trigger '{t}'"),
         )),
-        Ok(Err(PipelineError::InvalidPayload(reason))) => {
+        Ok(Err(IntakeError::InvalidPayload(reason))) => {
             Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, reason))
         }
         Ok(Err(error)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),

@@ -129,7 +129,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli, settings)) {
+    let outcome = runtime.block_on(dispatch(cli, settings));
+    // Tasks still blocked (a file read, a query on a hung connection) must not hold the
+    // exit past the shutdown deadline.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("attune-sensor: {}", describe(&error));
@@ -137,6 +141,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the async runtime gets to stop after the service has shut down.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The error and its causes on one line. Several errors already print their source in
 /// their own message; a cause whose text is already shown is skipped rather than

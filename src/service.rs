@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use attune_actors::ports::{Publisher, Store, StoreError};
 use attune_actors::supervisor::ShutdownReport;
@@ -120,6 +121,7 @@ impl Service {
             token: settings.admin_token().map(Arc::from),
             database_url,
             mq_url: redact_url(&settings.mq.url),
+            last_backlog: Default::default(),
         });
         let (admin_stop, stopped) = oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {
@@ -165,31 +167,47 @@ impl Service {
         })
     }
 
-    /// Stops sensors, finishes in-flight events, drains the outbox (within the shutdown
-    /// timeout) and closes the webhook listener and the admin API.
+    /// Stops sensors, finishes in-flight events, drains the outbox and closes the webhook
+    /// listener and the admin API, all within the shutdown timeout from now.
     pub async fn shutdown(self) -> ShutdownReport {
-        let timeout = self.shutdown_timeout;
+        let deadline = Instant::now() + self.shutdown_timeout;
+        self.shutdown_by(deadline).await
+    }
+
+    /// Shuts down against one deadline, handed to every phase: each phase ends by it, and
+    /// what follows the deadline (closing the actors, the broker connection and the admin
+    /// API) takes at most [`SUPERVISOR_TAIL`] + 2 × [`ADMIN_TAIL`]; with the runtime's own
+    /// stop in `main.rs`, all of it stays under 2 s.
+    pub async fn shutdown_by(self, deadline: Instant) -> ShutdownReport {
         // Webhooks first: requests in progress get their events stored (the pipeline is
-        // still up) and new ones are refused at the socket rather than with a 404.
+        // still up) and new ones are refused at the socket rather than with a 404. A third
+        // of the time at most: a client that stalls mid-request must not take it all.
         let _ = self.webhook_stop.send(());
-        if tokio::time::timeout(timeout, self.webhook_task)
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut webhook_task = self.webhook_task;
+        if tokio::time::timeout(left / 3, &mut webhook_task)
             .await
             .is_err()
         {
             tracing::warn!("webhook requests still in progress at shutdown were dropped");
+            webhook_task.abort();
         }
+        let left = deadline.saturating_duration_since(Instant::now());
         let report = match self
             .tree
             .supervisor
             .call(
-                |reply| SupervisorMsg::Shutdown(timeout, reply),
-                Some(timeout + Duration::from_secs(15)),
+                |reply| SupervisorMsg::Shutdown(deadline, reply),
+                Some(left + SUPERVISOR_TAIL),
             )
             .await
         {
             Ok(CallResult::Success(report)) => report,
             _ => {
-                tracing::warn!("supervisor did not confirm shutdown in time");
+                // Busy elsewhere (a reconcile waiting on the database): stop it anyway;
+                // its sensors' processes die with their tasks when the runtime stops.
+                tracing::warn!("supervisor did not confirm shutdown in time; stopping it");
+                self.tree.supervisor.kill();
                 ShutdownReport {
                     in_flight_written: false,
                     outbox_drained: false,
@@ -197,8 +215,14 @@ impl Service {
             }
         };
         let _ = self.admin_stop.send(());
-        let _ = self.admin_task.await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.supervisor_task).await;
+        let mut admin_task = self.admin_task;
+        if tokio::time::timeout(ADMIN_TAIL, &mut admin_task)
+            .await
+            .is_err()
+        {
+            admin_task.abort();
+        }
+        let _ = tokio::time::timeout(ADMIN_TAIL, self.supervisor_task).await;
         if report.outbox_drained {
             tracing::info!("shut down cleanly");
         } else {
@@ -207,3 +231,11 @@ impl Service {
         report
     }
 }
+
+/// How far past the deadline the supervisor may answer: it stops the pipeline actors and
+/// closes the broker connection after the deadline, each bounded.
+const SUPERVISOR_TAIL: Duration = Duration::from_millis(1000);
+
+/// How long the admin API (and then the supervisor's task) get to finish after the
+/// supervisor is done.
+const ADMIN_TAIL: Duration = Duration::from_millis(200);

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
-use attune_actors::pipeline::PipelineError;
-use attune_actors::sensor::DetectionSink;
+use attune_actors::ports::DetectionSink;
+use attune_actors::ports::IntakeError;
 
 /// Headers that carry credentials: checked, never copied into the payload.
 const SIGNATURE_HEADERS: [&str; 3] = [
@@ -286,7 +286,7 @@ async fn receive(
             axum::Json(json!({"event_id": event.id})),
         )
             .into_response(),
-        Ok(Err(PipelineError::InvalidPayload(reason))) => {
+        Ok(Err(IntakeError::InvalidPayload(reason))) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, reason)
         }
         Err(_) => {

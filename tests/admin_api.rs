@@ -310,6 +310,7 @@ async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
         token: None,
         database_url: svc.database.url.clone(),
         mq_url: String::new(),
+        last_backlog: Default::default(),
     });
     let (code, body) = get(&app, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -125,16 +125,10 @@ async fn wait_no_processes(dir: &Path, what: &str) {
 }
 
 async fn sensor_status(service: &Service, sensor_ref: &str) -> Option<SensorStatus> {
-    let CallResult::Success(tree) = service
+    service
         .tree
-        .supervisor
-        .call(SupervisorMsg::GetStatus, Some(Duration::from_secs(5)))
-        .await
-        .expect("supervisor answers")
-    else {
-        panic!("status timed out");
-    };
-    tree.sensors
+        .status()
+        .sensors
         .into_iter()
         .find(|s| s.sensor_ref == sensor_ref)
 }

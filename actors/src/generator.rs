@@ -9,13 +9,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
 
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
+use crate::live_ref::LiveRef;
 use crate::matcher::{MatchRequest, MatcherMsg};
-use crate::pipeline::{EventAck, EventRequest, PipelineRefs};
-use crate::ports::Store;
+use crate::outbox::OutboxMsg;
+use crate::ports::{EventAck, EventRequest, Store};
 use crate::sync::set_error;
 
+/// What the event generator hears.
 pub enum GeneratorMsg {
+    /// An event to store, from a sensor or the admin API.
     Generate(EventRequest),
+    /// Group commit: write what is buffered (see `batch.rs`).
     Flush,
     /// Writes everything buffered (retrying until the deadline) and replies whether it
     /// all got written; used on shutdown.
@@ -26,7 +30,10 @@ pub struct EventGeneratorActor;
 
 pub struct GeneratorArgs {
     pub store: Arc<dyn Store>,
-    pub refs: Arc<PipelineRefs>,
+    /// Stored events go on to the matcher.
+    pub matcher: LiveRef<MatcherMsg>,
+    /// Woken after each commit, so new outbox rows go out at once.
+    pub outbox: LiveRef<OutboxMsg>,
     pub max_batch: usize,
     pub last_error: Arc<Mutex<Option<String>>>,
 }
@@ -105,7 +112,8 @@ impl GroupCommit for GeneratorState {
                     };
                     to_match.push(MatchRequest { event, reply });
                 }
-                self.args.refs.wake_outbox();
+                // A publisher that is down finds the rows when it is back.
+                self.args.outbox.send(OutboxMsg::Wake);
                 self.forward(to_match);
                 Ok(())
             }
@@ -120,13 +128,8 @@ impl GroupCommit for GeneratorState {
 
 impl GeneratorState {
     fn forward(&self, requests: Vec<MatchRequest>) {
-        match self.args.refs.matcher() {
-            Some(matcher) => {
-                if matcher.send_message(MatcherMsg::Match(requests)).is_err() {
-                    tracing::error!("rule matcher is not running; stored events were not matched");
-                }
-            }
-            None => tracing::error!("rule matcher is not running; stored events were not matched"),
+        if !self.args.matcher.send(MatcherMsg::Match(requests)) {
+            tracing::error!("rule matcher is not running; stored events were not matched");
         }
     }
 }

@@ -13,20 +13,28 @@ use tokio::sync::oneshot;
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::conditions::{CompiledConditions, evaluation_context};
 use crate::domain::{Event, NewEnforcement, Rule};
-use crate::pipeline::{MatchOutcome, PipelineRefs};
-use crate::ports::{Store, StoreError};
+use crate::live_ref::LiveRef;
+use crate::outbox::OutboxMsg;
+use crate::ports::{MatchOutcome, Store, StoreError};
 use crate::sync::set_error;
 
+/// A stored event to match, and who waits for its enforcements (the admin API's
+/// `POST /events`), if anyone.
 pub struct MatchRequest {
     pub event: Event,
     pub reply: Option<oneshot::Sender<MatchOutcome>>,
 }
 
+/// What the rule matcher hears.
 pub enum MatcherMsg {
+    /// Stored events from the generator, in id order.
     Match(Vec<MatchRequest>),
+    /// Group commit: write the enforcements of what is buffered (see `batch.rs`).
     Flush,
     /// Forget cached rules; they are reloaded on the next event of each trigger.
     RefreshRules,
+    /// Writes everything buffered (retrying until the deadline) and replies whether it
+    /// all got written; used on shutdown.
     FlushAll(tokio::time::Instant, RpcReplyPort<bool>),
     /// One step of recovery: matching the events stored above the watermark that a
     /// previous run (or matcher) never matched.
@@ -37,7 +45,8 @@ pub struct RuleMatcherActor;
 
 pub struct MatcherArgs {
     pub store: Arc<dyn Store>,
-    pub refs: Arc<PipelineRefs>,
+    /// Woken after each commit, so new outbox rows go out at once.
+    pub outbox: LiveRef<OutboxMsg>,
     pub max_batch: usize,
     pub last_error: Arc<Mutex<Option<String>>>,
 }
@@ -322,7 +331,8 @@ impl GroupCommit for MatcherState {
                         });
                     }
                 }
-                self.args.refs.wake_outbox();
+                // A publisher that is down finds the rows when it is back.
+                self.args.outbox.send(OutboxMsg::Wake);
                 Ok(())
             }
             Err(error) => {

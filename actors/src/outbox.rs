@@ -14,9 +14,12 @@ use crate::batch::retry_delay;
 use crate::ports::{Publisher, Store};
 use crate::sync::{lock, set_error};
 
+/// What the outbox publisher hears.
 pub enum OutboxMsg {
-    /// New rows were committed.
+    /// New rows were committed (or the poll tick came): drain unless a drain is already
+    /// on its way.
     Wake,
+    /// Publishes one batch, then schedules the next step (more rows, or a retry).
     Drain,
     /// Publishes until the outbox is empty or the deadline passes; replies whether it
     /// emptied. Used on shutdown.

@@ -5,125 +5,21 @@
 //! error and the supervisor applies the restart policy; when the actor stops, the task is
 //! aborted, which drops the driver and whatever it holds.
 
-use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::domain::{Event, NewEvent, Sensor, Trigger, config_snapshot};
-use crate::pipeline::{EventAck, EventRequest, PipelineError, PipelineRefs};
-use crate::ports::{SensorDriverFactory, SensorFailure, Store, StoreError};
-use crate::status::{STDERR_TAIL_LINES, SharedActivity};
+use crate::domain::Sensor;
+use crate::ports::{DetectionSink, EventIntake, SensorDriverFactory, SensorFailure, Store};
+use crate::status::SharedActivity;
 
-/// Everything a sensor driver may use: where detections go, the sensor's saved state,
-/// its status counters, and the signal that it must stop.
-#[derive(Clone)]
-pub struct DetectionSink {
-    sensor: Arc<Sensor>,
-    trigger: Arc<Trigger>,
-    refs: Arc<PipelineRefs>,
-    store: Arc<dyn Store>,
-    activity: SharedActivity,
-    stop: watch::Receiver<bool>,
-}
-
-impl DetectionSink {
-    pub fn new(
-        sensor: Arc<Sensor>,
-        trigger: Arc<Trigger>,
-        refs: Arc<PipelineRefs>,
-        store: Arc<dyn Store>,
-        activity: SharedActivity,
-        stop: watch::Receiver<bool>,
-    ) -> Self {
-        Self {
-            sensor,
-            trigger,
-            refs,
-            store,
-            activity,
-            stop,
-        }
-    }
-
-    pub fn sensor(&self) -> &Sensor {
-        &self.sensor
-    }
-
-    pub fn trigger(&self) -> &Trigger {
-        &self.trigger
-    }
-
-    /// Resolves once the sensor is asked to stop (operator stop, restart, reconcile,
-    /// shutdown). A driver that holds resources (processes, listeners) selects on this to
-    /// release them in an orderly way; one that does not is simply dropped.
-    pub async fn stopping(&self) {
-        let mut stop = self.stop.clone();
-        // An error means the actor is gone: stopping as well.
-        let _ = stop.wait_for(|stop| *stop).await;
-    }
-
-    /// The state this sensor saved last, across polls and restarts.
-    pub async fn load_state(&self) -> Result<Option<Value>, StoreError> {
-        self.store.sensor_state(&self.sensor.r#ref).await
-    }
-
-    /// Saves the sensor's state. Callers save only after the events that came before it
-    /// are stored, so a restart never skips an event the state claims was seen.
-    pub async fn save_state(&self, state: &Value) -> Result<(), StoreError> {
-        self.store
-            .save_sensor_state(&self.sensor.r#ref, state)
-            .await
-    }
-
-    /// Counts an output line that was not a valid protocol line.
-    pub fn record_bad_output(&self) {
-        self.activity.lock().bad_output_count += 1;
-    }
-
-    /// Keeps a line the sensor wrote to stderr for the status (the last few only).
-    pub fn record_stderr(&self, line: &str) {
-        let mut activity = self.activity.lock();
-        if activity.stderr_tail.len() >= STDERR_TAIL_LINES {
-            activity.stderr_tail.remove(0);
-        }
-        activity.stderr_tail.push(line.to_owned());
-    }
-
-    /// Records that the sensor looked (a poll, a timer tick), whether or not it found
-    /// anything.
-    pub fn record_poll(&self) {
-        self.activity.lock().last_poll = Some(Utc::now());
-    }
-
-    /// Turns a payload into an event of the sensor's trigger and waits until it is stored.
-    pub async fn emit(&self, payload: Value) -> Result<Event, PipelineError> {
-        crate::pipeline::check_storable(&payload)?;
-        let (reply, stored) = oneshot::channel();
-        self.refs.submit(EventRequest {
-            event: NewEvent {
-                trigger: Some(self.trigger.id),
-                trigger_ref: self.trigger.r#ref.clone(),
-                config: config_snapshot(&self.trigger, Some(&self.sensor)),
-                payload,
-                source: Some(self.sensor.id),
-                source_ref: Some(self.sensor.r#ref.clone()),
-            },
-            ack: EventAck::Stored(reply),
-        })?;
-        let event = stored.await.map_err(|_| PipelineError::NotRunning)?;
-        let mut activity = self.activity.lock();
-        activity.events_emitted += 1;
-        activity.last_event_at = Some(event.created);
-        Ok(event)
-    }
-}
-
+/// What a sensor actor hears. Operators and the supervisor stop it through ractor's own
+/// stop and kill; the only message is news from its driver.
 pub enum SensorMsg {
-    /// The driver task ended, with its result.
+    /// The driver task ended: `Ok` when it had nothing more to do (the actor completes),
+    /// `Err` when it failed (the actor fails, and the restart policy applies).
     DriverExited(Result<(), SensorFailure>),
 }
 
@@ -133,22 +29,23 @@ pub struct SensorArgs {
     pub sensor: Sensor,
     pub store: Arc<dyn Store>,
     pub factory: Arc<dyn SensorDriverFactory>,
-    pub refs: Arc<PipelineRefs>,
+    /// Where the sensor's events go.
+    pub intake: Arc<dyn EventIntake>,
     pub activity: SharedActivity,
     /// How long a stopping driver gets to release what it holds before it is aborted.
     pub stop_grace: Duration,
 }
 
-/// Aborts the driver task when the actor's state is dropped, which happens on stop and on
-/// failure alike (ractor skips `post_stop` after a failure).
-pub struct SensorState {
+/// The running driver of one sensor actor. Aborts the driver task when dropped, which
+/// happens on stop and on failure alike (ractor skips `post_stop` after a failure).
+pub struct RunningDriver {
     driver_task: AbortHandle,
     monitor: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     stop_grace: Duration,
 }
 
-impl Drop for SensorState {
+impl Drop for RunningDriver {
     fn drop(&mut self) {
         self.driver_task.abort();
     }
@@ -156,7 +53,7 @@ impl Drop for SensorState {
 
 impl Actor for SensorActor {
     type Msg = SensorMsg;
-    type State = SensorState;
+    type State = RunningDriver;
     type Arguments = SensorArgs;
 
     async fn pre_start(
@@ -193,7 +90,7 @@ impl Actor for SensorActor {
         let sink = DetectionSink::new(
             Arc::new(args.sensor),
             Arc::new(trigger),
-            args.refs,
+            args.intake,
             args.store,
             args.activity,
             stop_signal,
@@ -214,7 +111,7 @@ impl Actor for SensorActor {
             // The actor may already be stopping; then nobody needs the result.
             let _ = myself.send_message(SensorMsg::DriverExited(result));
         });
-        Ok(SensorState {
+        Ok(RunningDriver {
             driver_task,
             monitor: Some(monitor),
             stop,

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
 
 /// Lifecycle of one sensor as the supervisor sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,5 +90,56 @@ pub struct TreeStatus {
 impl TreeStatus {
     pub fn sensor(&self, sensor_ref: &str) -> Option<&SensorStatus> {
         self.sensors.iter().find(|s| s.sensor_ref == sensor_ref)
+    }
+}
+
+/// The tree as the supervisor last published it. Sensors' activity counters and the
+/// pipeline actors' last errors are shared cells, read when the snapshot is rendered, so
+/// they are current even though the supervisor publishes only when it changes something.
+#[derive(Debug, Clone, Default)]
+pub struct TreeSnapshot {
+    /// Each sensor's status (its `activity` left empty) and its live activity.
+    pub sensors: Vec<(SensorStatus, SharedActivity)>,
+    /// Each pipeline actor's status (its `last_error` left empty) and its live last error.
+    pub pipeline: Vec<(PipelineActorStatus, Arc<Mutex<Option<String>>>)>,
+}
+
+impl TreeSnapshot {
+    pub fn render(&self) -> TreeStatus {
+        let sensors = self
+            .sensors
+            .iter()
+            .map(|(status, activity)| SensorStatus {
+                activity: activity.snapshot(),
+                ..status.clone()
+            })
+            .collect();
+        let pipeline = self
+            .pipeline
+            .iter()
+            .map(|(status, last_error)| PipelineActorStatus {
+                last_error: crate::sync::lock(last_error).clone(),
+                ..status.clone()
+            })
+            .collect();
+        TreeStatus { sensors, pipeline }
+    }
+}
+
+/// Reads the tree's status without asking the supervisor: a watch on the snapshots it
+/// publishes, so a status request never waits in its mailbox behind a reconcile or a
+/// stalled database.
+#[derive(Clone)]
+pub struct StatusFeed(watch::Receiver<Arc<TreeSnapshot>>);
+
+impl StatusFeed {
+    pub fn new(receiver: watch::Receiver<Arc<TreeSnapshot>>) -> Self {
+        Self(receiver)
+    }
+
+    /// The latest status.
+    pub fn current(&self) -> TreeStatus {
+        let snapshot = self.0.borrow().clone();
+        snapshot.render()
     }
 }

@@ -52,7 +52,7 @@ async fn start(store: MemoryStore, config: SupervisorConfig) -> Harness {
 
 impl Harness {
     async fn status(&self) -> TreeStatus {
-        ractor::call!(self.tree.supervisor, SupervisorMsg::GetStatus).expect("status")
+        self.tree.status()
     }
 
     async fn wait_for(&self, what: &str, check: impl Fn(&TreeStatus) -> bool) -> TreeStatus {
@@ -406,7 +406,7 @@ async fn shutdown_stops_sensors_and_drains_the_outbox() {
     })
     .await;
     let report = ractor::call!(h.tree.supervisor, |reply| SupervisorMsg::Shutdown(
-        Duration::from_secs(5),
+        tokio::time::Instant::now() + Duration::from_secs(5),
         reply
     ))
     .expect("shutdown answers");
@@ -494,7 +494,7 @@ async fn graceful_drivers_finish_their_cleanup_on_stop_restart_and_shutdown() {
         .expect("restart accepted");
     assert_eq!(h.factory.clean_stops.load(Ordering::SeqCst), 2);
     ractor::call!(h.tree.supervisor, |reply| SupervisorMsg::Shutdown(
-        Duration::from_secs(5),
+        tokio::time::Instant::now() + Duration::from_secs(5),
         reply
     ))
     .expect("shutdown answers");

@@ -10,8 +10,8 @@
 //! end of the gap and fires wildcard jobs in both passes of a repeated hour).
 
 use async_trait::async_trait;
+use attune_actors::ports::DetectionSink;
 use attune_actors::ports::{SensorDriver, SensorFailure};
-use attune_actors::sensor::DetectionSink;
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;

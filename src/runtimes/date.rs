@@ -3,8 +3,8 @@
 //! remembered, so a restart does not fire it again.
 
 use async_trait::async_trait;
+use attune_actors::ports::DetectionSink;
 use attune_actors::ports::{SensorDriver, SensorFailure};
-use attune_actors::sensor::DetectionSink;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 

@@ -7,8 +7,8 @@
 //! (or disappears while watched) is a sensor failure, under the restart policy.
 
 use async_trait::async_trait;
+use attune_actors::ports::DetectionSink;
 use attune_actors::ports::{SensorDriver, SensorFailure};
-use attune_actors::sensor::DetectionSink;
 use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
 use notify::event::{ModifyKind, RenameMode};

@@ -2,8 +2,8 @@
 //! config `{interval: N, unit: seconds|minutes|hours|days, catch_up: skip|fire_once}`.
 
 use async_trait::async_trait;
+use attune_actors::ports::DetectionSink;
 use attune_actors::ports::{SensorDriver, SensorFailure};
-use attune_actors::sensor::DetectionSink;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::time::Duration;

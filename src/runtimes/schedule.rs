@@ -8,8 +8,8 @@
 //! invents one; instants that fell in the downtime are skipped or fired once, as
 //! `catch_up` says.
 
+use attune_actors::ports::DetectionSink;
 use attune_actors::ports::SensorFailure;
-use attune_actors::sensor::DetectionSink;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use std::time::Duration;

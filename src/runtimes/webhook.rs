@@ -4,8 +4,8 @@
 //! (see [`crate::webhook`]).
 
 use async_trait::async_trait;
+use attune_actors::ports::DetectionSink;
 use attune_actors::ports::{SensorDriver, SensorFailure};
-use attune_actors::sensor::DetectionSink;
 use serde_json::Value;
 use std::sync::Arc;
 

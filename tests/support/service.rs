@@ -154,6 +154,7 @@ impl TestService {
             token: self.settings.admin_token().map(Arc::from),
             database_url: redact_url(&self.settings.database.url),
             mq_url: redact_url(&self.settings.mq.url),
+            last_backlog: Default::default(),
         })
     }
 

@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use attune_actors::domain::*;
 use attune_actors::messages::Envelope;
 use attune_actors::ports::*;
-use attune_actors::sensor::DetectionSink;
 use chrono::Utc;
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -28,9 +28,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
 use attune_actors::domain::{Sensor, SensorDefinition};
-use attune_actors::pipeline::PipelineError;
+use attune_actors::ports::DetectionSink;
+use attune_actors::ports::IntakeError;
 use attune_actors::ports::{SensorDriver, SensorFailure};
-use attune_actors::sensor::DetectionSink;
 
 use super::DefinitionError;
 use crate::config::Settings;
@@ -590,7 +590,7 @@ impl ProcessSensor {
             Ok(None) => {}
             Ok(Some(OutputLine::Payload(payload))) => match sink.emit(payload).await {
                 Ok(_) => {}
-                Err(PipelineError::InvalidPayload(reason)) => {
+                Err(IntakeError::InvalidPayload(reason)) => {
                     tracing::warn!(sensor = %sensor_ref, line = number, %reason, "bad output line dropped");
                     sink.record_bad_output();
                 }

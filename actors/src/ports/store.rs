@@ -1,7 +1,4 @@
-//! Ports: the traits through which the actor tree reaches the outside world.
-//!
-//! Adapters in the `attune-sensor` binary crate implement them (PostgreSQL, SQLite,
-//! RabbitMQ, the in-process bus, sensor runtimes); tests implement them in memory.
+//! The storage port: everything the actor tree reads from and writes to the database.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -10,7 +7,6 @@ use crate::domain::{
     Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
     PackUpsertSummary, Rule, Sensor, Trigger,
 };
-use crate::sensor::DetectionSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,80 +104,4 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a whole pack in one transaction: all of it or nothing. Writing the same
     /// definition twice changes nothing (and leaves `updated` as it was).
     async fn upsert_pack(&self, pack: &PackDefinition) -> Result<PackUpsertSummary, StoreError>;
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
-    #[error("broker refused message {message_id}: {reason}")]
-    Nacked {
-        message_id: uuid::Uuid,
-        reason: String,
-    },
-}
-
-/// What a publish achieved: the first `confirmed` messages of the batch were confirmed by
-/// the broker; `error` says why the rest were not.
-#[derive(Debug, Default)]
-pub struct PublishReport {
-    pub confirmed: usize,
-    pub error: Option<BusError>,
-}
-
-/// The message bus, seen from the outbox publisher.
-#[async_trait]
-pub trait Publisher: Send + Sync + 'static {
-    /// Publishes the batch in order, keeping the messages in flight together, and waits
-    /// for the broker's confirms.
-    async fn publish(&self, batch: &[OutboxMessage]) -> PublishReport;
-
-    /// Whether the last attempt to reach the broker succeeded (for readiness).
-    fn is_connected(&self) -> bool;
-
-    /// Connects now if not connected. The outbox publisher calls this when it has nothing
-    /// to publish, so readiness and reconnection do not wait for the next message.
-    async fn connect(&self) -> Result<(), BusError> {
-        Ok(())
-    }
-
-    /// Closes the connection after the last publish, on shutdown.
-    async fn close(&self) {}
-
-    /// A short name for status output (`rabbitmq`, `in-process`).
-    fn kind(&self) -> &'static str;
-}
-
-/// Why a sensor failed. The text ends up in the sensor's status as `last_error`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct SensorFailure(pub String);
-
-impl SensorFailure {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}
-
-/// The code of one running sensor: a timer, a webhook listener, a supervised process.
-#[async_trait]
-pub trait SensorDriver: Send + 'static {
-    /// Runs until the sensor fails (an `Err`) or has nothing more to do (`Ok`, e.g. a
-    /// one-shot date timer). The future is dropped to stop the sensor, so a driver must
-    /// release what it holds (processes, listeners) on drop.
-    async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure>;
-
-    /// True for drivers that watch [`DetectionSink::stopping`] and release what they hold
-    /// (a process group, a listener) before returning. Those get the stop grace period;
-    /// the others are dropped at once.
-    fn stops_gracefully(&self) -> bool {
-        false
-    }
-}
-
-/// Builds the driver of a sensor from its stored definition.
-pub trait SensorDriverFactory: Send + Sync + 'static {
-    /// Refuses a sensor whose runtime or config is unusable; that refusal is a start
-    /// failure under the restart policy.
-    fn create(&self, sensor: &Sensor) -> Result<Box<dyn SensorDriver>, SensorFailure>;
 }

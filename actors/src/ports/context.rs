@@ -1,0 +1,117 @@
+//! The sensor's context: what a running driver is handed to report detections, keep its
+//! state and learn that it must stop.
+
+use chrono::Utc;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::{oneshot, watch};
+
+use crate::domain::{Event, NewEvent, Sensor, Trigger, config_snapshot};
+use crate::ports::{
+    EventAck, EventIntake, EventRequest, IntakeError, Store, StoreError, check_storable,
+};
+use crate::status::{STDERR_TAIL_LINES, SharedActivity};
+
+/// Everything a sensor driver may use: where detections go, the sensor's saved state,
+/// its status counters, and the signal that it must stop.
+#[derive(Clone)]
+pub struct DetectionSink {
+    sensor: Arc<Sensor>,
+    trigger: Arc<Trigger>,
+    intake: Arc<dyn EventIntake>,
+    store: Arc<dyn Store>,
+    activity: SharedActivity,
+    stop: watch::Receiver<bool>,
+}
+
+impl DetectionSink {
+    pub fn new(
+        sensor: Arc<Sensor>,
+        trigger: Arc<Trigger>,
+        intake: Arc<dyn EventIntake>,
+        store: Arc<dyn Store>,
+        activity: SharedActivity,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            sensor,
+            trigger,
+            intake,
+            store,
+            activity,
+            stop,
+        }
+    }
+
+    pub fn sensor(&self) -> &Sensor {
+        &self.sensor
+    }
+
+    pub fn trigger(&self) -> &Trigger {
+        &self.trigger
+    }
+
+    /// Resolves once the sensor is asked to stop (operator stop, restart, reconcile,
+    /// shutdown). A driver that holds resources (processes, listeners) selects on this to
+    /// release them in an orderly way; one that does not is simply dropped.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        // An error means the actor is gone: stopping as well.
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    /// The state this sensor saved last, across polls and restarts.
+    pub async fn load_state(&self) -> Result<Option<Value>, StoreError> {
+        self.store.sensor_state(&self.sensor.r#ref).await
+    }
+
+    /// Saves the sensor's state. Callers save only after the events that came before it
+    /// are stored, so a restart never skips an event the state claims was seen.
+    pub async fn save_state(&self, state: &Value) -> Result<(), StoreError> {
+        self.store
+            .save_sensor_state(&self.sensor.r#ref, state)
+            .await
+    }
+
+    /// Counts an output line that was not a valid protocol line.
+    pub fn record_bad_output(&self) {
+        self.activity.lock().bad_output_count += 1;
+    }
+
+    /// Keeps a line the sensor wrote to stderr for the status (the last few only).
+    pub fn record_stderr(&self, line: &str) {
+        let mut activity = self.activity.lock();
+        if activity.stderr_tail.len() >= STDERR_TAIL_LINES {
+            activity.stderr_tail.remove(0);
+        }
+        activity.stderr_tail.push(line.to_owned());
+    }
+
+    /// Records that the sensor looked (a poll, a timer tick), whether or not it found
+    /// anything.
+    pub fn record_poll(&self) {
+        self.activity.lock().last_poll = Some(Utc::now());
+    }
+
+    /// Turns a payload into an event of the sensor's trigger and waits until it is stored.
+    pub async fn emit(&self, payload: Value) -> Result<Event, IntakeError> {
+        check_storable(&payload)?;
+        let (reply, stored) = oneshot::channel();
+        self.intake.submit(EventRequest {
+            event: NewEvent {
+                trigger: Some(self.trigger.id),
+                trigger_ref: self.trigger.r#ref.clone(),
+                config: config_snapshot(&self.trigger, Some(&self.sensor)),
+                payload,
+                source: Some(self.sensor.id),
+                source_ref: Some(self.sensor.r#ref.clone()),
+            },
+            ack: EventAck::Stored(reply),
+        })?;
+        let event = stored.await.map_err(|_| IntakeError::NotRunning)?;
+        let mut activity = self.activity.lock();
+        activity.events_emitted += 1;
+        activity.last_event_at = Some(event.created);
+        Ok(event)
+    }
+}

@@ -1,0 +1,120 @@
+//! The event intake protocol: how a detection asks to become a stored event, and how its
+//! submitter hears back.
+//!
+//! Sensors and the admin API submit an [`EventRequest`] to an [`EventIntake`] (the live
+//! event generator, in the running tree) and wait on its [`EventAck`]. The protocol lives
+//! here, below the actors, so that a sensor knows only where events go, not which actor
+//! takes them.
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::domain::{Event, Id, NewEvent};
+use crate::ports::StoreError;
+
+/// Where events are submitted: in the running tree, the current event generator.
+pub trait EventIntake: Send + Sync + 'static {
+    /// Hands an event over; fails at once when nothing takes events (the generator is
+    /// down or the service is stopping), so the caller can answer instead of waiting.
+    fn submit(&self, request: EventRequest) -> Result<(), IntakeError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("unknown trigger '{0}'")]
+    UnknownTrigger(String),
+    #[error("the event pipeline is not running")]
+    NotRunning,
+    /// The payload can never be stored, so it is refused before it can hold up others.
+    #[error("payload refused: {0}")]
+    InvalidPayload(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Refuses a payload the databases cannot store: PostgreSQL's `jsonb` has no room for the
+/// NUL character (`\u0000`) in a string or a key. Checked where events enter, so one bad
+/// payload is refused alone instead of failing, and retrying, a whole batch.
+pub fn check_storable(payload: &Value) -> Result<(), IntakeError> {
+    fn at(path: &str) -> &str {
+        if path.is_empty() { "/" } else { path }
+    }
+    fn walk(value: &Value, path: &mut String) -> Result<(), String> {
+        match value {
+            Value::String(text) if text.contains('\0') => Err(format!(
+                "the string at '{}' contains a NUL character (\\u0000)",
+                at(path)
+            )),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    walk(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    if key.contains('\0') {
+                        return Err(format!(
+                            "a key under '{}' contains a NUL character (\\u0000)",
+                            at(path)
+                        ));
+                    }
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(key);
+                    walk(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(payload, &mut String::new()).map_err(IntakeError::InvalidPayload)
+}
+
+/// What became of a submitted event once rules were matched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchOutcome {
+    pub event_id: Id,
+    pub enforcement_ids: Vec<Id>,
+}
+
+/// How the submitter of an event wants to hear back.
+#[derive(Debug)]
+pub enum EventAck {
+    None,
+    /// As soon as the event row is committed.
+    Stored(oneshot::Sender<Event>),
+    /// Once its enforcements are committed too.
+    Matched(oneshot::Sender<MatchOutcome>),
+}
+
+/// An event on its way into the database.
+#[derive(Debug)]
+pub struct EventRequest {
+    pub event: NewEvent,
+    pub ack: EventAck,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_refused_with_where_they_are() {
+        assert!(check_storable(&json!({"a": [1, "fine", {"b": null}]})).is_ok());
+        let refused = |v: Value| match check_storable(&v) {
+            Err(IntakeError::InvalidPayload(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(refused(json!({"a": [1, "x\u{0}"]})).contains("'/a/1'"));
+        assert!(refused(json!("\u{0}")).contains("'/'"));
+        assert!(refused(json!({"k": {"bad\u{0}key": 1}})).contains("under '/k'"));
+    }
+}

@@ -1,0 +1,122 @@
+//! Child bookkeeping: which actor is which, what the supervisor remembers of each
+//! sensor, and the status snapshot it publishes after every change.
+
+use chrono::{DateTime, Utc};
+use ractor::{ActorId, ActorRef};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use super::SupervisorState;
+use super::messages::SupervisorMsg;
+use super::respawn::PipelineKind;
+use crate::domain::Sensor;
+use crate::sensor::{COMPLETED, SensorMsg};
+use crate::status::{SensorState, SensorStatus, SharedActivity, TreeSnapshot};
+
+/// What a linked actor is to the supervisor.
+pub(super) enum Child {
+    Sensor(String),
+    Pipeline(PipelineKind),
+}
+
+/// One tracked sensor.
+pub(super) struct SensorEntry {
+    pub sensor: Sensor,
+    pub actor: Option<ActorRef<SensorMsg>>,
+    pub state: SensorState,
+    pub failure_count: u32,
+    pub restart_count: u32,
+    pub last_error: Option<String>,
+    pub next_restart_at: Option<DateTime<Utc>>,
+    /// When the current run started, for the restart policy's healthy reset.
+    pub started_at: Option<Instant>,
+    pub activity: SharedActivity,
+    /// Bumped whenever a pending timer must no longer act.
+    pub generation: u64,
+}
+
+impl SensorEntry {
+    pub fn new(sensor: Sensor) -> Self {
+        Self {
+            sensor,
+            actor: None,
+            state: SensorState::Stopped,
+            failure_count: 0,
+            restart_count: 0,
+            last_error: None,
+            next_restart_at: None,
+            started_at: None,
+            activity: SharedActivity::default(),
+            generation: 0,
+        }
+    }
+
+    fn status(&self) -> SensorStatus {
+        SensorStatus {
+            sensor_ref: self.sensor.r#ref.clone(),
+            trigger_ref: self.sensor.trigger_ref.clone(),
+            runtime_ref: self.sensor.runtime_ref.clone(),
+            state: self.state,
+            failure_count: self.failure_count,
+            restart_count: self.restart_count,
+            last_error: self.last_error.clone(),
+            next_restart_at: self.next_restart_at,
+            activity: Default::default(),
+        }
+    }
+}
+
+impl SupervisorState {
+    /// A linked child exited: `Err` with its failure, `Ok` with its stop reason.
+    pub(super) fn child_down(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: ActorId,
+        outcome: Result<Option<String>, String>,
+    ) {
+        // Children the supervisor stopped on purpose were forgotten before they stopped.
+        let Some(child) = self.children.remove(&id) else {
+            return;
+        };
+        match (child, outcome) {
+            (Child::Sensor(sensor_ref), Err(error)) => {
+                self.sensor_failed(myself, &sensor_ref, error)
+            }
+            (Child::Sensor(sensor_ref), Ok(reason)) => {
+                if let Some(entry) = self.sensors.get_mut(&sensor_ref) {
+                    entry.actor = None;
+                    entry.state = SensorState::Stopped;
+                    entry.started_at = None;
+                    if reason.as_deref() == Some(COMPLETED) {
+                        tracing::info!(sensor = %sensor_ref, "sensor completed");
+                    }
+                }
+            }
+            (Child::Pipeline(kind), outcome) => {
+                let error = outcome
+                    .err()
+                    .unwrap_or_else(|| "stopped unexpectedly".to_owned());
+                self.pipeline_down(myself, kind, error);
+            }
+        }
+    }
+
+    /// Publishes the tree as it is now to every status reader.
+    pub(super) fn publish_status(&self) {
+        let snapshot = TreeSnapshot {
+            sensors: self
+                .sensors
+                .values()
+                .map(|entry| (entry.status(), entry.activity.clone()))
+                .collect(),
+            pipeline: PipelineKind::ALL
+                .iter()
+                .filter_map(|kind| {
+                    let entry = self.pipeline.get(kind)?;
+                    Some((entry.status(*kind), entry.last_error.clone()))
+                })
+                .collect(),
+        };
+        self.status.send_replace(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,132 @@
+//! Operator commands and reconciles: the supervisor's answers to `RestartSensor`,
+//! `StopSensor`, `StartSensor` and `Reconcile`.
+
+use ractor::ActorRef;
+
+use super::SupervisorState;
+use super::children::SensorEntry;
+use super::messages::{ControlError, ReconcileReport, SupervisorMsg};
+use super::reconcile;
+use crate::matcher::MatcherMsg;
+use crate::status::SensorState;
+
+impl SupervisorState {
+    pub(super) async fn operator_restart(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        sensor_ref: &str,
+    ) -> Result<(), ControlError> {
+        self.ensure_known(sensor_ref).await?;
+        self.stop_sensors([sensor_ref.to_owned()], None).await;
+        if let Some(entry) = self.sensors.get_mut(sensor_ref) {
+            entry.failure_count = 0;
+            entry.restart_count += 1;
+        }
+        self.spawn_sensor(myself, sensor_ref).await;
+        Ok(())
+    }
+
+    pub(super) async fn operator_stop(&mut self, sensor_ref: &str) -> Result<(), ControlError> {
+        if !self.sensors.contains_key(sensor_ref) {
+            return Err(ControlError::UnknownSensor(sensor_ref.to_owned()));
+        }
+        self.stop_sensors([sensor_ref.to_owned()], None).await;
+        Ok(())
+    }
+
+    pub(super) async fn operator_start(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        sensor_ref: &str,
+    ) -> Result<(), ControlError> {
+        self.ensure_known(sensor_ref).await?;
+        let Some(entry) = self.sensors.get_mut(sensor_ref) else {
+            return Err(ControlError::UnknownSensor(sensor_ref.to_owned()));
+        };
+        if matches!(entry.state, SensorState::Running | SensorState::Starting) {
+            return Ok(());
+        }
+        entry.failure_count = 0;
+        self.spawn_sensor(myself, sensor_ref).await;
+        Ok(())
+    }
+
+    /// Makes sure the supervisor tracks `sensor_ref`, loading it when it is enabled in the
+    /// database but not yet reconciled.
+    async fn ensure_known(&mut self, sensor_ref: &str) -> Result<(), ControlError> {
+        if !self.config.sensors_enabled {
+            // A reconcile would stop it again at once.
+            return Err(ControlError::SensorsDisabled);
+        }
+        if self.sensors.contains_key(sensor_ref) {
+            return Ok(());
+        }
+        let sensor = self
+            .store
+            .sensor_by_ref(sensor_ref)
+            .await
+            .map_err(|e| ControlError::Store(e.to_string()))?
+            .ok_or_else(|| ControlError::UnknownSensor(sensor_ref.to_owned()))?;
+        if !sensor.enabled {
+            return Err(ControlError::Disabled(sensor_ref.to_owned()));
+        }
+        self.sensors
+            .insert(sensor_ref.to_owned(), SensorEntry::new(sensor));
+        Ok(())
+    }
+
+    pub(super) async fn reconcile(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<ReconcileReport, ControlError> {
+        let enabled = self
+            .store
+            .enabled_sensors()
+            .await
+            .map_err(|e| ControlError::Store(e.to_string()))?;
+        let desired = if self.config.sensors_enabled {
+            enabled
+        } else {
+            Vec::new()
+        };
+        let plan = reconcile::plan(
+            self.sensors
+                .iter()
+                .map(|(sensor_ref, entry)| (sensor_ref.as_str(), &entry.sensor)),
+            desired,
+        );
+        // Stopped together: each may take its stop grace, and the supervisor answers
+        // nobody meanwhile.
+        let stopping: Vec<String> = plan.stopping().map(str::to_owned).collect();
+        self.stop_sensors(stopping, None).await;
+
+        let mut report = ReconcileReport::default();
+        for sensor_ref in plan.stop {
+            self.sensors.remove(&sensor_ref);
+            report.stopped.push(sensor_ref);
+        }
+        for sensor in plan.start {
+            let sensor_ref = sensor.r#ref.clone();
+            self.sensors
+                .insert(sensor_ref.clone(), SensorEntry::new(sensor));
+            self.spawn_sensor(myself, &sensor_ref).await;
+            report.started.push(sensor_ref);
+        }
+        for sensor in plan.restart {
+            let sensor_ref = sensor.r#ref.clone();
+            if let Some(entry) = self.sensors.get_mut(&sensor_ref) {
+                entry.sensor = sensor;
+                entry.failure_count = 0;
+            }
+            self.spawn_sensor(myself, &sensor_ref).await;
+            report.restarted.push(sensor_ref);
+        }
+
+        self.refs.matcher.send(MatcherMsg::RefreshRules);
+        self.refs.forget_triggers();
+        if report != ReconcileReport::default() {
+            tracing::info!(?report, "reconciled sensors");
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,155 @@
+//! The pipeline actors as supervised children: spawned at start, respawned whenever one
+//! exits, whatever the reason (retried every second while spawning fails).
+
+use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::SupervisorState;
+use super::children::Child;
+use super::messages::SupervisorMsg;
+use crate::generator::{EventGeneratorActor, GeneratorArgs};
+use crate::live_ref::LiveRef;
+use crate::matcher::{MatcherArgs, RuleMatcherActor};
+use crate::outbox::{OutboxArgs, OutboxPublisherActor};
+use crate::status::{PipelineActorStatus, PipelineState};
+use crate::sync::set_error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PipelineKind {
+    Generator,
+    Matcher,
+    Outbox,
+}
+
+impl PipelineKind {
+    /// In spawn order: each actor's downstream exists before it does.
+    pub(super) const ALL: [Self; 3] = [Self::Outbox, Self::Matcher, Self::Generator];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Generator => "event_generator",
+            Self::Matcher => "rule_matcher",
+            Self::Outbox => "outbox_publisher",
+        }
+    }
+}
+
+/// One pipeline actor as the supervisor tracks it.
+#[derive(Default)]
+pub(super) struct PipelineEntry {
+    /// `None` while it is down.
+    pub cell: Option<ActorCell>,
+    pub restart_count: u32,
+    /// Written by the actor itself (a failed write it will retry) and by the supervisor
+    /// (why it went down); shown in the status.
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl PipelineEntry {
+    pub fn status(&self, kind: PipelineKind) -> PipelineActorStatus {
+        PipelineActorStatus {
+            name: kind.name(),
+            state: match self.cell {
+                Some(_) => PipelineState::Running,
+                None => PipelineState::Restarting,
+            },
+            restart_count: self.restart_count,
+            last_error: None,
+        }
+    }
+}
+
+/// Spawns one actor linked to the supervisor and makes it the live one.
+async fn spawn_live<A: Actor>(
+    actor: A,
+    args: A::Arguments,
+    live: &LiveRef<A::Msg>,
+    supervisor: ActorCell,
+) -> Result<ActorCell, SpawnErr> {
+    let (actor_ref, _) = Actor::spawn_linked(None, actor, args, supervisor).await?;
+    live.set(Some(actor_ref.clone()));
+    Ok(actor_ref.get_cell())
+}
+
+impl SupervisorState {
+    pub(super) async fn spawn_pipeline(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        kind: PipelineKind,
+    ) -> Result<(), SpawnErr> {
+        let supervisor = myself.get_cell();
+        let last_error = self.pipeline.entry(kind).or_default().last_error.clone();
+        let refs = &self.refs;
+        let cell = match kind {
+            PipelineKind::Generator => {
+                let args = GeneratorArgs {
+                    store: self.store.clone(),
+                    matcher: refs.matcher.clone(),
+                    outbox: refs.outbox.clone(),
+                    max_batch: self.config.max_batch,
+                    last_error,
+                };
+                spawn_live(EventGeneratorActor, args, &refs.generator, supervisor).await?
+            }
+            PipelineKind::Matcher => {
+                let args = MatcherArgs {
+                    store: self.store.clone(),
+                    outbox: refs.outbox.clone(),
+                    max_batch: self.config.max_batch,
+                    last_error,
+                };
+                spawn_live(RuleMatcherActor, args, &refs.matcher, supervisor).await?
+            }
+            PipelineKind::Outbox => {
+                let args = OutboxArgs {
+                    store: self.store.clone(),
+                    publisher: self.publisher.clone(),
+                    batch_size: self.config.outbox_batch,
+                    poll_every: self.config.outbox_poll,
+                    health: self.outbox_health.clone(),
+                };
+                spawn_live(OutboxPublisherActor, args, &refs.outbox, supervisor).await?
+            }
+        };
+        self.children.insert(cell.get_id(), Child::Pipeline(kind));
+        if let Some(entry) = self.pipeline.get_mut(&kind) {
+            entry.cell = Some(cell);
+        }
+        Ok(())
+    }
+
+    /// Handles `RespawnPipeline`: spawns the actor unless it is already back.
+    pub(super) async fn respawn_pipeline(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        kind: PipelineKind,
+    ) {
+        if self.pipeline.get(&kind).is_some_and(|p| p.cell.is_some()) {
+            return;
+        }
+        if let Err(error) = self.spawn_pipeline(myself, kind).await {
+            tracing::error!(actor = kind.name(), %error, "pipeline actor failed to restart; retrying");
+            myself.send_after(Duration::from_secs(1), move || {
+                SupervisorMsg::RespawnPipeline(kind)
+            });
+        }
+    }
+
+    /// A pipeline actor exited: record why and respawn it.
+    pub(super) fn pipeline_down(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        kind: PipelineKind,
+        error: String,
+    ) {
+        let Some(entry) = self.pipeline.get_mut(&kind) else {
+            return;
+        };
+        entry.cell = None;
+        entry.restart_count += 1;
+        tracing::error!(actor = kind.name(), %error, "pipeline actor went down; restarting it");
+        set_error(&entry.last_error, Some(error));
+        let _ = myself.send_message(SupervisorMsg::RespawnPipeline(kind));
+    }
+}
