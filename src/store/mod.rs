@@ -14,10 +14,22 @@
 //! usable right away and an up-to-date one is left alone. The behaviour they share (how a
 //! pack is diffed against what is stored, how enforcement batches are deduplicated, how
 //! outbox rows are derived from envelopes) lives here and in `pack`, so the two backends
-//! cannot drift apart in semantics, only in SQL.
+//! cannot drift apart in semantics.
+//!
+//! Nor in SQL, where it can be the same: the reads, the pack writer's statements, the
+//! column lists and the row decoding are written once (`queries`, `pack_tx`, `rows`) over
+//! sqlx's generic `Database`, with the little that differs in text (table names, row
+//! locks, timestamp storage) in `dialect`. Each backend module keeps only its pools,
+//! migrations, transactions and batch writers, and gets its `Store` implementation from
+//! `adapter`.
 
+mod adapter;
+mod dialect;
 mod pack;
+mod pack_tx;
 mod postgres;
+mod queries;
+mod rows;
 mod sqlite;
 
 use std::collections::HashMap;

@@ -1,0 +1,155 @@
+//! What differs between the two SQL dialects the shared statements are written in: where
+//! the tables live, row locks, and how a timestamp is stored.
+//!
+//! Placeholders need no rendering: every statement uses PostgreSQL's `$1, $2, ...`, which
+//! SQLite reads as parameters named `$1`, `$2` and sqlx binds by that number (a name used
+//! twice is one parameter, as on PostgreSQL). JSON needs nothing either: sqlx encodes a
+//! `serde_json::Value` as jsonb on PostgreSQL and as serde's text on SQLite, and decodes
+//! both back, so rows read and write JSON columns with the plain `Value`.
+
+use chrono::{DateTime, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
+use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo};
+use sqlx::{Database, Encode, Postgres, Sqlite, Type};
+
+/// A database the shared statements run on.
+pub(crate) trait Backend: Database {
+    const DIALECT: Dialect;
+}
+
+impl Backend for Postgres {
+    const DIALECT: Dialect = Dialect {
+        schema: "attune.",
+        lock_read_rows: " FOR UPDATE",
+    };
+}
+
+impl Backend for Sqlite {
+    // SQLite has no row locks: its write transactions hold the database's write lock
+    // from `BEGIN IMMEDIATE` on, so what they read cannot change under them.
+    const DIALECT: Dialect = Dialect {
+        schema: "",
+        lock_read_rows: "",
+    };
+}
+
+/// The SQL text that differs between the backends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialect {
+    /// Prefix of every table: PostgreSQL keeps them in the `attune` schema so the database
+    /// can be shared with other services; a SQLite file is ours alone.
+    schema: &'static str,
+    /// Appended to a `SELECT` inside a write transaction whose rows it will update.
+    lock_read_rows: &'static str,
+}
+
+impl Dialect {
+    /// The qualified (and where needed quoted) name of a table.
+    pub(crate) fn table(self, table: Table) -> String {
+        format!("{}{}", self.schema, table.name())
+    }
+
+    pub(crate) fn lock_read_rows(self) -> &'static str {
+        self.lock_read_rows
+    }
+}
+
+/// The tables of the schema (both migrations create the same ones).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Table {
+    Pack,
+    Runtime,
+    Trigger,
+    Sensor,
+    Action,
+    Rule,
+    Event,
+    Enforcement,
+    Outbox,
+    SensorState,
+    MatcherProgress,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pack => "pack",
+            Self::Runtime => "runtime",
+            // Reserved words in both dialects.
+            Self::Trigger => r#""trigger""#,
+            Self::Action => r#""action""#,
+            Self::Sensor => "sensor",
+            Self::Rule => "rule",
+            Self::Event => "event",
+            Self::Enforcement => "enforcement",
+            Self::Outbox => "outbox",
+            Self::SensorState => "sensor_state",
+            Self::MatcherProgress => "matcher_progress",
+        }
+    }
+}
+
+/// A timestamp as bound to a statement: `timestamptz` on PostgreSQL; on SQLite
+/// fixed-width UTC text (`2024-01-02T03:04:05.678901Z`, see its migration) so that text
+/// order is time order. sqlx's own SQLite encoding drops trailing zero digits and writes
+/// `+00:00`, which would break that order.
+///
+/// Reading needs no such type: sqlx decodes `DateTime<Utc>` from `timestamptz` and from
+/// RFC 3339 text alike.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp(pub DateTime<Utc>);
+
+impl Stamp {
+    /// The text SQLite stores.
+    pub(crate) fn text(self) -> String {
+        self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+}
+
+impl Type<Postgres> for Stamp {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Stamp {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl Type<Sqlite> for Stamp {
+    fn type_info() -> SqliteTypeInfo {
+        <str as Type<Sqlite>>::type_info()
+    }
+}
+
+impl Encode<'_, Sqlite> for Stamp {
+    fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'_>>) -> Result<IsNull, BoxDynError> {
+        Encode::<Sqlite>::encode(self.text(), buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn sqlite_stamps_are_fixed_width_utc() {
+        let whole = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).single();
+        let whole = whole.map(|t| Stamp(t).text());
+        assert_eq!(whole.as_deref(), Some("2024-01-02T03:04:05.000000Z"));
+    }
+
+    #[test]
+    fn tables_carry_the_schema_and_quotes() {
+        assert_eq!(
+            Postgres::DIALECT.table(Table::Trigger),
+            r#"attune."trigger""#
+        );
+        assert_eq!(Sqlite::DIALECT.table(Table::Event), "event");
+    }
+}

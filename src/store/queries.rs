@@ -1,0 +1,369 @@
+//! The statements both backends run the same way, written once over sqlx's `Database`:
+//! every read of the [`Store`](attune_actors::ports::Store) port and its single-statement
+//! writes. Only the table names come from the backend's [`Dialect`](super::dialect::Dialect).
+//!
+//! Each statement takes any executor of the backend (a pool for the port's reads, an open
+//! transaction for the pack writer), so the same text serves both.
+
+use std::marker::PhantomData;
+
+use attune_actors::domain::{Enforcement, Event, Id, OutboxMessage, Rule, Sensor, Trigger};
+use attune_actors::ports::StoreError;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Executor, IntoArguments, Type};
+
+use super::dialect::{Backend, Stamp, Table};
+use super::rows::{
+    self, ENFORCEMENT_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS, RULE_COLUMNS, SENSOR_COLUMNS,
+    StoredRow, TRIGGER_COLUMNS,
+};
+use super::{now, store_error};
+
+/// A type the shared statements bind for `DB`.
+pub(crate) trait Bind<DB: Database>: for<'q> Encode<'q, DB> + Type<DB> {}
+
+impl<DB: Database, T: for<'q> Encode<'q, DB> + Type<DB>> Bind<DB> for T {}
+
+/// A statement with its arguments bound.
+pub(crate) type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// Maps a decoded row onto a domain value.
+pub(crate) type Mapper<DB, T> = fn(&<DB as Database>::Row) -> Result<T, sqlx::Error>;
+
+/// The shared statements of backend `DB` (`Queries::<Postgres>::...`).
+pub(crate) struct Queries<DB>(PhantomData<DB>);
+
+impl<DB> Queries<DB>
+where
+    DB: Backend,
+    DB::Row: StoredRow,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB>,
+    str: Type<DB>,
+    i64: Bind<DB>,
+    Value: Bind<DB>,
+    Stamp: Bind<DB>,
+{
+    /// `SELECT ... FROM <table> <rest>` with the backend's name for the table.
+    fn select(columns: &str, table: Table, rest: &str) -> String {
+        format!("SELECT {columns} FROM {} {rest}", DB::DIALECT.table(table))
+    }
+
+    /// Runs `statement` and maps the row it finds, if any.
+    pub(crate) async fn optional<'c, E, T>(
+        db: E,
+        statement: Statement<'_, DB>,
+        map: Mapper<DB, T>,
+    ) -> Result<Option<T>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let found = statement.fetch_optional(db).await.map_err(store_error)?;
+        found.as_ref().map(map).transpose().map_err(store_error)
+    }
+
+    /// Runs `statement` and maps every row, in order.
+    pub(crate) async fn all<'c, E, T>(
+        db: E,
+        statement: Statement<'_, DB>,
+        map: Mapper<DB, T>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let found = statement.fetch_all(db).await.map_err(store_error)?;
+        found.iter().map(|r| map(r).map_err(store_error)).collect()
+    }
+
+    /// Runs `statement` for its effect.
+    pub(crate) async fn run<'c, E>(db: E, statement: Statement<'_, DB>) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        statement.execute(db).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Runs `statement`, which yields one row, and reads its integer `column`.
+    pub(crate) async fn int<'c, E>(
+        db: E,
+        statement: Statement<'_, DB>,
+        column: &str,
+    ) -> Result<i64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let row = statement.fetch_one(db).await.map_err(store_error)?;
+        row.int(column).map_err(store_error)
+    }
+
+    pub(crate) async fn ping<'c, E>(db: E) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        Self::run(db, sqlx::query("SELECT 1")).await
+    }
+
+    pub(crate) async fn enabled_sensors<'c, E>(db: E) -> Result<Vec<Sensor>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            SENSOR_COLUMNS,
+            Table::Sensor,
+            "WHERE enabled ORDER BY created, id",
+        );
+        Self::all(db, sqlx::query(&sql), rows::sensor).await
+    }
+
+    pub(crate) async fn sensor_by_ref<'c, E>(
+        db: E,
+        sensor_ref: &str,
+    ) -> Result<Option<Sensor>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(SENSOR_COLUMNS, Table::Sensor, "WHERE ref = $1");
+        Self::optional(db, sqlx::query(&sql).bind(sensor_ref), rows::sensor).await
+    }
+
+    pub(crate) async fn trigger_by_ref<'c, E>(
+        db: E,
+        trigger_ref: &str,
+    ) -> Result<Option<Trigger>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(TRIGGER_COLUMNS, Table::Trigger, "WHERE ref = $1");
+        Self::optional(db, sqlx::query(&sql).bind(trigger_ref), rows::trigger).await
+    }
+
+    pub(crate) async fn enabled_rules_for_trigger<'c, E>(
+        db: E,
+        trigger_ref: &str,
+    ) -> Result<Vec<Rule>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            RULE_COLUMNS,
+            Table::Rule,
+            "WHERE trigger_ref = $1 AND enabled ORDER BY created, id",
+        );
+        Self::all(db, sqlx::query(&sql).bind(trigger_ref), rows::rule).await
+    }
+
+    pub(crate) async fn rule_by_ref<'c, E>(
+        db: E,
+        rule_ref: &str,
+    ) -> Result<Option<Rule>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(RULE_COLUMNS, Table::Rule, "WHERE ref = $1");
+        Self::optional(db, sqlx::query(&sql).bind(rule_ref), rows::rule).await
+    }
+
+    pub(crate) async fn get_event<'c, E>(db: E, id: Id) -> Result<Option<Event>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(EVENT_COLUMNS, Table::Event, "WHERE id = $1");
+        Self::optional(db, sqlx::query(&sql).bind(id), rows::event).await
+    }
+
+    pub(crate) async fn events_between<'c, E>(
+        db: E,
+        after_id: Id,
+        up_to: Id,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            EVENT_COLUMNS,
+            Table::Event,
+            "WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+        );
+        let statement = sqlx::query(&sql)
+            .bind(after_id)
+            .bind(up_to)
+            .bind(i64::from(limit));
+        Self::all(db, statement, rows::event).await
+    }
+
+    pub(crate) async fn last_event_id<'c, E>(db: E) -> Result<Id, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select("COALESCE(max(id), 0) AS n", Table::Event, "");
+        Self::int(db, sqlx::query(&sql), "n").await
+    }
+
+    pub(crate) async fn matched_through<'c, E>(db: E) -> Result<Id, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            "matched_through AS n",
+            Table::MatcherProgress,
+            "WHERE id = 1",
+        );
+        Self::int(db, sqlx::query(&sql), "n").await
+    }
+
+    /// Advances the watermark; a lower `event_id` leaves the row alone, so it never moves
+    /// back (written as a condition because the dialects name "the larger" differently).
+    pub(crate) async fn set_matched_through<'c, E>(db: E, event_id: Id) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "UPDATE {} SET matched_through = $1 WHERE id = 1 AND matched_through < $1",
+            DB::DIALECT.table(Table::MatcherProgress)
+        );
+        Self::run(db, sqlx::query(&sql).bind(event_id)).await
+    }
+
+    /// Newest first; all triggers when `trigger_ref` is `None`.
+    pub(crate) async fn recent_events<'c, E>(
+        db: E,
+        trigger_ref: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        // Two statements rather than `$1 IS NULL OR ...` so each gets its own index plan.
+        let filtered = Self::select(
+            EVENT_COLUMNS,
+            Table::Event,
+            "WHERE trigger_ref = $1 ORDER BY id DESC LIMIT $2",
+        );
+        let every = Self::select(EVENT_COLUMNS, Table::Event, "ORDER BY id DESC LIMIT $1");
+        let statement = match trigger_ref {
+            Some(trigger_ref) => sqlx::query(&filtered).bind(trigger_ref),
+            None => sqlx::query(&every),
+        };
+        Self::all(db, statement.bind(i64::from(limit)), rows::event).await
+    }
+
+    /// Newest first; all rules when `rule_ref` is `None`.
+    pub(crate) async fn recent_enforcements<'c, E>(
+        db: E,
+        rule_ref: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Enforcement>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let filtered = Self::select(
+            ENFORCEMENT_COLUMNS,
+            Table::Enforcement,
+            "WHERE rule_ref = $1 ORDER BY id DESC LIMIT $2",
+        );
+        let every = Self::select(
+            ENFORCEMENT_COLUMNS,
+            Table::Enforcement,
+            "ORDER BY id DESC LIMIT $1",
+        );
+        let statement = match rule_ref {
+            Some(rule_ref) => sqlx::query(&filtered).bind(rule_ref),
+            None => sqlx::query(&every),
+        };
+        Self::all(db, statement.bind(i64::from(limit)), rows::enforcement).await
+    }
+
+    /// Unpublished outbox rows in publish (id) order.
+    pub(crate) async fn pending_outbox<'c, E>(
+        db: E,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            OUTBOX_COLUMNS,
+            Table::Outbox,
+            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        );
+        Self::all(db, sqlx::query(&sql).bind(i64::from(limit)), rows::outbox).await
+    }
+
+    pub(crate) async fn outbox_backlog<'c, E>(db: E) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select("count(*) AS n", Table::Outbox, "WHERE published_at IS NULL");
+        let pending = Self::int(db, sqlx::query(&sql), "n").await?;
+        Ok(u64::try_from(pending).unwrap_or(0))
+    }
+
+    pub(crate) async fn sensor_state<'c, E>(
+        db: E,
+        sensor_ref: &str,
+    ) -> Result<Option<Value>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select("state", Table::SensorState, "WHERE sensor_ref = $1");
+        Self::optional(db, sqlx::query(&sql).bind(sensor_ref), |row| {
+            row.json("state")
+        })
+        .await
+    }
+
+    pub(crate) async fn save_sensor_state<'c, E>(
+        db: E,
+        sensor_ref: &str,
+        state: &Value,
+    ) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "INSERT INTO {} (sensor_ref, state, updated) VALUES ($1, $2, $3) \
+             ON CONFLICT (sensor_ref) DO UPDATE \
+             SET state = excluded.state, updated = excluded.updated",
+            DB::DIALECT.table(Table::SensorState)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(sensor_ref)
+            .bind(state)
+            .bind(Stamp(now()));
+        Self::run(db, statement).await
+    }
+
+    /// `(id, ref)` of the enabled sensors or rules of a pack, for the pack writer.
+    pub(crate) async fn enabled_of_pack<'c, E>(
+        db: E,
+        table: Table,
+        pack: Id,
+    ) -> Result<Vec<(Id, String)>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select("id, ref", table, "WHERE pack = $1 AND enabled ORDER BY id");
+        Self::all(db, sqlx::query(&sql).bind(pack), rows::id_and_ref).await
+    }
+
+    /// Disables a sensor or rule the pack writer no longer finds in its pack.
+    pub(crate) async fn disable<'c, E>(
+        db: E,
+        table: Table,
+        id: Id,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "UPDATE {} SET enabled = FALSE, updated = $2 WHERE id = $1",
+            DB::DIALECT.table(table)
+        );
+        Self::run(db, sqlx::query(&sql).bind(id).bind(Stamp(now))).await
+    }
+}

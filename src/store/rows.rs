@@ -1,0 +1,242 @@
+//! The stored rows, written once for both backends: the columns each statement selects,
+//! how a row becomes a domain value, and the values a batch writer hands back.
+//!
+//! Mappers read columns through [`StoredRow`], one getter per kind of column. It is
+//! implemented once for any sqlx row whose database decodes those kinds, so PostgreSQL
+//! (`jsonb`, `timestamptz`, `boolean`) and SQLite (JSON text, RFC 3339 text, 0/1) share a
+//! single decode path: sqlx already maps each native representation onto `Value`,
+//! `DateTime<Utc>` and `bool`.
+
+use attune_actors::domain::{
+    Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, Rule, Sensor, Trigger,
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+
+use super::ENFORCEMENT_CREATED;
+use super::pack::PackRow;
+
+pub(crate) const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, enabled,
+    param_schema, payload_schema, created, updated"#;
+pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description,
+    entrypoint, runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
+    param_schema, config, pack_path, mode, pass_env, created, updated"#;
+pub(crate) const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action",
+    action_ref, "trigger", trigger_ref, conditions, enabled, created, updated"#;
+pub(crate) const EVENT_COLUMNS: &str =
+    r#"id, "trigger", trigger_ref, config, payload, source, source_ref, created"#;
+pub(crate) const ENFORCEMENT_COLUMNS: &str = r#"id, rule, rule_ref, trigger_ref, event, status,
+    payload, condition, conditions, created"#;
+pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, created, updated";
+/// The message id is `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text:
+/// read as text, both decode one way, and the body goes out as the database holds it.
+pub(crate) const OUTBOX_COLUMNS: &str = "id, CAST(message_id AS TEXT) AS message_id, \
+    message_type, routing_key, CAST(body AS TEXT) AS body";
+
+/// The kinds of column the schema has, read from a row by name.
+pub(crate) trait StoredRow {
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn flag(&self, column: &str) -> Result<bool, sqlx::Error>;
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error>;
+    fn opt_json(&self, column: &str) -> Result<Option<Value>, sqlx::Error>;
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
+}
+
+/// A type a row of `DB` decodes into.
+pub(crate) trait Decoded<DB: Database>: for<'r> Decode<'r, DB> + Type<DB> {}
+
+impl<DB: Database, T: for<'r> Decode<'r, DB> + Type<DB>> Decoded<DB> for T {}
+
+impl<R> StoredRow for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    i64: Decoded<R::Database>,
+    String: Decoded<R::Database>,
+    bool: Decoded<R::Database>,
+    Value: Decoded<R::Database>,
+    DateTime<Utc>: Decoded<R::Database>,
+{
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn flag(&self, column: &str) -> Result<bool, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn opt_json(&self, column: &str) -> Result<Option<Value>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
+pub(crate) fn trigger(row: &impl StoredRow) -> Result<Trigger, sqlx::Error> {
+    Ok(Trigger {
+        id: row.int("id")?,
+        r#ref: row.text("ref")?,
+        pack: row.opt_int("pack")?,
+        pack_ref: row.opt_text("pack_ref")?,
+        label: row.text("label")?,
+        description: row.opt_text("description")?,
+        enabled: row.flag("enabled")?,
+        param_schema: row.opt_json("param_schema")?,
+        payload_schema: row.opt_json("payload_schema")?,
+        created: row.time("created")?,
+        updated: row.time("updated")?,
+    })
+}
+
+pub(crate) fn sensor(row: &impl StoredRow) -> Result<Sensor, sqlx::Error> {
+    Ok(Sensor {
+        id: row.int("id")?,
+        r#ref: row.text("ref")?,
+        pack: row.opt_int("pack")?,
+        pack_ref: row.opt_text("pack_ref")?,
+        label: row.text("label")?,
+        description: row.opt_text("description")?,
+        entrypoint: row.text("entrypoint")?,
+        runtime: row.opt_int("runtime")?,
+        runtime_ref: row.text("runtime_ref")?,
+        trigger: row.int("trigger")?,
+        trigger_ref: row.text("trigger_ref")?,
+        enabled: row.flag("enabled")?,
+        poll_interval: row.opt_int("poll_interval")?,
+        param_schema: row.opt_json("param_schema")?,
+        config: row.json("config")?,
+        pack_path: row.opt_text("pack_path")?,
+        mode: row.opt_text("mode")?,
+        // A JSON array of strings; anything else reads as empty.
+        pass_env: serde_json::from_value(row.json("pass_env")?).unwrap_or_default(),
+        created: row.time("created")?,
+        updated: row.time("updated")?,
+    })
+}
+
+pub(crate) fn rule(row: &impl StoredRow) -> Result<Rule, sqlx::Error> {
+    Ok(Rule {
+        id: row.int("id")?,
+        r#ref: row.text("ref")?,
+        pack: row.opt_int("pack")?,
+        pack_ref: row.opt_text("pack_ref")?,
+        label: row.text("label")?,
+        description: row.opt_text("description")?,
+        action: row.opt_int("action")?,
+        action_ref: row.text("action_ref")?,
+        trigger: row.int("trigger")?,
+        trigger_ref: row.text("trigger_ref")?,
+        conditions: row.json("conditions")?,
+        enabled: row.flag("enabled")?,
+        created: row.time("created")?,
+        updated: row.time("updated")?,
+    })
+}
+
+pub(crate) fn event(row: &impl StoredRow) -> Result<Event, sqlx::Error> {
+    Ok(Event {
+        id: row.int("id")?,
+        trigger: row.opt_int("trigger")?,
+        trigger_ref: row.text("trigger_ref")?,
+        config: row.json("config")?,
+        payload: row.json("payload")?,
+        source: row.opt_int("source")?,
+        source_ref: row.opt_text("source_ref")?,
+        created: row.time("created")?,
+    })
+}
+
+pub(crate) fn enforcement(row: &impl StoredRow) -> Result<Enforcement, sqlx::Error> {
+    Ok(Enforcement {
+        id: row.int("id")?,
+        rule: row.int("rule")?,
+        rule_ref: row.text("rule_ref")?,
+        trigger_ref: row.text("trigger_ref")?,
+        event: row.int("event")?,
+        status: row.text("status")?,
+        payload: row.json("payload")?,
+        condition: row.text("condition")?,
+        conditions: row.json("conditions")?,
+        created: row.time("created")?,
+    })
+}
+
+pub(crate) fn pack(row: &impl StoredRow) -> Result<PackRow, sqlx::Error> {
+    Ok(PackRow {
+        id: row.int("id")?,
+        r#ref: row.text("ref")?,
+        label: row.text("label")?,
+        description: row.opt_text("description")?,
+        version: row.text("version")?,
+        created: row.time("created")?,
+        updated: row.time("updated")?,
+    })
+}
+
+pub(crate) fn outbox(row: &impl StoredRow) -> Result<OutboxMessage, sqlx::Error> {
+    let message_id = row.text("message_id")?;
+    Ok(OutboxMessage {
+        id: row.int("id")?,
+        message_id: uuid::Uuid::parse_str(&message_id).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "message_id".to_owned(),
+            source: Box::new(e),
+        })?,
+        message_type: row.text("message_type")?,
+        routing_key: row.text("routing_key")?,
+        body: row.text("body")?,
+    })
+}
+
+/// `(id, ref)` of a row.
+pub(crate) fn id_and_ref(row: &impl StoredRow) -> Result<(Id, String), sqlx::Error> {
+    Ok((row.int("id")?, row.text("ref")?))
+}
+
+/// The event a batch writer stored under `id`.
+pub(crate) fn stored_event(new: NewEvent, id: Id, created: DateTime<Utc>) -> Event {
+    Event {
+        id,
+        trigger: new.trigger,
+        trigger_ref: new.trigger_ref,
+        config: new.config,
+        payload: new.payload,
+        source: new.source,
+        source_ref: new.source_ref,
+        created,
+    }
+}
+
+/// The enforcement a batch writer stored under `id`.
+pub(crate) fn stored_enforcement(
+    new: &NewEnforcement,
+    id: Id,
+    created: DateTime<Utc>,
+) -> Enforcement {
+    Enforcement {
+        id,
+        rule: new.rule,
+        rule_ref: new.rule_ref.clone(),
+        trigger_ref: new.trigger_ref.clone(),
+        event: new.event,
+        status: ENFORCEMENT_CREATED.to_owned(),
+        payload: new.payload.clone(),
+        condition: new.condition.clone(),
+        conditions: new.conditions.clone(),
+        created,
+    }
+}
