@@ -17,6 +17,6 @@ pub mod ports;
 pub mod sensor;
 pub mod status;
 pub mod supervisor;
-mod sync;
+pub mod sync;
 
 pub use supervisor::{SupervisorArgs, SupervisorConfig, SupervisorMsg, Tree};
