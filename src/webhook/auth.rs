@@ -122,4 +122,89 @@ mod tests {
         assert!(authenticate(&auth, &headers, b"").is_err());
         assert!(format!("{auth:?}").contains("***") && !format!("{auth:?}").contains("tok-value"));
     }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn signature_refusals_say_what_is_wrong() {
+        let auth = WebhookAuth {
+            hmac_secret: Some(Secret::new("s3cret")),
+            bearer_token: None,
+        };
+        let body = b"payload";
+        let good = sign(b"s3cret", body);
+        let missing = Err("missing signature (X-Hub-Signature-256: sha256=<hex>)");
+        let malformed = Err("malformed signature (expected sha256=<hex>)");
+        let mismatch = Err("signature does not match the body");
+        assert_eq!(authenticate(&auth, &HeaderMap::new(), body), missing);
+        // GitHub's legacy SHA-1 header is not accepted in place of the SHA-256 one.
+        let sha1 = headers(&[("x-hub-signature", "sha1=0123")]);
+        assert_eq!(authenticate(&auth, &sha1, body), missing);
+        let bare_hex = headers(&[("x-hub-signature-256", &good["sha256=".len()..])]);
+        assert_eq!(authenticate(&auth, &bare_hex, body), malformed);
+        let not_hex = headers(&[("x-hub-signature-256", "sha256=not-hex")]);
+        assert_eq!(authenticate(&auth, &not_hex, body), malformed);
+        let other_key = headers(&[("x-hub-signature-256", &sign(b"other", body))]);
+        assert_eq!(authenticate(&auth, &other_key, body), mismatch);
+        let padded = headers(&[("x-hub-signature-256", &format!("  {good} "))]);
+        assert_eq!(authenticate(&auth, &padded, body), Ok(()));
+        // The SHA-256 header wins when both are sent; the other is not a fallback.
+        let both = headers(&[
+            ("x-hub-signature-256", &sign(b"other", body)),
+            ("x-webhook-signature", &good),
+        ]);
+        assert_eq!(authenticate(&auth, &both, body), mismatch);
+    }
+
+    #[test]
+    fn bearer_token_must_follow_the_exact_scheme() {
+        let auth = WebhookAuth {
+            hmac_secret: None,
+            bearer_token: Some(Secret::new("tok")),
+        };
+        let missing = Err("missing bearer token (Authorization: Bearer <token>)");
+        assert_eq!(authenticate(&auth, &HeaderMap::new(), b""), missing);
+        let lower = headers(&[("authorization", "bearer tok")]);
+        assert_eq!(authenticate(&auth, &lower, b""), missing);
+        let basic = headers(&[("authorization", "Basic dG9rOg==")]);
+        assert_eq!(authenticate(&auth, &basic, b""), missing);
+        let padded = headers(&[("authorization", "Bearer  tok ")]);
+        assert_eq!(authenticate(&auth, &padded, b""), Ok(()));
+        let prefix = headers(&[("authorization", "Bearer to")]);
+        assert_eq!(
+            authenticate(&auth, &prefix, b""),
+            Err("bearer token does not match")
+        );
+    }
+
+    #[test]
+    fn both_checks_apply_when_both_are_configured() {
+        let auth = WebhookAuth {
+            hmac_secret: Some(Secret::new("s3cret")),
+            bearer_token: Some(Secret::new("tok")),
+        };
+        let body = b"{}";
+        let signature = sign(b"s3cret", body);
+        let signed = headers(&[("x-hub-signature-256", &signature)]);
+        assert_eq!(
+            authenticate(&auth, &signed, body),
+            Err("missing bearer token (Authorization: Bearer <token>)")
+        );
+        let with_token = headers(&[("authorization", "Bearer tok")]);
+        assert_eq!(
+            authenticate(&auth, &with_token, body),
+            Err("missing signature (X-Hub-Signature-256: sha256=<hex>)")
+        );
+        let both = headers(&[
+            ("x-hub-signature-256", &signature),
+            ("authorization", "Bearer tok"),
+        ]);
+        assert_eq!(authenticate(&auth, &both, body), Ok(()));
+    }
 }

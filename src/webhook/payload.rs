@@ -111,7 +111,11 @@ fn visible_headers(headers: &HeaderMap) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, Request};
+
+    fn parts_of(request: axum::http::request::Builder) -> Parts {
+        request.body(()).unwrap().into_parts().0
+    }
 
     #[test]
     fn bodies_parse_as_json_form_or_text() {
@@ -133,6 +137,64 @@ mod tests {
         assert_eq!(
             parse_body(&headers, b"a=1&b=x+y", false),
             Ok(json!({"a": "1", "b": "x y"}))
+        );
+    }
+
+    #[test]
+    fn credential_headers_stay_out_of_the_payload() {
+        let parts = parts_of(
+            Request::post("/webhooks/x")
+                .header("Authorization", "Bearer t")
+                .header("Proxy-Authorization", "Basic x")
+                .header("Cookie", "session=1")
+                .header("X-Gitlab-Token", "t")
+                .header("X-Hub-Signature-256", "sha256=00")
+                .header("X-Webhook-Signature", "sha256=00")
+                .header("X-Hub-Signature", "sha1=00")
+                .header("X-GitHub-Event", "push")
+                .header("accept", "a")
+                .header("Accept", "b")
+                .header("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap()),
+        );
+        assert_eq!(
+            Value::Object(visible_headers(&parts.headers)),
+            json!({"x-github-event": "push", "accept": "a, b", "x-raw": "caf\u{fffd}"})
+        );
+    }
+
+    #[test]
+    fn payload_carries_the_request_around_the_body() {
+        let parts = parts_of(
+            Request::put("/webhooks/x?a=1&b=x+y&a=2")
+                .header("content-type", "application/json")
+                .header("cookie", "c=1"),
+        );
+        let payload = request_payload(&parts, json!({"k": 1}), Some("10.0.0.7".to_owned()));
+        let received_at = payload["received_at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&received_at).is_ok()
+                && received_at.ends_with('Z')
+                && received_at.len() == "2025-01-01T00:00:00.000Z".len(),
+            "{received_at}"
+        );
+        assert_eq!(
+            payload,
+            json!({
+                "body": {"k": 1},
+                "headers": {"content-type": "application/json"},
+                "query": {"a": "2", "b": "x y"},
+                "method": "PUT",
+                "source_ip": "10.0.0.7",
+                "received_at": received_at,
+            })
+        );
+        let bare = request_payload(&parts_of(Request::post("/webhooks/x")), Value::Null, None);
+        assert_eq!(
+            (&bare["query"], &bare["headers"], &bare["source_ip"]),
+            (&json!({}), &json!({}), &Value::Null)
         );
     }
 }

@@ -52,11 +52,43 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn token_bucket_refuses_past_its_burst() {
         let bucket = TokenBucket::per_second(2.0);
         assert!(bucket.try_take() && bucket.try_take());
         assert!(!bucket.try_take());
+    }
+
+    #[test]
+    fn token_bucket_refills_at_its_rate_up_to_its_capacity() {
+        let bucket = TokenBucket::per_second(2.0);
+        let mut state = lock(&bucket.state);
+        let t0 = state.1;
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(bucket.take_at(&mut state, t0));
+        assert!(bucket.take_at(&mut state, t0));
+        assert!(!bucket.take_at(&mut state, t0));
+        // 250 ms at 2/s is half a token: refused, but the half is kept for later.
+        assert!(!bucket.take_at(&mut state, at(250)));
+        assert!(bucket.take_at(&mut state, at(500)));
+        assert!(!bucket.take_at(&mut state, at(500)));
+        // A long pause refills to the capacity (one second's worth) and no further.
+        assert!(bucket.take_at(&mut state, at(60_000)));
+        assert!(bucket.take_at(&mut state, at(60_000)));
+        assert!(!bucket.take_at(&mut state, at(60_000)));
+    }
+
+    #[test]
+    fn token_bucket_below_one_per_second_still_holds_one_token() {
+        let bucket = TokenBucket::per_second(0.5);
+        let mut state = lock(&bucket.state);
+        let t0 = state.1;
+        assert!(bucket.take_at(&mut state, t0));
+        assert!(!bucket.take_at(&mut state, t0));
+        assert!(!bucket.take_at(&mut state, t0 + Duration::from_millis(1_500)));
+        assert!(bucket.take_at(&mut state, t0 + Duration::from_millis(2_000)));
+        assert!(!bucket.take_at(&mut state, t0 + Duration::from_millis(2_000)));
     }
 }
