@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use attune_actors::domain::OutboxMessage;
 use attune_actors::ports::{PublishReport, Publisher};
+use attune_actors::sync::lock;
 use tokio::sync::mpsc;
 
 /// A message as a subscriber of the [`InProcessBus`] receives it; the same fields a
@@ -48,6 +49,8 @@ struct Subscriber {
 /// ```
 #[derive(Default)]
 pub struct InProcessBus {
+    /// Sending on an unbounded channel cannot panic, so a poisoned lock still guards a
+    /// consistent list.
     subscribers: Mutex<Vec<Subscriber>>,
 }
 
@@ -69,7 +72,7 @@ impl InProcessBus {
     /// unsubscribe.
     pub fn subscribe(&self, pattern: &str) -> mpsc::UnboundedReceiver<DeliveredMessage> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().push(Subscriber {
+        lock(&self.subscribers).push(Subscriber {
             pattern: pattern.to_owned(),
             tx,
         });
@@ -79,20 +82,14 @@ impl InProcessBus {
     /// How many subscribers are still listening (dropped receivers are noticed on the
     /// next publish).
     pub fn subscriber_count(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
-        // Sending on an unbounded channel cannot panic, so a poisoned lock still guards a
-        // consistent list.
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.subscribers).len()
     }
 }
 
 #[async_trait]
 impl Publisher for InProcessBus {
     async fn publish(&self, batch: &[OutboxMessage]) -> PublishReport {
-        let mut subscribers = self.lock();
+        let mut subscribers = lock(&self.subscribers);
         for msg in batch {
             subscribers.retain(|sub| {
                 if !topic_matches(&sub.pattern, &msg.routing_key) {

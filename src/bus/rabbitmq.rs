@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use attune_actors::domain::OutboxMessage;
 use attune_actors::ports::{BusError, PublishReport, Publisher};
+use attune_actors::sync::lock;
 use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -272,7 +273,7 @@ impl RabbitPublisher {
 
     fn set_live(&self, link: Option<&Link>) {
         let status = link.map(|l| (l.connection.status().clone(), l.channel.status().clone()));
-        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *lock(&self.live) = status;
     }
 
     /// Sends the batch through a sliding window of confirms; returns how many leading
@@ -512,7 +513,7 @@ impl Publisher for RabbitPublisher {
         if self.state.load(Ordering::SeqCst) != UP {
             return false;
         }
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = lock(&self.live);
         live.as_ref()
             .is_some_and(|(connection, channel)| connection.connected() && channel.connected())
     }

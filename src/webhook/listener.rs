@@ -1,0 +1,112 @@
+//! The HTTP side of the webhook listener: the router and the handler that turns a
+//! request into an event, checking it in a fixed order (route, size, authentication,
+//! rate limit, body) and answering each refusal with its own status code.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use attune_actors::ports::IntakeError;
+
+use super::payload::{parse_body, request_payload};
+use super::{WebhookRegistry, authenticate};
+
+/// How long a request waits for its event to be stored before answering 503.
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The listener's router. Serve it with `into_make_service_with_connect_info::<SocketAddr>`
+/// so payloads carry the source address.
+pub fn router(registry: Arc<WebhookRegistry>) -> Router {
+    Router::new()
+        .route("/webhooks/{*path}", post(receive))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such webhook endpoint") })
+        // Each sensor has its own limit, applied in `receive`.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(registry)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn receive(
+    State(registry): State<Arc<WebhookRegistry>>,
+    Path(path): Path<String>,
+    request: Request,
+) -> Response {
+    let path = path.trim_matches('/');
+    let Some(route) = registry.route(path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no webhook sensor serves '{path}'"),
+        );
+    };
+    let source_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds {} bytes", route.max_body_bytes),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > route.max_body_bytes as u64) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(Body::new(body), route.max_body_bytes).await else {
+        return too_large();
+    };
+    if let Err(reason) = authenticate(&route.auth, &parts.headers, &bytes) {
+        // Debug, not info: anyone who can reach the port could otherwise flood the log.
+        tracing::debug!(sensor = %route.sensor_ref, reason, "webhook request refused");
+        return error(StatusCode::UNAUTHORIZED, reason);
+    }
+    // Counted after authentication, so unsigned junk cannot use up a sensor's allowance.
+    if let Some(limiter) = &route.limiter
+        && !limiter.try_take()
+    {
+        return error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+    }
+    let body = match parse_body(&parts.headers, &bytes, route.require_json) {
+        Ok(body) => body,
+        Err(reason) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
+    };
+    let payload = request_payload(&parts, body, source_ip);
+    match tokio::time::timeout(STORE_TIMEOUT, route.sink.emit(payload)).await {
+        Ok(Ok(event)) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"event_id": event.id})),
+        )
+            .into_response(),
+        Ok(Err(IntakeError::InvalidPayload(reason))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+        }
+        Err(_) => {
+            tracing::warn!(sensor = %route.sensor_ref, "webhook event not stored in time");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event was not stored within 30 s (database unavailable?); it may still be stored later".to_owned(),
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(sensor = %route.sensor_ref, error = %e, "webhook event not stored");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("event not stored: {e}"),
+            )
+        }
+    }
+}
