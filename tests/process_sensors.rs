@@ -9,6 +9,7 @@
 
 mod support {
     pub mod postgres;
+    pub mod processes;
     pub mod rabbitmq;
     pub mod service;
 }
@@ -26,6 +27,7 @@ use attune_sensor::service::Service;
 use ractor::rpc::CallResult;
 use serde_json::{Value, json};
 use support::postgres::TestDatabase;
+use support::processes::processes_in;
 use support::service::{TempDatabase, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -72,49 +74,6 @@ impl TestPack {
     fn path(&self) -> PathBuf {
         std::fs::canonicalize(self.dir.path()).expect("canonical pack dir")
     }
-}
-
-/// Live (not zombie) processes whose working directory is inside `dir`: `(pid, cmdline)`.
-fn processes_in(dir: &Path) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        panic!("/proc is not readable");
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        if !cwd.starts_with(dir) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // The state follows the parenthesised command name.
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
-        if matches!(state, Some('Z' | 'X') | None) {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline"))
-            .unwrap_or_default()
-            .split(|b| *b == 0)
-            .map(|part| String::from_utf8_lossy(part).into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        found.push((pid, cmdline));
-    }
-    found
 }
 
 async fn wait_no_processes(dir: &Path, what: &str) {

@@ -100,6 +100,27 @@ pub struct NewEvent {
     pub source_ref: Option<String>,
 }
 
+impl NewEvent {
+    /// The event as stored under `id` at `created`: the one place a new event becomes a
+    /// stored one, for every store.
+    pub fn stored(self, id: Id, created: DateTime<Utc>) -> Event {
+        Event {
+            id,
+            trigger: self.trigger,
+            trigger_ref: self.trigger_ref,
+            config: self.config,
+            payload: self.payload,
+            source: self.source,
+            source_ref: self.source_ref,
+            created,
+        }
+    }
+}
+
+/// The status of an enforcement when the sensor service creates it; the executor moves it
+/// on from there.
+pub const ENFORCEMENT_CREATED: &str = "created";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enforcement {
     pub id: Id,
@@ -125,6 +146,24 @@ pub struct NewEnforcement {
     pub payload: Value,
     pub condition: String,
     pub conditions: Value,
+}
+
+impl NewEnforcement {
+    /// The enforcement as stored under `id` at `created`, for every store.
+    pub fn stored(&self, id: Id, created: DateTime<Utc>) -> Enforcement {
+        Enforcement {
+            id,
+            rule: self.rule,
+            rule_ref: self.rule_ref.clone(),
+            trigger_ref: self.trigger_ref.clone(),
+            event: self.event,
+            status: ENFORCEMENT_CREATED.to_owned(),
+            payload: self.payload.clone(),
+            condition: self.condition.clone(),
+            conditions: self.conditions.clone(),
+            created,
+        }
+    }
 }
 
 /// A message waiting in the transactional outbox, in the order it must be published.

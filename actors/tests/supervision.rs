@@ -398,6 +398,52 @@ async fn nothing_is_lost_while_the_database_or_broker_is_down() {
     .await;
 }
 
+/// One deadline for the whole shutdown: a sensor that ignores its stop and a broker that
+/// is down cannot hold it past the deadline and the fixed tail.
+#[tokio::test]
+async fn shutdown_ends_by_its_deadline_whatever_sensors_and_broker_do() {
+    let config = SupervisorConfig {
+        stop_grace: Duration::from_secs(30),
+        stop_timeout: Duration::from_secs(30),
+        ..fast_config()
+    };
+    let h = start(
+        store_with(&[("test.stubborn", "stubborn"), ("test.a", "tick")]),
+        config,
+    )
+    .await;
+    h.publisher.down.store(true, Ordering::SeqCst);
+    wait_until("some events", Duration::from_secs(5), || {
+        h.store.events_of("test.a") >= 3
+    })
+    .await;
+    let asked = Instant::now();
+    let report = h
+        .tree
+        .supervisor
+        .call(
+            |reply| {
+                SupervisorMsg::Shutdown(
+                    tokio::time::Instant::now() + Duration::from_millis(800),
+                    reply,
+                )
+            },
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .expect("supervisor answers");
+    let took = asked.elapsed();
+    let ractor::rpc::CallResult::Success(report) = report else {
+        panic!("no shutdown report within 10 s");
+    };
+    assert!(
+        took < Duration::from_millis(800 + 1000),
+        "shutdown took {took:?} with an 800 ms deadline"
+    );
+    assert!(report.in_flight_written, "{report:?}");
+    assert!(!report.outbox_drained, "the broker is down: {report:?}");
+}
+
 #[tokio::test]
 async fn shutdown_stops_sensors_and_drains_the_outbox() {
     let h = start(store_with(&[("test.a", "tick")]), fast_config()).await;

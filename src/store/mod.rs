@@ -223,9 +223,6 @@ pub(crate) fn dedup_enforcements(items: &[NewEnforcement]) -> DedupedEnforcement
     DedupedEnforcements { unique, slot }
 }
 
-/// Status of a freshly created enforcement.
-pub(crate) const ENFORCEMENT_CREATED: &str = "created";
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use sqlx::{Connection, PgConnection, Pool, Postgres, Transaction};
 use super::adapter::{Adapter, impl_store};
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::{ENFORCEMENT_CREATED, OutboxDraft, Redactor, dedup_enforcements, now, store_error};
+use super::{OutboxDraft, Redactor, dedup_enforcements, now, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -186,7 +186,7 @@ impl Adapter for PgStore {
         let stored: Vec<Event> = events
             .into_iter()
             .zip(&ids)
-            .map(|(new, id)| rows::stored_event(new, *id, created))
+            .map(|(new, id)| new.stored(*id, created))
             .collect();
 
         let triggers: Vec<Option<Id>> = stored.iter().map(|e| e.trigger).collect();
@@ -243,7 +243,7 @@ impl Adapter for PgStore {
             .unique
             .iter()
             .zip(&ids)
-            .map(|(index, id)| rows::stored_enforcement(&enforcements[*index], *id, created))
+            .map(|(index, id)| enforcements[*index].stored(*id, created))
             .collect();
 
         let rules: Vec<Id> = candidates.iter().map(|e| e.rule).collect();
@@ -272,7 +272,7 @@ impl Adapter for PgStore {
         .bind(&event_ids)
         .bind(payloads)
         .bind(conditions)
-        .bind(ENFORCEMENT_CREATED)
+        .bind(attune_actors::domain::ENFORCEMENT_CREATED)
         .bind(created)
         .bind(condition_sets)
         .fetch_all(&mut *tx)

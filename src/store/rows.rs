@@ -7,14 +7,11 @@
 //! single decode path: sqlx already maps each native representation onto `Value`,
 //! `DateTime<Utc>` and `bool`.
 
-use attune_actors::domain::{
-    Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, Rule, Sensor, Trigger,
-};
+use attune_actors::domain::{Enforcement, Event, Id, OutboxMessage, Rule, Sensor, Trigger};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
-use super::ENFORCEMENT_CREATED;
 use super::pack::PackRow;
 
 pub(crate) const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, enabled,
@@ -205,38 +202,4 @@ pub(crate) fn outbox(row: &impl StoredRow) -> Result<OutboxMessage, sqlx::Error>
 /// `(id, ref)` of a row.
 pub(crate) fn id_and_ref(row: &impl StoredRow) -> Result<(Id, String), sqlx::Error> {
     Ok((row.int("id")?, row.text("ref")?))
-}
-
-/// The event a batch writer stored under `id`.
-pub(crate) fn stored_event(new: NewEvent, id: Id, created: DateTime<Utc>) -> Event {
-    Event {
-        id,
-        trigger: new.trigger,
-        trigger_ref: new.trigger_ref,
-        config: new.config,
-        payload: new.payload,
-        source: new.source,
-        source_ref: new.source_ref,
-        created,
-    }
-}
-
-/// The enforcement a batch writer stored under `id`.
-pub(crate) fn stored_enforcement(
-    new: &NewEnforcement,
-    id: Id,
-    created: DateTime<Utc>,
-) -> Enforcement {
-    Enforcement {
-        id,
-        rule: new.rule,
-        rule_ref: new.rule_ref.clone(),
-        trigger_ref: new.trigger_ref.clone(),
-        event: new.event,
-        status: ENFORCEMENT_CREATED.to_owned(),
-        payload: new.payload.clone(),
-        condition: new.condition.clone(),
-        conditions: new.conditions.clone(),
-        created,
-    }
 }

@@ -27,7 +27,7 @@ use super::adapter::{Adapter, impl_store};
 use super::dialect::Stamp;
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::{ENFORCEMENT_CREATED, OutboxDraft, Redactor, dedup_enforcements, now, store_error};
+use super::{OutboxDraft, Redactor, dedup_enforcements, now, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -265,7 +265,7 @@ impl Adapter for SqliteStore {
         let stored: Vec<Event> = events
             .into_iter()
             .zip(ids)
-            .map(|(new, id)| rows::stored_event(new, id, created))
+            .map(|(new, id)| new.stored(id, created))
             .collect();
         let drafts: Vec<OutboxDraft> = stored
             .iter()
@@ -331,7 +331,7 @@ impl Adapter for SqliteStore {
                  FROM json_each($1) ORDER BY key",
             )
             .bind(batch_json(&rows)?)
-            .bind(ENFORCEMENT_CREATED)
+            .bind(attune_actors::domain::ENFORCEMENT_CREATED)
             .bind(Stamp(created))
             .execute(&mut *tx)
             .await
@@ -339,7 +339,7 @@ impl Adapter for SqliteStore {
             let ids = inserted_ids(&outcome, fresh.len())?;
             let mut drafts = Vec::with_capacity(fresh.len());
             for (new, id) in fresh.into_iter().zip(ids) {
-                let enforcement = rows::stored_enforcement(new, id, created);
+                let enforcement = new.stored(id, created);
                 drafts.push(OutboxDraft::of(&Envelope::enforcement_created(
                     &enforcement,
                 )));

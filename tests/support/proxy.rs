@@ -8,6 +8,7 @@
 //! // ... connect through `url` ...
 //! proxy.cut().await;      // every open connection is closed, new ones are refused
 //! proxy.restore();        // new connections go through again
+//! proxy.stall();          // a hang: connections stay open but no byte goes through
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ pub struct TcpProxy {
 struct Shared {
     upstream: SocketAddr,
     is_cut: AtomicBool,
+    /// While true, nothing is forwarded: a server that hangs without closing anything.
+    stalled: watch::Sender<bool>,
     /// Bumped by every cut; connection tasks end when they see it change.
     cuts: watch::Sender<u64>,
     connections: Mutex<Vec<JoinHandle<()>>>,
@@ -42,6 +45,7 @@ impl TcpProxy {
         let shared = Arc::new(Shared {
             upstream,
             is_cut: AtomicBool::new(false),
+            stalled: watch::channel(false).0,
             cuts: watch::channel(0).0,
             connections: Mutex::new(Vec::new()),
         });
@@ -73,7 +77,16 @@ impl TcpProxy {
     /// Lets new connections through again. Connections closed by [`cut`](Self::cut) stay
     /// closed; clients must reconnect.
     pub fn restore(&self) {
+        self.shared.stalled.send_replace(false);
         self.shared.is_cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding without closing anything: open connections stay open with their
+    /// bytes held, new connections are accepted and never reach the upstream. To the
+    /// client the server hangs. Ended by [`cut`](Self::cut) (which closes the stalled
+    /// connections, whose streams cannot be trusted after a stall) and `restore`.
+    pub fn stall(&self) {
+        self.shared.stalled.send_replace(true);
     }
 
     pub fn is_cut(&self) -> bool {
@@ -100,21 +113,36 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let cuts = shared.cuts.subscribe();
+        let stalled = shared.stalled.subscribe();
         let upstream = shared.upstream;
-        let task = tokio::spawn(forward(client, upstream, cuts));
+        let task = tokio::spawn(forward(client, upstream, cuts, stalled));
         let mut connections = shared.connections.lock().unwrap();
         connections.retain(|c| !c.is_finished());
         connections.push(task);
     }
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr, mut cuts: watch::Receiver<u64>) {
+async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut cuts: watch::Receiver<u64>,
+    mut stalled: watch::Receiver<bool>,
+) {
+    // Accepted during a stall: held, never connected, until the next cut.
+    if *stalled.borrow() {
+        let _ = cuts.changed().await;
+        return;
+    }
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
     // Both sockets are dropped when this returns, which closes them.
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = cuts.changed() => {}
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = cuts.changed() => return,
+        _ = stalled.wait_for(|stalled| *stalled) => {}
     }
+    // Stalled: keep both sockets open, forward nothing, until the next cut.
+    let _ = cuts.changed().await;
+    drop((client, server));
 }

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
 
-use super::compile::{Affix, Condition, Equality, Needle, Node, Order, Set, Test};
+use super::tree::{Affix, Condition, Equality, Needle, Node, Order, Set, Test};
 
 /// What a condition is evaluated against: the event context, the current element inside
 /// `any_item` / `all_item`, and "now" (read from the clock at most once per evaluation, and

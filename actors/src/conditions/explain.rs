@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::compile::{Condition, Node, Test};
 use super::evaluate::{Env, Verdict, age_seconds};
+use super::tree::{Condition, Node, Test};
 
 /// The trace of one evaluation. Serializes (for `--json`) as
 /// `{"matched": bool, "root": node | null}`; `root` is null when the rule has no
@@ -206,10 +206,10 @@ impl Test {
             Test::StartsWith(_) => "starts_with",
             Test::EndsWith(_) => "ends_with",
             Test::Order(order, _) => match order {
-                super::compile::Order::Greater => "greater_than",
-                super::compile::Order::Less => "less_than",
-                super::compile::Order::GreaterOrEqual => "greater_or_equal",
-                super::compile::Order::LessOrEqual => "less_or_equal",
+                super::tree::Order::Greater => "greater_than",
+                super::tree::Order::Less => "less_than",
+                super::tree::Order::GreaterOrEqual => "greater_or_equal",
+                super::tree::Order::LessOrEqual => "less_or_equal",
             },
             Test::In(_) => "in",
             Test::NotIn(_) => "not_in",

@@ -29,6 +29,7 @@ mod compile;
 mod evaluate;
 mod explain;
 mod path;
+mod tree;
 
 use std::cell::OnceCell;
 
@@ -59,7 +60,7 @@ pub struct ConditionError {
 /// A rule's conditions, validated and ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct CompiledConditions {
-    root: Option<compile::Node>,
+    root: Option<tree::Node>,
     top_level: &'static str,
 }
 

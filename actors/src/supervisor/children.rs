@@ -2,16 +2,17 @@
 //! sensor, and the status snapshot it publishes after every change.
 
 use chrono::{DateTime, Utc};
-use ractor::{ActorId, ActorRef};
-use std::sync::Arc;
+use ractor::{ActorCell, ActorId, ActorRef};
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use super::SupervisorState;
-use super::messages::SupervisorMsg;
-use super::respawn::PipelineKind;
+use super::messages::{PipelineKind, SupervisorMsg};
 use crate::domain::Sensor;
 use crate::sensor::{COMPLETED, SensorMsg};
-use crate::status::{SensorState, SensorStatus, SharedActivity, TreeSnapshot};
+use crate::status::{
+    PipelineActorStatus, PipelineState, SensorState, SensorStatus, SharedActivity, TreeSnapshot,
+};
 
 /// What a linked actor is to the supervisor.
 pub(super) enum Child {
@@ -62,6 +63,31 @@ impl SensorEntry {
             last_error: self.last_error.clone(),
             next_restart_at: self.next_restart_at,
             activity: Default::default(),
+        }
+    }
+}
+
+/// One pipeline actor as the supervisor tracks it.
+#[derive(Default)]
+pub(super) struct PipelineEntry {
+    /// `None` while it is down.
+    pub cell: Option<ActorCell>,
+    pub restart_count: u32,
+    /// Written by the actor itself (a failed write it will retry) and by the supervisor
+    /// (why it went down); shown in the status.
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl PipelineEntry {
+    pub fn status(&self, kind: PipelineKind) -> PipelineActorStatus {
+        PipelineActorStatus {
+            name: kind.name(),
+            state: match self.cell {
+                Some(_) => PipelineState::Running,
+                None => PipelineState::Restarting,
+            },
+            restart_count: self.restart_count,
+            last_error: None,
         }
     }
 }

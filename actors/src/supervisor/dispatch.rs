@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-use super::messages::SupervisorMsg;
-use super::respawn::PipelineKind;
+use super::messages::{PipelineKind, SupervisorMsg};
 use super::{Supervisor, SupervisorArgs, SupervisorState};
 use crate::outbox::OutboxHealth;
 use crate::pipeline::PipelineRefs;

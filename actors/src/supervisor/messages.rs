@@ -4,8 +4,6 @@ use ractor::RpcReplyPort;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::respawn::PipelineKind;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("unknown sensor '{0}'")]
@@ -60,4 +58,25 @@ pub enum SupervisorMsg {
     MarkHealthy { sensor_ref: String, generation: u64 },
     /// A pipeline actor went down (or failed to spawn): spawn it again.
     RespawnPipeline(PipelineKind),
+}
+
+/// Which pipeline actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PipelineKind {
+    Generator,
+    Matcher,
+    Outbox,
+}
+
+impl PipelineKind {
+    /// In spawn order: each actor's downstream exists before it does.
+    pub(super) const ALL: [Self; 3] = [Self::Outbox, Self::Matcher, Self::Generator];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Generator => "event_generator",
+            Self::Matcher => "rule_matcher",
+            Self::Outbox => "outbox_publisher",
+        }
+    }
 }

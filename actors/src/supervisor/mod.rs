@@ -27,15 +27,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use config::SupervisorConfig;
-pub use messages::{ControlError, ControlReply, ReconcileReport, ShutdownReport, SupervisorMsg};
-pub use respawn::PipelineKind;
+pub use messages::{
+    ControlError, ControlReply, PipelineKind, ReconcileReport, ShutdownReport, SupervisorMsg,
+};
 
 use crate::outbox::OutboxHealth;
 use crate::pipeline::{PipelineRefs, SystemEvents};
 use crate::ports::{Publisher, SensorDriverFactory, Store};
 use crate::status::{StatusFeed, TreeSnapshot, TreeStatus};
-use children::{Child, SensorEntry};
-use respawn::PipelineEntry;
+use children::{Child, PipelineEntry, SensorEntry};
 
 pub struct SupervisorArgs {
     pub config: SupervisorConfig,

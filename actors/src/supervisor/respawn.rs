@@ -2,63 +2,16 @@
 //! exits, whatever the reason (retried every second while spawning fails).
 
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::SupervisorState;
 use super::children::Child;
-use super::messages::SupervisorMsg;
+use super::messages::{PipelineKind, SupervisorMsg};
 use crate::generator::{EventGeneratorActor, GeneratorArgs};
 use crate::live_ref::LiveRef;
 use crate::matcher::{MatcherArgs, RuleMatcherActor};
 use crate::outbox::{OutboxArgs, OutboxPublisherActor};
-use crate::status::{PipelineActorStatus, PipelineState};
 use crate::sync::set_error;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PipelineKind {
-    Generator,
-    Matcher,
-    Outbox,
-}
-
-impl PipelineKind {
-    /// In spawn order: each actor's downstream exists before it does.
-    pub(super) const ALL: [Self; 3] = [Self::Outbox, Self::Matcher, Self::Generator];
-
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Self::Generator => "event_generator",
-            Self::Matcher => "rule_matcher",
-            Self::Outbox => "outbox_publisher",
-        }
-    }
-}
-
-/// One pipeline actor as the supervisor tracks it.
-#[derive(Default)]
-pub(super) struct PipelineEntry {
-    /// `None` while it is down.
-    pub cell: Option<ActorCell>,
-    pub restart_count: u32,
-    /// Written by the actor itself (a failed write it will retry) and by the supervisor
-    /// (why it went down); shown in the status.
-    pub last_error: Arc<Mutex<Option<String>>>,
-}
-
-impl PipelineEntry {
-    pub fn status(&self, kind: PipelineKind) -> PipelineActorStatus {
-        PipelineActorStatus {
-            name: kind.name(),
-            state: match self.cell {
-                Some(_) => PipelineState::Running,
-                None => PipelineState::Restarting,
-            },
-            restart_count: self.restart_count,
-            last_error: None,
-        }
-    }
-}
 
 /// Spawns one actor linked to the supervisor and makes it the live one.
 async fn spawn_live<A: Actor>(

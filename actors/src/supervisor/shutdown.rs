@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::SupervisorState;
-use super::messages::ShutdownReport;
-use super::respawn::PipelineKind;
+use super::messages::{PipelineKind, ShutdownReport};
 use crate::generator::GeneratorMsg;
 use crate::live_ref::LiveRef;
 use crate::matcher::MatcherMsg;

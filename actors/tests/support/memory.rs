@@ -215,16 +215,7 @@ impl Store for MemoryStore {
         let mut stored = Vec::new();
         for new in events {
             let id = inner.id();
-            let event = Event {
-                id,
-                trigger: new.trigger,
-                trigger_ref: new.trigger_ref,
-                config: new.config,
-                payload: new.payload,
-                source: new.source,
-                source_ref: new.source_ref,
-                created: Utc::now(),
-            };
+            let event = new.stored(id, Utc::now());
             let envelope = Envelope::event_created(&event);
             let outbox_id = inner.id();
             inner.outbox.push((outbox_row(outbox_id, &envelope), false));
@@ -250,18 +241,7 @@ impl Store for MemoryStore {
                 continue;
             }
             let id = inner.id();
-            let enforcement = Enforcement {
-                id,
-                rule: new.rule,
-                rule_ref: new.rule_ref,
-                trigger_ref: new.trigger_ref,
-                event: new.event,
-                status: "created".into(),
-                payload: new.payload,
-                condition: new.condition,
-                conditions: new.conditions,
-                created: Utc::now(),
-            };
+            let enforcement = new.stored(id, Utc::now());
             let envelope = Envelope::enforcement_created(&enforcement);
             let outbox_id = inner.id();
             inner.outbox.push((outbox_row(outbox_id, &envelope), false));
@@ -423,7 +403,9 @@ impl Publisher for MemoryPublisher {
 /// - `refuse`: refused by the factory (a start failure) while `healthy` is false;
 /// - `fail_later`: fails after 100 ms of running;
 /// - `graceful`: idles until asked to stop, then takes 50 ms to clean up and counts it in
-///   `clean_stops`.
+///   `clean_stops`;
+/// - `stubborn`: asks for the stop grace period and ignores the stop (a process that
+///   ignores SIGTERM); only aborting it ends it.
 #[derive(Default, Clone)]
 pub struct ScriptedFactory {
     pub healthy: Arc<AtomicBool>,
@@ -482,6 +464,7 @@ impl SensorDriver for Scripted {
                 self.clean_stops.fetch_add(1, Ordering::SeqCst);
                 return Ok(());
             }
+            ("stubborn", _) => std::future::pending::<()>().await,
             ("fail_later", _) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Err(SensorFailure::new("failed after running a while"));
@@ -499,7 +482,7 @@ impl SensorDriver for Scripted {
     }
 
     fn stops_gracefully(&self) -> bool {
-        self.behaviour == "graceful"
+        matches!(self.behaviour.as_str(), "graceful" | "stubborn")
     }
 }
 
