@@ -23,6 +23,12 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration: invalid value for `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration: cannot read `{key}` from {path}: {reason}")]
+    SecretFile {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +59,8 @@ pub struct RuntimeSettings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
+    /// A file holding the URL (a mounted secret); when set it replaces `url`.
+    pub url_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +68,23 @@ pub struct DatabaseSettings {
 pub struct MqSettings {
     /// Empty for the in-process bus.
     pub url: String,
+    /// A file holding the URL (a mounted secret); when set it replaces `url`.
+    pub url_file: String,
     pub exchange: String,
+    pub tls: MqTlsSettings,
+}
+
+/// TLS to RabbitMQ, for `amqps://` URLs. Empty paths mean: the system's CA certificates,
+/// no client certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqTlsSettings {
+    /// PEM file of the CA certificate(s) that signed the broker's certificate.
+    pub ca_file: String,
+    /// PEM file of the client certificate, for brokers that ask for one (with `key_file`).
+    pub cert_file: String,
+    /// PEM file of the client certificate's PKCS#8 key.
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +92,8 @@ pub struct MqSettings {
 pub struct AdminSettings {
     pub bind: String,
     pub token: String,
+    /// A file holding the token (a mounted secret); when set it replaces `token`.
+    pub token_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,7 +192,8 @@ impl Settings {
                 .separator("__")
                 .source(Some(env)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -174,7 +201,7 @@ impl Settings {
     /// Defaults with YAML overrides on top, ignoring the environment: for tests and tools
     /// that must not pick up the operator's variables.
     pub fn from_yaml(overrides: &str) -> Result<Self, ConfigError> {
-        let settings: Settings = config::Config::builder()
+        let mut settings: Settings = config::Config::builder()
             .add_source(config::File::from_str(
                 DEFAULT_YAML,
                 config::FileFormat::Yaml,
@@ -182,8 +209,38 @@ impl Settings {
             .add_source(config::File::from_str(overrides, config::FileFormat::Yaml))
             .build()?
             .try_deserialize()?;
+        settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Replaces each secret that is given as a file (`*_file`) with the file's content.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        for (key, path, value) in [
+            (
+                "database.url_file",
+                &self.database.url_file,
+                &mut self.database.url,
+            ),
+            ("mq.url_file", &self.mq.url_file, &mut self.mq.url),
+            (
+                "admin.token_file",
+                &self.admin.token_file,
+                &mut self.admin.token,
+            ),
+        ] {
+            if path.is_empty() {
+                continue;
+            }
+            *value = crate::secrets::read_secret_file(Path::new(path)).map_err(|reason| {
+                ConfigError::SecretFile {
+                    key,
+                    path: path.clone(),
+                    reason,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -207,12 +264,25 @@ impl Settings {
             || self.mq.url.starts_with("amqp://")
             || self.mq.url.starts_with("amqps://"))
         {
-            return invalid("mq.url", "expected empty (in-process bus) or amqp://");
-        }
-        if self.mq.url.starts_with("amqps://") {
             return invalid(
                 "mq.url",
-                "amqps:// (TLS) is not supported by this build; use amqp:// behind a TLS-terminating proxy",
+                "expected empty (in-process bus), amqp:// or amqps://",
+            );
+        }
+        if !self.mq.url.starts_with("amqps://")
+            && !(self.mq.tls.ca_file.is_empty()
+                && self.mq.tls.cert_file.is_empty()
+                && self.mq.tls.key_file.is_empty())
+        {
+            return invalid(
+                "mq.tls",
+                "set only with an amqps:// mq.url (the connection is not encrypted otherwise)",
+            );
+        }
+        if self.mq.tls.cert_file.is_empty() != self.mq.tls.key_file.is_empty() {
+            return invalid(
+                "mq.tls.cert_file",
+                "a client certificate needs both mq.tls.cert_file and mq.tls.key_file",
             );
         }
         if self.mq.exchange.trim().is_empty() {
@@ -340,6 +410,54 @@ mod tests {
         assert!(settings.mq.url.is_empty());
         assert_eq!(settings.sensor.max_restart_attempts, 3);
         assert_eq!(settings.admin_addr().port(), 9180);
+    }
+
+    #[test]
+    fn secrets_given_as_files_replace_the_values() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write secret");
+            path.to_string_lossy().into_owned()
+        };
+        let token = write("token", "t0ken\n");
+        let db = write("db", "postgres://u:pw@db/attune\n");
+        let mq = write("mq", "amqps://u:pw@mq/%2f");
+        let settings = Settings::load_with_env(
+            None,
+            env(&[
+                ("ATTUNE__ADMIN__TOKEN_FILE", &token),
+                ("ATTUNE__DATABASE__URL_FILE", &db),
+                ("ATTUNE__MQ__URL_FILE", &mq),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.admin_token(), Some("t0ken"));
+        assert_eq!(settings.database.url, "postgres://u:pw@db/attune");
+        assert_eq!(settings.mq.url, "amqps://u:pw@mq/%2f");
+
+        let missing = dir.path().join("nope").to_string_lossy().into_owned();
+        let error = Settings::load_with_env(None, env(&[("ATTUNE__ADMIN__TOKEN_FILE", &missing)]))
+            .expect_err("missing file refused")
+            .to_string();
+        assert!(
+            error.contains("admin.token_file") && error.contains(&missing),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn mq_tls_needs_amqps_and_a_whole_client_identity() {
+        let error = Settings::from_yaml("mq:\n  url: amqp://h/\n  tls:\n    ca_file: /ca.pem\n")
+            .expect_err("tls without amqps")
+            .to_string();
+        assert!(error.contains("mq.tls"), "{error}");
+        let error = Settings::from_yaml("mq:\n  url: amqps://h/\n  tls:\n    cert_file: /c.pem\n")
+            .expect_err("certificate without key")
+            .to_string();
+        assert!(error.contains("mq.tls.key_file"), "{error}");
+        Settings::from_yaml("mq:\n  url: amqps://h/\n  tls:\n    ca_file: /ca.pem\n")
+            .expect("amqps with a CA");
     }
 
     #[test]

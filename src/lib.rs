@@ -11,6 +11,7 @@ pub mod config;
 pub mod packs;
 pub mod rule_test;
 pub mod runtimes;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod webhook;

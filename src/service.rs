@@ -85,7 +85,12 @@ impl Service {
             }
         }
 
-        let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange)?;
+        let tls = bus::TlsFiles {
+            ca_file: &settings.mq.tls.ca_file,
+            cert_file: &settings.mq.tls.cert_file,
+            key_file: &settings.mq.tls.key_file,
+        };
+        let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange, tls)?;
         tracing::info!(bus = publisher.kind(), mq = %redact_url(&settings.mq.url), "message bus configured");
 
         // Bound before the actor tree starts, so a taken port leaves nothing running.

@@ -15,7 +15,7 @@
 //! use attune_sensor::bus;
 //!
 //! // Empty URL: the in-process bus, which also lets the service subscribe locally.
-//! let (publisher, local) = bus::open("", bus::DEFAULT_EXCHANGE)?;
+//! let (publisher, local) = bus::open("", bus::DEFAULT_EXCHANGE, bus::TlsFiles::default())?;
 //! let mut events = local.expect("in-process bus").subscribe("event.#");
 //! # let _ = (publisher, events.recv().await);
 //! # Ok(()) }
@@ -27,9 +27,11 @@ use attune_actors::ports::Publisher;
 
 pub mod in_process;
 pub mod rabbitmq;
+pub mod tls;
 
 pub use in_process::{DeliveredMessage, InProcessBus, topic_matches};
 pub use rabbitmq::{RabbitOptions, RabbitPublisher};
+pub use tls::TlsFiles;
 
 /// The exchange used when none is configured.
 pub const DEFAULT_EXCHANGE: &str = "attune.events";
@@ -38,8 +40,16 @@ pub const DEFAULT_EXCHANGE: &str = "attune.events";
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The URL names a transport this build cannot speak. The text holds the redacted URL.
-    #[error("unsupported message bus URL {0} (expected amqp://... or empty for in-process)")]
+    #[error(
+        "unsupported message bus URL {0} (expected amqp://..., amqps://... or empty for in-process)"
+    )]
     UnsupportedScheme(String),
+    #[error("cannot use `{key}` = {path}: {reason}")]
+    TlsFile {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
 }
 
 /// What [`open`] returns: the publisher, and the same bus concretely typed when it is
@@ -54,8 +64,10 @@ pub type OpenedBus = (Arc<dyn Publisher>, Option<Arc<InProcessBus>>);
 ///   `exchange` (empty means [`DEFAULT_EXCHANGE`]). Nothing is connected yet: the first
 ///   publish connects, so this never fails because the broker is down.
 ///
-/// `amqps://` is refused: this build has no TLS support.
-pub fn open(url: &str, exchange: &str) -> Result<OpenedBus, OpenError> {
+/// * `amqps://...` is the same over TLS (rustls): the system's CAs plus `tls.ca_file`, an
+///   optional client certificate, the broker's host name always verified. The files are
+///   read now, so a bad one fails here, naming its setting.
+pub fn open(url: &str, exchange: &str, tls: TlsFiles<'_>) -> Result<OpenedBus, OpenError> {
     let url = url.trim();
     if url.is_empty() {
         let bus = Arc::new(InProcessBus::new());
@@ -65,6 +77,16 @@ pub fn open(url: &str, exchange: &str) -> Result<OpenedBus, OpenError> {
     // Scheme names are case-insensitive (RFC 3986).
     if url.len() > 7 && url[..7].eq_ignore_ascii_case("amqp://") {
         return Ok((Arc::new(RabbitPublisher::new(url, exchange)), None));
+    }
+    if url.len() > 8 && url[..8].eq_ignore_ascii_case("amqps://") {
+        let options = RabbitOptions {
+            tls: Some(tls.load()?),
+            ..RabbitOptions::default()
+        };
+        return Ok((
+            Arc::new(RabbitPublisher::with_options(url, exchange, options)),
+            None,
+        ));
     }
     Err(OpenError::UnsupportedScheme(redact_url(url)))
 }
@@ -209,15 +231,22 @@ mod tests {
 
     #[test]
     fn open_picks_the_bus_from_the_url() {
-        let (publisher, local) = open("", "").expect("in-process");
+        let (publisher, local) = open("", "", TlsFiles::default()).expect("in-process");
         assert_eq!(publisher.kind(), "in-process");
         assert!(local.is_some());
 
-        let (publisher, local) = open("amqp://guest:guest@127.0.0.1:1/%2f", "x").expect("rabbitmq");
+        let (publisher, local) = open(
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            "x",
+            TlsFiles::default(),
+        )
+        .expect("rabbitmq");
         assert_eq!(publisher.kind(), "rabbitmq");
         assert!(local.is_none());
 
-        let err = open("kafka://u:pw@host", "x").err().expect("refused");
+        let err = open("kafka://u:pw@host", "x", TlsFiles::default())
+            .err()
+            .expect("refused");
         assert!(!err.to_string().contains("pw@"), "{err}");
     }
 }

@@ -21,10 +21,11 @@ use attune_actors::ports::{BusError, PublishReport, Publisher};
 use attune_actors::sync::lock;
 use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, ChannelStatus, Confirmation, Connection, ConnectionProperties,
-    ConnectionStatus, ExchangeKind, PublisherConfirm,
+    ConnectionStatus, DefaultConnectionBuilder, ExchangeKind, PublisherConfirm,
 };
 use tokio::sync::Mutex;
 use tokio::time::timeout;
@@ -48,6 +49,9 @@ pub struct RabbitOptions {
     pub max_in_flight: usize,
     /// The name shown for the connection in the RabbitMQ management UI.
     pub connection_name: String,
+    /// CA certificates and client identity for `amqps://` (see `bus::tls`); `None`: the
+    /// system's CAs and no client certificate.
+    pub tls: Option<OwnedTLSConfig>,
 }
 
 impl Default for RabbitOptions {
@@ -57,6 +61,7 @@ impl Default for RabbitOptions {
             confirm_timeout: Duration::from_secs(10),
             max_in_flight: 256,
             connection_name: "attune-sensor".to_owned(),
+            tls: None,
         }
     }
 }
@@ -229,7 +234,12 @@ impl RabbitPublisher {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.options.connection_name.clone().into());
         let attempt = async {
-            let connection = Connection::connect(&self.url, properties).await?;
+            let connection = DefaultConnectionBuilder::new()?
+                .with_uri_str(self.url.clone())
+                .with_properties(properties)
+                .with_tls_config(self.options.tls.clone().unwrap_or_default())
+                .connect()
+                .await?;
             let channel = connection.create_channel().await?;
             channel
                 .exchange_declare(
@@ -253,9 +263,10 @@ impl RabbitPublisher {
         match timeout(self.options.connect_timeout, attempt).await {
             Ok(Ok(link)) => Ok(link),
             Ok(Err(e)) => Err(format!(
-                "{}: {}",
+                "{}: {}{}",
                 self.redacted_url,
-                scrub_secret(&e.to_string(), &self.url)
+                scrub_secret(&e.to_string(), &self.url),
+                tls_hint(&e.to_string())
             )),
             Err(_) => Err(format!(
                 "{}: no connection within {:?}",
@@ -528,5 +539,16 @@ impl Publisher for RabbitPublisher {
 
     async fn close(&self) {
         RabbitPublisher::close(self).await;
+    }
+}
+
+/// Points a TLS failure at the settings that cause it, since the library's message names
+/// neither (e.g. "invalid peer certificate: UnknownIssuer").
+fn tls_hint(error: &str) -> &'static str {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        " (TLS: check mq.tls.ca_file and that the broker's certificate names the host in mq.url)"
+    } else {
+        ""
     }
 }

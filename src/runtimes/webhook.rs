@@ -1,5 +1,6 @@
 //! The built-in webhook sensor: `runtime: builtin`, `entrypoint: webhook`, config
-//! `{path, secret_env?, token_env?, max_body_bytes?, rate_limit_per_second?, require_json?}`.
+//! `{path, secret_env? | secret_file?, token_env? | token_file?, max_body_bytes?,
+//! rate_limit_per_second?, require_json?}`.
 //! While it runs, `POST /webhooks/{path}` on the webhook listener becomes its events
 //! (see [`crate::webhook`]).
 
@@ -7,6 +8,7 @@ use async_trait::async_trait;
 use attune_actors::ports::DetectionSink;
 use attune_actors::ports::{SensorDriver, SensorFailure};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::SensorConfigError;
@@ -22,11 +24,44 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub struct WebhookConfig {
     /// Without leading or trailing `/`.
     pub path: String,
-    pub secret_env: Option<String>,
-    pub token_env: Option<String>,
+    pub secret: Option<SecretSource>,
+    pub token: Option<SecretSource>,
     pub max_body_bytes: usize,
     pub rate_limit_per_second: Option<f64>,
     pub require_json: bool,
+}
+
+/// Where a webhook secret is read from when the sensor starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSource {
+    /// An environment variable's name (`*_env`).
+    Env(String),
+    /// A file's path (`*_file`), e.g. a mounted container secret.
+    File(PathBuf),
+}
+
+/// `secret_env` / `secret_file` (or `token_*`): one of them at most.
+fn secret_source(config: &Value, what: &str) -> Result<Option<SecretSource>, SensorConfigError> {
+    let env_key = format!("{what}_env");
+    let file_key = format!("{what}_file");
+    let env = env_name(config, &env_key)?;
+    let file = match config.get(&file_key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(path)) if !path.is_empty() => Some(PathBuf::from(path)),
+        Some(other) => {
+            return Err(SensorConfigError(format!(
+                "config.{file_key} must be a file path, got {other}"
+            )));
+        }
+    };
+    match (env, file) {
+        (Some(_), Some(_)) => Err(SensorConfigError(format!(
+            "config.{env_key} and config.{file_key} are both set; use one"
+        ))),
+        (Some(name), None) => Ok(Some(SecretSource::Env(name))),
+        (None, Some(path)) => Ok(Some(SecretSource::File(path))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn env_name(config: &Value, key: &str) -> Result<Option<String>, SensorConfigError> {
@@ -52,7 +87,9 @@ impl WebhookConfig {
             &[
                 "path",
                 "secret_env",
+                "secret_file",
                 "token_env",
+                "token_file",
                 "max_body_bytes",
                 "rate_limit_per_second",
                 "require_json",
@@ -114,8 +151,8 @@ impl WebhookConfig {
         };
         Ok(Self {
             path,
-            secret_env: env_name(config, "secret_env")?,
-            token_env: env_name(config, "token_env")?,
+            secret: secret_source(config, "secret")?,
+            token: secret_source(config, "token")?,
             max_body_bytes,
             rate_limit_per_second,
             require_json,
@@ -123,17 +160,25 @@ impl WebhookConfig {
     }
 }
 
-/// Reads a secret from the environment at sensor start; its value is never logged nor
-/// stored, only the variable's name appears in errors.
-fn read_secret(key: &str, name: &Option<String>) -> Result<Option<Secret>, SensorFailure> {
-    let Some(name) = name else {
-        return Ok(None);
-    };
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
-        _ => Err(SensorFailure::new(format!(
-            "config.{key}: environment variable {name} is not set (or empty)"
-        ))),
+/// Reads a secret at sensor start; its value is never logged nor stored, only the
+/// variable's name or the file's path appears in errors.
+fn read_secret(what: &str, source: &Option<SecretSource>) -> Result<Option<Secret>, SensorFailure> {
+    match source {
+        None => Ok(None),
+        Some(SecretSource::Env(name)) => match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+            _ => Err(SensorFailure::new(format!(
+                "config.{what}_env: environment variable {name} is not set (or empty)"
+            ))),
+        },
+        Some(SecretSource::File(path)) => crate::secrets::read_secret_file(path)
+            .map(|value| Some(Secret::new(value)))
+            .map_err(|reason| {
+                SensorFailure::new(format!(
+                    "config.{what}_file: cannot read {}: {reason}",
+                    path.display()
+                ))
+            }),
     }
 }
 
@@ -152,8 +197,8 @@ impl WebhookSensor {
 impl SensorDriver for WebhookSensor {
     async fn run(&mut self, sink: DetectionSink) -> Result<(), SensorFailure> {
         let auth = WebhookAuth {
-            hmac_secret: read_secret("secret_env", &self.config.secret_env)?,
-            bearer_token: read_secret("token_env", &self.config.token_env)?,
+            hmac_secret: read_secret("secret", &self.config.secret)?,
+            bearer_token: read_secret("token", &self.config.token)?,
         };
         let route = WebhookRoute {
             sensor_ref: sink.sensor().r#ref.clone(),
@@ -201,5 +246,31 @@ mod tests {
                 .contains("config.rate_limit_per_second")
         );
         assert!(err(json!({"path": "a", "secret": "x"})).contains("config.secret"));
+        assert!(
+            err(json!({"path": "a", "token_env": "T", "token_file": "/t"})).contains("both set")
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_a_missing_file_names_key_and_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t0ken\n").expect("write");
+        let config = WebhookConfig::parse(
+            &json!({"path": "a", "token_file": file, "secret_file": dir.path().join("nope")}),
+        )
+        .expect("parses");
+        assert_eq!(config.token, Some(SecretSource::File(file.clone())));
+        let token = read_secret("token", &config.token)
+            .expect("reads")
+            .expect("set");
+        assert_eq!(token.as_bytes(), b"t0ken");
+        let error = read_secret("secret", &config.secret)
+            .expect_err("missing")
+            .0;
+        assert!(
+            error.contains("config.secret_file") && error.contains("nope"),
+            "{error}"
+        );
     }
 }

@@ -14,6 +14,11 @@ impl Secret {
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
         Self(value.into())
     }
+
+    #[cfg(test)]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Secret {
