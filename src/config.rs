@@ -87,6 +87,12 @@ pub struct MqTlsSettings {
     pub key_file: String,
 }
 
+impl MqTlsSettings {
+    fn is_set(&self) -> bool {
+        !(self.ca_file.is_empty() && self.cert_file.is_empty() && self.key_file.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
@@ -269,11 +275,7 @@ impl Settings {
                 "expected empty (in-process bus), amqp:// or amqps://",
             );
         }
-        if !self.mq.url.starts_with("amqps://")
-            && !(self.mq.tls.ca_file.is_empty()
-                && self.mq.tls.cert_file.is_empty()
-                && self.mq.tls.key_file.is_empty())
-        {
+        if self.mq.tls.is_set() && !self.mq.url.starts_with("amqps://") {
             return invalid(
                 "mq.tls",
                 "set only with an amqps:// mq.url (the connection is not encrypted otherwise)",

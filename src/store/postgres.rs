@@ -34,6 +34,21 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// Points a TLS failure at the URL parameters that cause it: the driver's message names
+/// neither (e.g. "invalid peer certificate: UnknownIssuer").
+fn tls_hint(error: &sqlx::Error) -> &'static str {
+    let text = error.to_string().to_ascii_lowercase();
+    if matches!(error, sqlx::Error::Tls(_))
+        || text.contains("certificate")
+        || text.contains("tls")
+        || text.contains("ssl")
+    {
+        " (TLS: check sslmode, sslrootcert and that the server's certificate names the host in database.url)"
+    } else {
+        ""
+    }
+}
+
 impl PgStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and runs the
     /// migrations. A database that cannot be reached is [`StoreError::Unavailable`]; the
@@ -46,14 +61,14 @@ impl PgStore {
         // A single connection first, so that a server that is down fails `connect` at once
         // (a pool would keep retrying until its acquire timeout); callers retry on
         // `Unavailable`. The same connection runs the migrations, then is closed.
-        let mut conn =
-            PgConnection::connect_with(&options)
-                .await
-                .map_err(|e| match redactor.error(e) {
-                    StoreError::Unavailable(m) | StoreError::Other(m) | StoreError::Invalid(m) => {
-                        StoreError::Unavailable(format!("cannot connect to PostgreSQL: {m}"))
-                    }
-                })?;
+        let mut conn = PgConnection::connect_with(&options).await.map_err(|e| {
+            let hint = tls_hint(&e);
+            match redactor.error(e) {
+                StoreError::Unavailable(m) | StoreError::Other(m) | StoreError::Invalid(m) => {
+                    StoreError::Unavailable(format!("cannot connect to PostgreSQL: {m}{hint}"))
+                }
+            }
+        })?;
         let migrated = run_migrations(&mut conn).await;
         let _ = conn.close().await;
         migrated.map_err(|e| match e {
