@@ -21,7 +21,8 @@ use ractor::rpc::CallResult;
 
 /// How long a request waits for the supervisor or the database before answering 503.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Below a second, so `/ready` answers within one while the database hangs.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
@@ -105,7 +106,7 @@ async fn ready(State(state): State<AdminState>) -> Response {
     let database = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("no answer within 2 s".to_owned()),
+        Err(_) => Err("no answer within 0.8 s".to_owned()),
     };
     let broker = if state.publisher.is_connected() {
         Ok(())

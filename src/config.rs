@@ -61,6 +61,8 @@ pub struct DatabaseSettings {
     pub url: String,
     /// A file holding the URL (a mounted secret); when set it replaces `url`.
     pub url_file: String,
+    /// Seconds one database call may take (see `store::StoreOptions`).
+    pub statement_timeout: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +332,10 @@ impl Settings {
             ("sensor.reconcile_interval", self.sensor.reconcile_interval),
             ("sensor.stop_grace", self.sensor.stop_grace),
             ("shutdown.timeout", self.shutdown.timeout),
+            (
+                "database.statement_timeout",
+                self.database.statement_timeout,
+            ),
         ] {
             if !(value.is_finite() && value > 0.0 && value < 1e9) {
                 return invalid(key, "must be a positive number of seconds");
@@ -376,6 +382,12 @@ impl Settings {
 
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin.token.as_str()).filter(|t| !t.is_empty())
+    }
+
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            statement_timeout: Duration::from_secs_f64(self.database.statement_timeout),
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

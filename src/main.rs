@@ -190,7 +190,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Pack {
             command: PackCommand::Load { dir },
         } => {
-            let store = store::open(&settings.database.url)
+            let store = store::open_with(&settings.database.url, settings.store_options())
                 .await
                 .context("cannot open the database")?;
             match packs::install_pack(store.as_ref(), &dir).await {
@@ -271,9 +271,11 @@ async fn test_rule(settings: &Settings, command: RuleCommand) -> anyhow::Result<
         let rule = match source {
             RuleSource::File(file) => rule_test::rule_from_file(&file)?,
             RuleSource::Stored(rule_ref) => {
-                let store = store::open(&settings.database.url).await.map_err(|e| {
-                    rule_test::RuleTestError::Rule(format!("cannot open the database: {e}"))
-                })?;
+                let store = store::open_with(&settings.database.url, settings.store_options())
+                    .await
+                    .map_err(|e| {
+                        rule_test::RuleTestError::Rule(format!("cannot open the database: {e}"))
+                    })?;
                 rule_test::rule_from_store(store.as_ref(), &rule_ref).await?
             }
         };

@@ -69,7 +69,7 @@ pub struct Service {
 impl Service {
     pub async fn start(settings: &Settings) -> Result<Self, ServiceError> {
         let database_url = redact_url(&settings.database.url);
-        let store = store::open(&settings.database.url)
+        let store = store::open_with(&settings.database.url, settings.store_options())
             .await
             .map_err(|source| ServiceError::Database {
                 url: database_url.clone(),

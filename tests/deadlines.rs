@@ -114,6 +114,120 @@ async fn status_answers_from_the_snapshot_while_the_database_hangs() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_call_times_out_and_the_service_recovers_without_restart() {
+    let db = TestDatabase::create().await;
+    let upstream: SocketAddr = "127.0.0.1:5432".parse().expect("address");
+    let proxy = TcpProxy::start(upstream).await;
+    let yaml = json!({
+        "database": {"url": via(&db.url, proxy.addr()), "statement_timeout": 1},
+        "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
+        "packs": {"autoload": [fixture("timer")]},
+        "sensor": {"enabled": false, "reconcile_interval": 3600},
+        "shutdown": {"timeout": 2},
+    });
+    let settings = Settings::from_yaml(&yaml.to_string()).expect("settings");
+    let service = Service::start(&settings).await.expect("service starts");
+    let admin = service.admin_addr;
+    service
+        .tree
+        .system_events
+        .emit("timer.manual", json!({"level": "high"}))
+        .await
+        .expect("stored before the hang");
+
+    proxy.stall();
+    let asked = Instant::now();
+    let error = service
+        .store
+        .ping()
+        .await
+        .expect_err("a hung database cannot answer");
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(1800),
+        "the call took {took:?} with a 1 s statement timeout"
+    );
+    assert!(
+        matches!(error, attune_actors::ports::StoreError::Unavailable(_))
+            && error.to_string().contains("database.statement_timeout"),
+        "an expired call is a retryable failure that names the setting: {error}"
+    );
+
+    let client = reqwest::Client::new();
+    let asked = Instant::now();
+    let ready = client
+        .get(format!("http://{admin}/ready"))
+        .send()
+        .await
+        .expect("/ready answers");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.expect("JSON");
+    assert!(
+        body["database"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("down")),
+        "{body}"
+    );
+    assert_eq!(body["broker"], "ok", "{body}");
+    let asked = Instant::now();
+    let health = client
+        .get(format!("http://{admin}/health"))
+        .send()
+        .await
+        .expect("/health answers");
+    assert!(health.status().is_success() && asked.elapsed() < Duration::from_secs(1));
+
+    // An event submitted during the hang waits (retried), and is stored once the
+    // database answers again: no restart, nothing lost.
+    let pending = tokio::spawn({
+        let events = service.tree.system_events.clone();
+        async move {
+            events
+                .emit("timer.manual", json!({"level": "high", "n": 2}))
+                .await
+        }
+    });
+    wait_for("the event's first write to time out", DEADLINE, || async {
+        let status = service.tree.status();
+        let generator = status
+            .pipeline
+            .iter()
+            .find(|p| p.name == "event_generator")?
+            .clone();
+        generator
+            .last_error
+            .filter(|e| e.contains("statement_timeout"))
+            .map(|_| ())
+    })
+    .await;
+    assert!(!pending.is_finished());
+    proxy.cut().await;
+    proxy.restore();
+    let outcome = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("stored after the hang")
+        .expect("task")
+        .expect("stored");
+    assert_eq!(outcome.enforcement_ids.len(), 1, "{outcome:?}");
+    wait_for("/ready again", DEADLINE, || async {
+        let ready = client
+            .get(format!("http://{admin}/ready"))
+            .send()
+            .await
+            .ok()?;
+        ready.status().is_success().then_some(())
+    })
+    .await;
+    service.shutdown().await;
+}
+
 /// A port nobody listens on right now.
 fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use attune_actors::domain::{Enforcement, Event, Id, NewEnforcement, NewEvent};
 use attune_actors::ports::StoreError;
 use sqlx::{Pool, Transaction};
+use std::time::Duration;
 
 use super::dialect::Backend;
 
@@ -25,6 +26,9 @@ pub(crate) trait Adapter: Send + Sync + 'static {
     fn reader(&self) -> &Pool<Self::Db>;
     /// Where single-statement writes go.
     fn writer(&self) -> &Pool<Self::Db>;
+
+    /// How long one port call may take, waiting for a connection included.
+    fn deadline(&self) -> Duration;
 
     /// Stores a non-empty batch of events with their outbox rows, as `Store::create_events`.
     async fn write_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
@@ -47,6 +51,23 @@ pub(crate) trait Adapter: Send + Sync + 'static {
     ) -> Result<Transaction<'static, Self::Db>, StoreError>;
 }
 
+/// Runs one port call against the deadline. An expired call is an ordinary
+/// [`StoreError::Unavailable`], retried like a lost connection; dropping the call's future
+/// rolls back its transaction and retires its connection, as for any cancelled query.
+pub(crate) async fn within<T>(
+    deadline: Duration,
+    call: &'static str,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "the database did not answer {call} within {:.1} s (database.statement_timeout)",
+            deadline.as_secs_f64()
+        ))),
+    }
+}
+
 /// `impl Store for $store` from the adapter's [`Adapter`] implementation and the shared
 /// statements. Invoke once, in the adapter's module.
 macro_rules! impl_store {
@@ -66,60 +87,91 @@ macro_rules! impl_store {
             #[::async_trait::async_trait]
             impl Store for $store {
                 async fn ping(&self) -> Result<(), StoreError> {
-                    Shared::ping(self.reader()).await
+                    $crate::store::adapter::within(self.deadline(), "ping", async {
+                        Shared::ping(self.reader()).await
+                    })
+                    .await
                 }
 
                 async fn enabled_sensors(&self) -> Result<Vec<Sensor>, StoreError> {
-                    Shared::enabled_sensors(self.reader()).await
+                    $crate::store::adapter::within(self.deadline(), "enabled_sensors", async {
+                        Shared::enabled_sensors(self.reader()).await
+                    })
+                    .await
                 }
 
                 async fn sensor_by_ref(
                     &self,
                     sensor_ref: &str,
                 ) -> Result<Option<Sensor>, StoreError> {
-                    Shared::sensor_by_ref(self.reader(), sensor_ref).await
+                    $crate::store::adapter::within(self.deadline(), "sensor_by_ref", async {
+                        Shared::sensor_by_ref(self.reader(), sensor_ref).await
+                    })
+                    .await
                 }
 
                 async fn trigger_by_ref(
                     &self,
                     trigger_ref: &str,
                 ) -> Result<Option<Trigger>, StoreError> {
-                    Shared::trigger_by_ref(self.reader(), trigger_ref).await
+                    $crate::store::adapter::within(self.deadline(), "trigger_by_ref", async {
+                        Shared::trigger_by_ref(self.reader(), trigger_ref).await
+                    })
+                    .await
                 }
 
                 async fn enabled_rules_for_trigger(
                     &self,
                     trigger_ref: &str,
                 ) -> Result<Vec<Rule>, StoreError> {
-                    Shared::enabled_rules_for_trigger(self.reader(), trigger_ref).await
+                    $crate::store::adapter::within(
+                        self.deadline(),
+                        "enabled_rules_for_trigger",
+                        async {
+                            Shared::enabled_rules_for_trigger(self.reader(), trigger_ref).await
+                        },
+                    )
+                    .await
                 }
 
                 async fn rule_by_ref(&self, rule_ref: &str) -> Result<Option<Rule>, StoreError> {
-                    Shared::rule_by_ref(self.reader(), rule_ref).await
+                    $crate::store::adapter::within(self.deadline(), "rule_by_ref", async {
+                        Shared::rule_by_ref(self.reader(), rule_ref).await
+                    })
+                    .await
                 }
 
                 async fn create_events(
                     &self,
                     events: Vec<NewEvent>,
                 ) -> Result<Vec<Event>, StoreError> {
-                    if events.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    self.write_events(events).await
+                    $crate::store::adapter::within(self.deadline(), "create_events", async {
+                        if events.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                        self.write_events(events).await
+                    })
+                    .await
                 }
 
                 async fn create_enforcements(
                     &self,
                     enforcements: Vec<NewEnforcement>,
                 ) -> Result<Vec<Enforcement>, StoreError> {
-                    if enforcements.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    self.write_enforcements(enforcements).await
+                    $crate::store::adapter::within(self.deadline(), "create_enforcements", async {
+                        if enforcements.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                        self.write_enforcements(enforcements).await
+                    })
+                    .await
                 }
 
                 async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
-                    Shared::get_event(self.reader(), id).await
+                    $crate::store::adapter::within(self.deadline(), "get_event", async {
+                        Shared::get_event(self.reader(), id).await
+                    })
+                    .await
                 }
 
                 async fn events_between(
@@ -128,19 +180,31 @@ macro_rules! impl_store {
                     up_to: Id,
                     limit: u32,
                 ) -> Result<Vec<Event>, StoreError> {
-                    Shared::events_between(self.reader(), after_id, up_to, limit).await
+                    $crate::store::adapter::within(self.deadline(), "events_between", async {
+                        Shared::events_between(self.reader(), after_id, up_to, limit).await
+                    })
+                    .await
                 }
 
                 async fn last_event_id(&self) -> Result<Id, StoreError> {
-                    Shared::last_event_id(self.reader()).await
+                    $crate::store::adapter::within(self.deadline(), "last_event_id", async {
+                        Shared::last_event_id(self.reader()).await
+                    })
+                    .await
                 }
 
                 async fn matched_through(&self) -> Result<Id, StoreError> {
-                    Shared::matched_through(self.reader()).await
+                    $crate::store::adapter::within(self.deadline(), "matched_through", async {
+                        Shared::matched_through(self.reader()).await
+                    })
+                    .await
                 }
 
                 async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError> {
-                    Shared::set_matched_through(self.writer(), event_id).await
+                    $crate::store::adapter::within(self.deadline(), "set_matched_through", async {
+                        Shared::set_matched_through(self.writer(), event_id).await
+                    })
+                    .await
                 }
 
                 async fn recent_events(
@@ -148,7 +212,10 @@ macro_rules! impl_store {
                     trigger_ref: Option<&str>,
                     limit: u32,
                 ) -> Result<Vec<Event>, StoreError> {
-                    Shared::recent_events(self.reader(), trigger_ref, limit).await
+                    $crate::store::adapter::within(self.deadline(), "recent_events", async {
+                        Shared::recent_events(self.reader(), trigger_ref, limit).await
+                    })
+                    .await
                 }
 
                 async fn recent_enforcements(
@@ -156,32 +223,47 @@ macro_rules! impl_store {
                     rule_ref: Option<&str>,
                     limit: u32,
                 ) -> Result<Vec<Enforcement>, StoreError> {
-                    Shared::recent_enforcements(self.reader(), rule_ref, limit).await
+                    $crate::store::adapter::within(self.deadline(), "recent_enforcements", async {
+                        Shared::recent_enforcements(self.reader(), rule_ref, limit).await
+                    })
+                    .await
                 }
 
                 async fn pending_outbox(
                     &self,
                     limit: u32,
                 ) -> Result<Vec<OutboxMessage>, StoreError> {
-                    Shared::pending_outbox(self.reader(), limit).await
+                    $crate::store::adapter::within(self.deadline(), "pending_outbox", async {
+                        Shared::pending_outbox(self.reader(), limit).await
+                    })
+                    .await
                 }
 
                 async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError> {
-                    if ids.is_empty() {
-                        return Ok(());
-                    }
-                    self.write_published(ids).await
+                    $crate::store::adapter::within(self.deadline(), "mark_published", async {
+                        if ids.is_empty() {
+                            return Ok(());
+                        }
+                        self.write_published(ids).await
+                    })
+                    .await
                 }
 
                 async fn outbox_backlog(&self) -> Result<u64, StoreError> {
-                    Shared::outbox_backlog(self.reader()).await
+                    $crate::store::adapter::within(self.deadline(), "outbox_backlog", async {
+                        Shared::outbox_backlog(self.reader()).await
+                    })
+                    .await
                 }
 
                 async fn sensor_state(
                     &self,
                     sensor_ref: &str,
                 ) -> Result<Option<Value>, StoreError> {
-                    Shared::sensor_state(self.reader(), sensor_ref).await
+                    $crate::store::adapter::within(self.deadline(), "sensor_state", async {
+                        Shared::sensor_state(self.reader(), sensor_ref).await
+                    })
+                    .await
                 }
 
                 async fn save_sensor_state(
@@ -189,18 +271,24 @@ macro_rules! impl_store {
                     sensor_ref: &str,
                     state: &Value,
                 ) -> Result<(), StoreError> {
-                    Shared::save_sensor_state(self.writer(), sensor_ref, state).await
+                    $crate::store::adapter::within(self.deadline(), "save_sensor_state", async {
+                        Shared::save_sensor_state(self.writer(), sensor_ref, state).await
+                    })
+                    .await
                 }
 
                 async fn upsert_pack(
                     &self,
                     pack: &PackDefinition,
                 ) -> Result<PackUpsertSummary, StoreError> {
-                    let mut tx =
-                        $crate::store::pack_tx::SqlPackTx(self.begin_pack(&pack.r#ref).await?);
-                    let summary = $crate::store::pack::upsert(&mut tx, pack).await?;
-                    tx.0.commit().await.map_err($crate::store::store_error)?;
-                    Ok(summary)
+                    $crate::store::adapter::within(self.deadline(), "upsert_pack", async {
+                        let mut tx =
+                            $crate::store::pack_tx::SqlPackTx(self.begin_pack(&pack.r#ref).await?);
+                        let summary = $crate::store::pack::upsert(&mut tx, pack).await?;
+                        tx.0.commit().await.map_err($crate::store::store_error)?;
+                        Ok(summary)
+                    })
+                    .await
                 }
             }
         };

@@ -43,15 +43,37 @@ use chrono::{DateTime, SubsecRound, Utc};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// How the stores behave, beyond what the URL says.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The most one port call may take (waiting for a connection included): a server-side
+    /// `statement_timeout` on PostgreSQL and a client-side deadline on both backends, which
+    /// also covers a connection that hangs without an answer and SQLite's busy waits.
+    pub statement_timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            statement_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// Connects to the database named by `url`, migrates it, and returns it as a [`Store`].
 ///
 /// `postgres://` and `postgresql://` URLs select PostgreSQL, `sqlite:` URLs SQLite (the
 /// file and its directory are created when missing). Errors never contain the URL's
 /// password.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, StoreOptions::default()).await
+}
+
+/// [`open`] with options.
+pub async fn open_with(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     match Backend::of(url)? {
-        Backend::Postgres => Ok(Arc::new(PgStore::connect(url).await?)),
-        Backend::Sqlite => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Backend::Postgres => Ok(Arc::new(PgStore::connect_with(url, options).await?)),
+        Backend::Sqlite => Ok(Arc::new(SqliteStore::connect_with(url, options).await?)),
     }
 }
 

@@ -24,7 +24,7 @@ use sqlx::{Connection, PgConnection, Pool, Postgres, Transaction};
 use super::adapter::{Adapter, impl_store};
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::{OutboxDraft, Redactor, dedup_enforcements, now, store_error};
+use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, now, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -32,6 +32,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    deadline: Duration,
 }
 
 /// Points a TLS failure at the URL parameters that cause it: the driver's message names
@@ -54,10 +55,20 @@ impl PgStore {
     /// migrations. A database that cannot be reached is [`StoreError::Unavailable`]; the
     /// password never appears in an error.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options.
+    pub async fn connect_with(url: &str, store_options: StoreOptions) -> Result<Self, StoreError> {
         let redactor = Redactor::for_url(url);
+        let deadline = store_options.statement_timeout;
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             StoreError::Invalid(redactor.clean(format!("bad PostgreSQL URL: {e}")))
         })?;
+        // The server ends a statement that runs too long even when this side has given up
+        // on it, so a stuck query does not hold locks after its caller moved on.
+        let options =
+            options.options([("statement_timeout", format!("{}ms", deadline.as_millis()))]);
         // A single connection first, so that a server that is down fails `connect` at once
         // (a pool would keep retrying until its acquire timeout); callers retry on
         // `Unavailable`. The same connection runs the migrations, then is closed.
@@ -77,14 +88,19 @@ impl PgStore {
         })?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            // Past the call's deadline, so that deadline (whose error names the setting)
+            // is what a caller sees when the server hangs.
+            .acquire_timeout(deadline + Duration::from_secs(1))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, deadline })
     }
 
     /// Wraps an existing pool (migrations are not run).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            deadline: StoreOptions::default().statement_timeout,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -186,6 +202,10 @@ impl Adapter for PgStore {
 
     fn writer(&self) -> &Pool<Postgres> {
         &self.pool
+    }
+
+    fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     async fn write_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {

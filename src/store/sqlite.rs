@@ -27,7 +27,7 @@ use super::adapter::{Adapter, impl_store};
 use super::dialect::Stamp;
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::{OutboxDraft, Redactor, dedup_enforcements, now, store_error};
+use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, now, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -36,12 +36,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    deadline: Duration,
 }
 
 impl SqliteStore {
     /// Opens `url` (`sqlite:path/to/file.db`, `sqlite://path`, or `sqlite::memory:`),
     /// creating the file and its directory when missing, and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options.
+    pub async fn connect_with(url: &str, store_options: StoreOptions) -> Result<Self, StoreError> {
+        let deadline = store_options.statement_timeout;
         let redactor = Redactor::for_url(url);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| {
@@ -49,7 +56,7 @@ impl SqliteStore {
             })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(deadline)
             .foreign_keys(true);
         let in_memory = is_in_memory(url);
         if !in_memory {
@@ -98,7 +105,11 @@ impl SqliteStore {
             sqlx::migrate::MigrateError::Execute(inner) => store_error(inner),
             other => StoreError::Other(format!("migration failed: {other}")),
         })?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            deadline,
+        })
     }
 
     /// Closes both pools; waits for connections in use to be returned.
@@ -230,6 +241,10 @@ impl Adapter for SqliteStore {
 
     fn writer(&self) -> &Pool<Sqlite> {
         &self.writer
+    }
+
+    fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     async fn write_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
