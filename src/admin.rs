@@ -62,6 +62,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(protected)
         // Every answer is JSON, so clients can always show the error text.
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(middleware::map_response(crate::json_errors::as_json))
         .with_state(state)
 }
 

@@ -102,6 +102,9 @@ pub struct AdminSettings {
     pub token: String,
     /// A file holding the token (a mounted secret); when set it replaces `token`.
     pub token_file: String,
+    /// Lets the admin API listen beyond loopback without a token: anyone who reaches the
+    /// address can then stop sensors and inject events.
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +301,20 @@ impl Settings {
                 "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9180",
             );
         }
+        if let Ok(addr) = self.admin.bind.parse::<SocketAddr>()
+            && !addr.ip().is_loopback()
+            && self.admin.token.is_empty()
+            && !self.admin.allow_unauthenticated
+        {
+            return Err(ConfigError::Invalid {
+                key: "admin.token",
+                reason: format!(
+                    "must be set (or admin.token_file) when admin.bind ({addr}) is not a \
+                     loopback address; set admin.allow_unauthenticated: true to serve it \
+                     without one"
+                ),
+            });
+        }
         if self.webhook.bind.parse::<SocketAddr>().is_err() {
             return invalid(
                 "webhook.bind",
@@ -472,6 +489,23 @@ mod tests {
         assert!(error.contains("mq.tls.key_file"), "{error}");
         Settings::from_yaml("mq:\n  url: amqps://h/\n  tls:\n    ca_file: /ca.pem\n")
             .expect("amqps with a CA");
+    }
+
+    #[test]
+    fn a_public_admin_bind_needs_a_token_or_an_explicit_opt_out() {
+        let error = Settings::from_yaml("admin:\n  bind: 0.0.0.0:9180\n")
+            .expect_err("public and unauthenticated")
+            .to_string();
+        assert!(
+            error.contains("admin.token")
+                && error.contains("admin.bind")
+                && error.contains("allow_unauthenticated"),
+            "{error}"
+        );
+        Settings::from_yaml("admin:\n  bind: 0.0.0.0:9180\n  token: t\n").expect("with a token");
+        Settings::from_yaml("admin:\n  bind: 0.0.0.0:9180\n  allow_unauthenticated: true\n")
+            .expect("explicit opt-out");
+        Settings::from_yaml("admin:\n  bind: \"[::1]:9180\"\n").expect("loopback needs none");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod bus;
 pub mod client;
 pub mod config;
+pub mod json_errors;
 pub mod packs;
 pub mod rule_test;
 pub mod runtimes;

@@ -626,3 +626,23 @@ async fn the_service_listens_on_the_port_it_reports() {
     assert_eq!(body, json!({"status": "ok"}));
     svc.shutdown().await;
 }
+
+/// The framework's own refusals are JSON like every other answer.
+#[tokio::test]
+async fn wrong_methods_and_oversized_bodies_answer_json_errors() {
+    let svc = TestService::start().await;
+    let app = svc.router();
+    let (code, answer) = send(&app, Method::GET, "/reload", None, None).await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{answer}");
+    assert!(answer["error"].is_string(), "{answer}");
+    let (code, answer) = send(&app, Method::DELETE, "/events", None, None).await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{answer}");
+    let huge = format!(
+        "{{\"trigger_ref\": \"t\", \"payload\": \"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    let (code, answer) = send(&app, Method::POST, "/events", None, Some(&huge)).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert!(answer["error"].is_string(), "{answer}");
+    svc.shutdown().await;
+}

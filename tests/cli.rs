@@ -258,6 +258,31 @@ fn configuration_errors_exit_2_naming_the_key() {
     let output = env.run(&["--config", &missing.display().to_string(), "migrate"]);
     expect_code(&output, 2);
     assert!(text(&output.stderr).contains("missing.yaml"));
+
+    // A public admin API without a token is refused; a token given as a file will do.
+    let output = env
+        .command(&["run"])
+        .env("ATTUNE__ADMIN__BIND", "0.0.0.0:0")
+        .output()
+        .expect("run");
+    expect_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("admin.token") && stderr.contains("admin.bind"),
+        "{stderr}"
+    );
+    let missing_token = env.db.dir.path().join("no-such-token");
+    let output = env
+        .command(&["migrate"])
+        .env("ATTUNE__ADMIN__TOKEN_FILE", &missing_token)
+        .output()
+        .expect("run");
+    expect_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("admin.token_file") && stderr.contains("no-such-token"),
+        "{stderr}"
+    );
     assert!(!db_file(&env).exists(), "nothing ran");
 }
 

@@ -458,3 +458,20 @@ async fn github_example_end_to_end_on_postgres_and_rabbitmq() {
     github_push_creates_an_enforcement(&db.url, Some((amqp, &mut queue, exchange))).await;
     queue.finish().await;
 }
+
+/// The framework's own refusals (a wrong method) are JSON like the listener's own.
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    use tower::ServiceExt;
+    let app = attune_sensor::webhook::router(std::sync::Arc::default());
+    let request = axum::http::Request::get("/webhooks/anything")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.oneshot(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let bytes = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .expect("body");
+    let body: Value = serde_json::from_slice(&bytes).expect("JSON body");
+    assert!(body["error"].is_string(), "{body}");
+}

@@ -28,6 +28,7 @@ pub fn router(registry: Arc<WebhookRegistry>) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such webhook endpoint") })
         // Each sensor has its own limit, applied in `receive`.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::map_response(crate::json_errors::as_json))
         .with_state(registry)
 }
 
