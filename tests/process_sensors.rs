@@ -408,6 +408,26 @@ async fn native_and_shell_sensors_produce_events() {
 }
 
 #[tokio::test]
+async fn secrets_handed_through_pass_env_are_masked_in_stderr_and_errors() {
+    const SECRET: &str = "s3cr3t-t0ken-value";
+    // Only this test reads the variable; set before its service starts.
+    unsafe { std::env::set_var("LEAKY_TEST_SECRET", SECRET) };
+    let pack = TestPack::new(&["leaky"]);
+    let svc = start(&pack, json!({})).await;
+    let service = svc.service();
+    let status = wait_for("the leaky sensor to fail once", DEADLINE, || async {
+        sensor_status(service, "proc.leaky")
+            .await
+            .filter(|s| s.failure_count >= 1 && !s.activity.stderr_tail.is_empty())
+    })
+    .await;
+    let shown = format!("{:?} {:?}", status.activity.stderr_tail, status.last_error);
+    assert!(!shown.contains(SECRET), "the secret leaked: {shown}");
+    assert!(shown.contains("connecting with token ***"), "{shown}");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_poll_process_that_exits_takes_its_leftover_children_along() {
     let pack = TestPack::new(&["leaver"]);
     let svc = start(&pack, json!({})).await;

@@ -29,6 +29,8 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     pub rate_limit_per_second: Option<f64>,
     pub require_json: bool,
+    /// Headers kept out of the payload besides the built-in credential headers.
+    pub drop_headers: Vec<String>,
 }
 
 /// Where a webhook secret is read from when the sensor starts.
@@ -93,6 +95,7 @@ impl WebhookConfig {
                 "max_body_bytes",
                 "rate_limit_per_second",
                 "require_json",
+                "drop_headers",
             ],
             ENTRYPOINT,
         )?;
@@ -149,7 +152,29 @@ impl WebhookConfig {
                 )));
             }
         };
+        let drop_headers = match config.get("drop_headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(names)) => names
+                .iter()
+                .map(|name| match name {
+                    Value::String(name)
+                        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok() =>
+                    {
+                        Ok(name.to_ascii_lowercase())
+                    }
+                    other => Err(SensorConfigError(format!(
+                        "config.drop_headers must list header names, got {other}"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(SensorConfigError(format!(
+                    "config.drop_headers must be a list of header names, got {other}"
+                )));
+            }
+        };
         Ok(Self {
+            drop_headers,
             path,
             secret: secret_source(config, "secret")?,
             token: secret_source(config, "token")?,
@@ -209,6 +234,7 @@ impl SensorDriver for WebhookSensor {
                 .config
                 .rate_limit_per_second
                 .map(TokenBucket::per_second),
+            drop_headers: self.config.drop_headers.clone(),
             sink: sink.clone(),
         };
         // Dropping the registration (when this future is dropped on stop) frees the path.

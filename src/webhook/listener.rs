@@ -85,7 +85,7 @@ async fn receive(
         Ok(body) => body,
         Err(reason) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
     };
-    let payload = request_payload(&parts, body, source_ip);
+    let payload = request_payload(&parts, body, source_ip, &route.drop_headers);
     match tokio::time::timeout(STORE_TIMEOUT, route.sink.emit(payload)).await {
         Ok(Ok(event)) => (
             StatusCode::ACCEPTED,

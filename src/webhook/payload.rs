@@ -17,19 +17,27 @@ const SIGNATURE_HEADERS: [&str; 3] = [
 ];
 
 /// Other credential headers a sender or a proxy may add; kept out of the payload (which
-/// is stored and published) like `authorization`.
-const CREDENTIAL_HEADERS: [&str; 4] = [
+/// is stored and published) like `authorization`. A sensor's `drop_headers` adds to them.
+pub const CREDENTIAL_HEADERS: [&str; 6] = [
     "authorization",
     "proxy-authorization",
     "cookie",
+    "x-api-key",
+    "x-auth-token",
     "x-gitlab-token",
 ];
 
-/// The event payload of a request whose body parsed as `body`.
-pub(super) fn request_payload(parts: &Parts, body: Value, source_ip: Option<String>) -> Value {
+/// The event payload of a request whose body parsed as `body`; `drop_headers` (lower
+/// case) are left out besides the credential and signature headers.
+pub(super) fn request_payload(
+    parts: &Parts,
+    body: Value,
+    source_ip: Option<String>,
+    drop_headers: &[String],
+) -> Value {
     json!({
         "body": body,
-        "headers": visible_headers(&parts.headers),
+        "headers": visible_headers(&parts.headers, drop_headers),
         "query": parts.uri.query().map(form_map).unwrap_or_default(),
         "method": parts.method.as_str(),
         "source_ip": source_ip,
@@ -87,11 +95,14 @@ fn form_map(text: &str) -> Map<String, Value> {
 
 /// Lower-cased headers (as `http` keeps them) without credentials; repeated headers are
 /// joined with `, `.
-fn visible_headers(headers: &HeaderMap) -> Map<String, Value> {
+fn visible_headers(headers: &HeaderMap, drop_headers: &[String]) -> Map<String, Value> {
     let mut visible: Map<String, Value> = Map::new();
     for (name, value) in headers {
         let name = name.as_str();
-        if CREDENTIAL_HEADERS.contains(&name) || SIGNATURE_HEADERS.contains(&name) {
+        if CREDENTIAL_HEADERS.contains(&name)
+            || SIGNATURE_HEADERS.contains(&name)
+            || drop_headers.iter().any(|d| d == name)
+        {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -148,6 +159,9 @@ mod tests {
                 .header("Proxy-Authorization", "Basic x")
                 .header("Cookie", "session=1")
                 .header("X-Gitlab-Token", "t")
+                .header("X-Api-Key", "k")
+                .header("X-Auth-Token", "t")
+                .header("X-Internal-Secret", "s")
                 .header("X-Hub-Signature-256", "sha256=00")
                 .header("X-Webhook-Signature", "sha256=00")
                 .header("X-Hub-Signature", "sha1=00")
@@ -157,7 +171,10 @@ mod tests {
                 .header("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap()),
         );
         assert_eq!(
-            Value::Object(visible_headers(&parts.headers)),
+            Value::Object(visible_headers(
+                &parts.headers,
+                &["x-internal-secret".to_owned()]
+            )),
             json!({"x-github-event": "push", "accept": "a, b", "x-raw": "caf\u{fffd}"})
         );
     }
@@ -169,7 +186,7 @@ mod tests {
                 .header("content-type", "application/json")
                 .header("cookie", "c=1"),
         );
-        let payload = request_payload(&parts, json!({"k": 1}), Some("10.0.0.7".to_owned()));
+        let payload = request_payload(&parts, json!({"k": 1}), Some("10.0.0.7".to_owned()), &[]);
         let received_at = payload["received_at"]
             .as_str()
             .unwrap_or_default()
@@ -191,7 +208,12 @@ mod tests {
                 "received_at": received_at,
             })
         );
-        let bare = request_payload(&parts_of(Request::post("/webhooks/x")), Value::Null, None);
+        let bare = request_payload(
+            &parts_of(Request::post("/webhooks/x")),
+            Value::Null,
+            None,
+            &[],
+        );
         assert_eq!(
             (&bare["query"], &bare["headers"], &bare["source_ip"]),
             (&json!({}), &json!({}), &Value::Null)

@@ -16,6 +16,8 @@ pub struct WebhookRoute {
     /// Bodies that are not JSON are refused with 415.
     pub require_json: bool,
     pub limiter: Option<TokenBucket>,
+    /// Headers (lower case) kept out of the payload besides the credential ones.
+    pub drop_headers: Vec<String>,
     pub sink: DetectionSink,
 }
 

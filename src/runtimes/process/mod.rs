@@ -51,6 +51,19 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// stderr lines longer than this are cut for the logs and the status.
 const MAX_STDERR_LINE: usize = 4096;
 
+/// The shortest `pass_env` value masked in stderr.
+const MIN_MASKED_LEN: usize = 4;
+
+/// `text` with every occurrence of a secret replaced by `***`, longest secrets first so a
+/// secret that contains another is masked whole.
+fn mask_secrets(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&String> = secrets.iter().collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.into_iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "***")
+    })
+}
+
 /// How many stderr lines go into a failure message.
 const STDERR_EXCERPT_LINES: usize = 3;
 
@@ -337,6 +350,17 @@ impl ProcessSensor {
         })
     }
 
+    /// The values of the variables this sensor may see through `pass_env`, which are
+    /// often credentials: masked wherever its stderr goes (log, status, last error).
+    /// Values under four characters are left alone, as masking them would garble the text.
+    fn secrets(&self) -> Vec<String> {
+        self.pass_env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .filter(|value| value.chars().count() >= MIN_MASKED_LEN)
+            .collect()
+    }
+
     fn environment(&self, sink: &DetectionSink) -> Vec<(OsString, OsString)> {
         let sensor = sink.sensor();
         let mut env: Vec<(OsString, OsString)> = INHERITED_ENV
@@ -555,11 +579,12 @@ impl ProcessSensor {
     }
 
     fn stderr_line(&self, sink: &DetectionSink, line: &RawLine, tail: &mut VecDeque<String>) {
-        let mut text = String::from_utf8_lossy(&line.bytes).into_owned();
+        let mut text = mask_secrets(&String::from_utf8_lossy(&line.bytes), &self.secrets());
         if line.truncated() {
             text.push_str(" […]");
         }
-        tracing::info!(sensor = %sink.sensor().r#ref, stream = "stderr", "{text}");
+        // At debug: sensor code may print anything, and stderr is its diagnostics.
+        tracing::debug!(sensor = %sink.sensor().r#ref, stream = "stderr", "{text}");
         sink.record_stderr(&text);
         if tail.len() >= STDERR_EXCERPT_LINES {
             tail.pop_front();
@@ -700,6 +725,16 @@ impl SensorDriver for ProcessSensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_longest_first() {
+        let secrets = vec!["hunter2-token".to_owned(), "hunter2".to_owned()];
+        assert_eq!(
+            mask_secrets("auth hunter2-token failed, retry hunter2", &secrets),
+            "auth *** failed, retry ***"
+        );
+        assert_eq!(mask_secrets("nothing here", &secrets), "nothing here");
+    }
 
     #[test]
     fn env_names_are_checked() {
