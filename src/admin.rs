@@ -267,6 +267,9 @@ async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) ->
         Ok(Err(IntakeError::InvalidPayload(reason))) => {
             Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, reason))
         }
+        Ok(Err(error @ IntakeError::Overloaded { .. })) => {
+            Ok(crate::json_errors::retry_later(error.to_string()))
+        }
         Ok(Err(error)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
         Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -42,7 +42,15 @@ pub struct Settings {
     pub log: LogSettings,
     pub sensor: SensorSettings,
     pub runtimes: RuntimeSettings,
+    pub pipeline: PipelineSettings,
     pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Most events waiting to be stored at once (see `ports::Admission`).
+    pub max_pending: usize,
 }
 
 /// Interpreters of process sensors: a program and its arguments, split on whitespace
@@ -327,6 +335,9 @@ impl Settings {
                 "expected a level (error, warn, info, debug, trace) or a filter directive",
             );
         }
+        if self.pipeline.max_pending == 0 || self.pipeline.max_pending > 1_000_000 {
+            return invalid("pipeline.max_pending", "must be between 1 and 1000000");
+        }
         if self.sensor.poll_interval == 0 {
             return invalid("sensor.poll_interval", "must be at least 1 second");
         }
@@ -425,6 +436,7 @@ impl Settings {
             // group; the actor stop wait must cover that in turn.
             stop_grace: self.sensor_stop_grace() + Duration::from_secs(2),
             stop_timeout: self.sensor_stop_grace() + Duration::from_secs(5),
+            max_pending: self.pipeline.max_pending,
             ..SupervisorConfig::default()
         }
     }

@@ -36,6 +36,17 @@ pub async fn as_json(response: Response) -> Response {
     Response::from_parts(parts, Body::from(body)).into_response()
 }
 
+/// 503 with `Retry-After: 1`, for a refusal that a retry in a moment can get past (the
+/// pipeline is full).
+pub fn retry_later(message: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        axum::Json(json!({ "error": message })),
+    )
+        .into_response()
+}
+
 fn default_text(status: StatusCode) -> String {
     status
         .canonical_reason()

@@ -16,12 +16,12 @@ use crate::live_ref::LiveRef;
 use crate::matcher::MatcherMsg;
 use crate::outbox::OutboxMsg;
 use crate::ports::{
-    EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Store, check_storable,
+    Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Store,
+    check_storable,
 };
 use crate::sync::{read, write};
 
 /// The current refs of the pipeline actors.
-#[derive(Default)]
 pub struct PipelineRefs {
     pub generator: LiveRef<GeneratorMsg>,
     pub matcher: LiveRef<MatcherMsg>,
@@ -29,9 +29,21 @@ pub struct PipelineRefs {
     /// Triggers that system events named, so a burst of them costs one lookup; cleared
     /// on every reconcile so edited triggers are picked up.
     triggers: RwLock<HashMap<String, Arc<Trigger>>>,
+    /// Bounds the events waiting to be stored (`pipeline.max_pending`).
+    admission: Admission,
 }
 
 impl PipelineRefs {
+    pub fn new(max_pending: usize) -> Self {
+        Self {
+            generator: LiveRef::default(),
+            matcher: LiveRef::default(),
+            outbox: LiveRef::default(),
+            triggers: RwLock::default(),
+            admission: Admission::new(max_pending),
+        }
+    }
+
     pub(crate) fn forget_triggers(&self) {
         write(&self.triggers).clear();
     }
@@ -59,6 +71,10 @@ impl EventIntake for PipelineRefs {
             false => Err(IntakeError::NotRunning),
         }
     }
+
+    fn admission(&self) -> &Admission {
+        &self.admission
+    }
 }
 
 /// Entry point for events that no sensor produced (the admin API's `POST /events`).
@@ -70,13 +86,15 @@ pub struct SystemEvents {
 
 impl SystemEvents {
     /// Stores a system event for `trigger_ref`, matches it against the trigger's rules and
-    /// returns the event id with the enforcements it produced.
+    /// returns the event id with the enforcements it produced. Refused at once with
+    /// [`IntakeError::Overloaded`] while `pipeline.max_pending` events wait to be stored.
     pub async fn emit(
         &self,
         trigger_ref: &str,
         payload: Value,
     ) -> Result<MatchOutcome, IntakeError> {
         check_storable(&payload)?;
+        let permit = self.refs.admission.try_admit()?;
         let trigger = match self.refs.cached_trigger(trigger_ref) {
             Some(trigger) => trigger,
             None => {
@@ -101,6 +119,7 @@ impl SystemEvents {
                 source_ref: None,
             },
             ack: EventAck::Matched(reply),
+            permit,
         })?;
         outcome.await.map_err(|_| IntakeError::NotRunning)
     }

@@ -86,7 +86,7 @@ async fn receive(
         Err(reason) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
     };
     let payload = request_payload(&parts, body, source_ip, &route.drop_headers);
-    match tokio::time::timeout(STORE_TIMEOUT, route.sink.emit(payload)).await {
+    match tokio::time::timeout(STORE_TIMEOUT, route.sink.try_emit(payload)).await {
         Ok(Ok(event)) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"event_id": event.id})),
@@ -94,6 +94,9 @@ async fn receive(
             .into_response(),
         Ok(Err(IntakeError::InvalidPayload(reason))) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+        }
+        Ok(Err(overloaded @ IntakeError::Overloaded { .. })) => {
+            crate::json_errors::retry_later(overloaded.to_string())
         }
         Err(_) => {
             tracing::warn!(sensor = %route.sensor_ref, "webhook event not stored in time");

@@ -8,7 +8,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::domain::{Event, NewEvent, Sensor, Trigger, config_snapshot};
 use crate::ports::{
-    EventAck, EventIntake, EventRequest, IntakeError, Store, StoreError, check_storable,
+    EventAck, EventIntake, EventRequest, IntakeError, Permit, Store, StoreError, check_storable,
 };
 use crate::status::{STDERR_TAIL_LINES, SharedActivity};
 
@@ -94,8 +94,23 @@ impl DetectionSink {
     }
 
     /// Turns a payload into an event of the sensor's trigger and waits until it is stored.
+    /// While `pipeline.max_pending` events already wait, it first waits for room: a
+    /// sensor that detects faster than the database stores is slowed, not buffered.
     pub async fn emit(&self, payload: Value) -> Result<Event, IntakeError> {
         check_storable(&payload)?;
+        let permit = self.intake.admission().admit().await?;
+        self.submit(payload, permit).await
+    }
+
+    /// Like [`emit`](Self::emit) for a caller that can tell its client to come back (a
+    /// webhook): refused at once with [`IntakeError::Overloaded`] when there is no room.
+    pub async fn try_emit(&self, payload: Value) -> Result<Event, IntakeError> {
+        check_storable(&payload)?;
+        let permit = self.intake.admission().try_admit()?;
+        self.submit(payload, permit).await
+    }
+
+    async fn submit(&self, payload: Value, permit: Permit) -> Result<Event, IntakeError> {
         let (reply, stored) = oneshot::channel();
         self.intake.submit(EventRequest {
             event: NewEvent {
@@ -107,6 +122,7 @@ impl DetectionSink {
                 source_ref: Some(self.sensor.r#ref.clone()),
             },
             ack: EventAck::Stored(reply),
+            permit,
         })?;
         let event = stored.await.map_err(|_| IntakeError::NotRunning)?;
         let mut activity = self.activity.lock();

@@ -8,7 +8,8 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::domain::{Event, Id, NewEvent};
 use crate::ports::StoreError;
@@ -18,7 +19,64 @@ pub trait EventIntake: Send + Sync + 'static {
     /// Hands an event over; fails at once when nothing takes events (the generator is
     /// down or the service is stopping), so the caller can answer instead of waiting.
     fn submit(&self, request: EventRequest) -> Result<(), IntakeError>;
+
+    /// Room for the events waiting to be stored (`pipeline.max_pending`).
+    fn admission(&self) -> &Admission;
 }
+
+/// Bounds the events that wait in memory to be stored: each carries a permit from here
+/// until its row is committed (or it is given up on). A caller that can answer "later"
+/// (an HTTP client) is refused at once when none is left; a sensor waits for one, which
+/// slows it down instead of buffering what it detects.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    permits: Arc<Semaphore>,
+    max_pending: usize,
+}
+
+impl Admission {
+    pub fn new(max_pending: usize) -> Self {
+        let max_pending = max_pending.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(max_pending)),
+            max_pending,
+        }
+    }
+
+    /// A permit now, or [`IntakeError::Overloaded`].
+    pub fn try_admit(&self) -> Result<Permit, IntakeError> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map(Permit)
+            .map_err(|_| IntakeError::Overloaded {
+                max_pending: self.max_pending,
+            })
+    }
+
+    /// A permit once one is free (back-pressure).
+    pub async fn admit(&self) -> Result<Permit, IntakeError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map(Permit)
+            .map_err(|_| IntakeError::NotRunning)
+    }
+
+    /// How many events wait to be stored now.
+    pub fn pending(&self) -> usize {
+        self.max_pending - self.permits.available_permits()
+    }
+
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+}
+
+/// One event's room in [`Admission`], given back when it is dropped (with its request).
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -29,6 +87,9 @@ pub enum IntakeError {
     /// The payload can never be stored, so it is refused before it can hold up others.
     #[error("payload refused: {0}")]
     InvalidPayload(String),
+    /// `pipeline.max_pending` events already wait to be stored; try again shortly.
+    #[error("{max_pending} events already wait to be stored (pipeline.max_pending); retry later")]
+    Overloaded { max_pending: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -99,6 +160,8 @@ pub enum EventAck {
 pub struct EventRequest {
     pub event: NewEvent,
     pub ack: EventAck,
+    /// Its room among the events waiting to be stored, held until it is written.
+    pub permit: Permit,
 }
 
 #[cfg(test)]

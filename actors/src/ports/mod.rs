@@ -13,6 +13,9 @@ mod store;
 
 pub use bus::{BusError, PublishReport, Publisher};
 pub use context::DetectionSink;
-pub use intake::{EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, check_storable};
+pub use intake::{
+    Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Permit,
+    check_storable,
+};
 pub use sensor::{SensorDriver, SensorDriverFactory, SensorFailure};
 pub use store::{Store, StoreError};

@@ -20,6 +20,8 @@ pub struct SupervisorConfig {
     pub reconcile_interval: Option<Duration>,
     /// Most events (or enforcements) written in one transaction.
     pub max_batch: usize,
+    /// Most events waiting to be stored; beyond, HTTP callers are refused and sensors wait.
+    pub max_pending: usize,
     pub outbox_batch: u32,
     pub outbox_poll: Duration,
     /// How long a stopping sensor may take to release what it holds (a process sensor's
@@ -40,6 +42,7 @@ impl Default for SupervisorConfig {
             healthy_after: Duration::from_secs(60),
             reconcile_interval: Some(Duration::from_secs(10)),
             max_batch: 1000,
+            max_pending: 10_000,
             outbox_batch: 500,
             outbox_poll: Duration::from_secs(1),
             stop_grace: Duration::from_secs(7),

@@ -61,7 +61,7 @@ impl Tree {
     pub async fn start(
         args: SupervisorArgs,
     ) -> Result<(Tree, tokio::task::JoinHandle<()>), SpawnErr> {
-        let refs = Arc::new(PipelineRefs::default());
+        let refs = Arc::new(PipelineRefs::new(args.config.max_pending));
         let outbox_health = Arc::new(OutboxHealth::default());
         let system_events = SystemEvents {
             refs: refs.clone(),
