@@ -81,9 +81,23 @@ impl<T> Batcher<T> {
 
     /// Takes the next batch for a flush that is being handled now.
     pub fn take_batch(&mut self) -> Vec<T> {
+        self.take_at_most(self.max_batch)
+    }
+
+    /// Like [`take_batch`](Self::take_batch), at most `limit` requests (isolating a bad one).
+    pub fn take_at_most(&mut self, limit: usize) -> Vec<T> {
         self.flush_scheduled = false;
-        let n = self.pending.len().min(self.max_batch);
+        let n = self.pending.len().min(self.max_batch).min(limit.max(1));
         self.pending.drain(..n).collect()
+    }
+
+    /// Puts a batch back in front, in its order, to be written again at once in smaller
+    /// parts; not a failure of the database, so the retry delay does not grow.
+    pub fn put_back(&mut self, batch: Vec<T>) {
+        for item in batch.into_iter().rev() {
+            self.pending.push_front(item);
+        }
+        self.flush_scheduled = true;
     }
 
     /// Puts a batch whose write failed back in front, in its order, and returns how long

@@ -3,7 +3,9 @@
 //! It writes events (with their outbox rows) in batches, acknowledges each submitter once
 //! its row is committed, hands the stored events to the rule matcher and wakes the outbox
 //! publisher. A failed write keeps the batch and retries it: an event is never dropped
-//! because the database was briefly away.
+//! because the database was briefly away. A batch the database refuses as invalid is
+//! halved until the request it refuses is alone; only that one is answered with the
+//! refusal, the others are stored.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::live_ref::LiveRef;
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::outbox::OutboxMsg;
-use crate::ports::{EventAck, EventRequest, Store};
+use crate::ports::{EventAck, EventRequest, IntakeError, Store, StoreError};
 use crate::sync::set_error;
 
 /// What the event generator hears.
@@ -41,6 +43,8 @@ pub struct GeneratorArgs {
 pub struct GeneratorState {
     args: GeneratorArgs,
     batcher: Batcher<EventRequest>,
+    /// While a refused batch is being narrowed down: the size of the next batch.
+    isolating: Option<usize>,
 }
 
 impl Actor for EventGeneratorActor {
@@ -56,6 +60,7 @@ impl Actor for EventGeneratorActor {
         Ok(GeneratorState {
             batcher: Batcher::new(args.max_batch),
             args,
+            isolating: None,
         })
     }
 
@@ -88,7 +93,10 @@ impl GroupCommit for GeneratorState {
     }
 
     async fn flush_once(&mut self) -> Result<(), std::time::Duration> {
-        let batch = self.batcher.take_batch();
+        let batch = match self.isolating {
+            Some(limit) => self.batcher.take_at_most(limit),
+            None => self.batcher.take_batch(),
+        };
         if batch.is_empty() {
             return Ok(());
         }
@@ -105,7 +113,7 @@ impl GroupCommit for GeneratorState {
                     let reply = match request.ack {
                         EventAck::None => None,
                         EventAck::Stored(reply) => {
-                            let _ = reply.send(event.clone());
+                            let _ = reply.send(Ok(event.clone()));
                             None
                         }
                         EventAck::Matched(reply) => Some(reply),
@@ -115,6 +123,23 @@ impl GroupCommit for GeneratorState {
                 // A publisher that is down finds the rows when it is back.
                 self.args.outbox.send(OutboxMsg::Wake);
                 self.forward(to_match);
+                self.isolating = None;
+                Ok(())
+            }
+            Err(StoreError::Invalid(reason)) if batch.len() > 1 => {
+                let half = batch.len() / 2;
+                tracing::warn!(%reason, events = batch.len(), "the database refused a batch; writing it in halves to find the event it refuses");
+                self.isolating = Some(half);
+                self.batcher.put_back(batch);
+                Err(std::time::Duration::ZERO)
+            }
+            Err(StoreError::Invalid(reason)) => {
+                self.batcher.succeeded();
+                self.isolating = None;
+                for request in batch {
+                    tracing::warn!(%reason, trigger = %request.event.trigger_ref, source = ?request.event.source_ref, "the database refused an event; it is answered with the refusal and dropped");
+                    refuse(request, &reason);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -130,6 +155,21 @@ impl GeneratorState {
     fn forward(&self, requests: Vec<MatchRequest>) {
         if !self.args.matcher.send(MatcherMsg::Match(requests)) {
             tracing::error!("rule matcher is not running; stored events were not matched");
+        }
+    }
+}
+
+/// Answers a request the database refused for good; the others of its batch are stored.
+fn refuse(request: EventRequest, reason: &str) {
+    let refusal =
+        || IntakeError::InvalidPayload(format!("the database refused the event: {reason}"));
+    match request.ack {
+        EventAck::None => {}
+        EventAck::Stored(reply) => {
+            let _ = reply.send(Err(refusal()));
+        }
+        EventAck::Matched(reply) => {
+            let _ = reply.send(Err(refusal()));
         }
     }
 }

@@ -15,14 +15,14 @@ use crate::conditions::{CompiledConditions, evaluation_context};
 use crate::domain::{Event, NewEnforcement, Rule};
 use crate::live_ref::LiveRef;
 use crate::outbox::OutboxMsg;
-use crate::ports::{MatchOutcome, Store, StoreError};
+use crate::ports::{IntakeError, MatchOutcome, Store, StoreError};
 use crate::sync::set_error;
 
 /// A stored event to match, and who waits for its enforcements (the admin API's
 /// `POST /events`), if anyone.
 pub struct MatchRequest {
     pub event: Event,
-    pub reply: Option<oneshot::Sender<MatchOutcome>>,
+    pub reply: Option<oneshot::Sender<Result<MatchOutcome, IntakeError>>>,
 }
 
 /// What the rule matcher hears.
@@ -325,10 +325,10 @@ impl GroupCommit for MatcherState {
                 set_error(&self.args.last_error, None);
                 for (request, enforcement_ids) in batch.into_iter().zip(per_event) {
                     if let Some(reply) = request.reply {
-                        let _ = reply.send(MatchOutcome {
+                        let _ = reply.send(Ok(MatchOutcome {
                             event_id: request.event.id,
                             enforcement_ids,
-                        });
+                        }));
                     }
                 }
                 // A publisher that is down finds the rows when it is back.

@@ -85,6 +85,11 @@ pub struct SystemEvents {
 }
 
 impl SystemEvents {
+    /// How many events wait to be stored now (of `pipeline.max_pending`).
+    pub fn pending(&self) -> usize {
+        self.refs.admission.pending()
+    }
+
     /// Stores a system event for `trigger_ref`, matches it against the trigger's rules and
     /// returns the event id with the enforcements it produced. Refused at once with
     /// [`IntakeError::Overloaded`] while `pipeline.max_pending` events wait to be stored.
@@ -121,6 +126,6 @@ impl SystemEvents {
             ack: EventAck::Matched(reply),
             permit,
         })?;
-        outcome.await.map_err(|_| IntakeError::NotRunning)
+        outcome.await.map_err(|_| IntakeError::NotRunning)?
     }
 }

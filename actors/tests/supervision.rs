@@ -398,6 +398,56 @@ async fn nothing_is_lost_while_the_database_or_broker_is_down() {
     .await;
 }
 
+/// A batch the database refuses is narrowed down to the event it refuses: only that one is
+/// answered with the refusal, the others are stored.
+#[tokio::test]
+async fn a_refused_event_is_isolated_and_the_rest_of_its_batch_is_stored() {
+    let store = store_with(&[]);
+    let h = start(store, fast_config()).await;
+    // While the store is down the events pile up, so they are written as one batch.
+    h.store.down.store(true, Ordering::SeqCst);
+    let mut sent = Vec::new();
+    for n in 0..7 {
+        let events = h.tree.system_events.clone();
+        let payload = json!({"n": n, "poison": n == 4});
+        sent.push(tokio::spawn(async move {
+            events.emit("test.tick", payload).await
+        }));
+    }
+    wait_until(
+        "all seven wait to be stored",
+        Duration::from_secs(5),
+        || h.tree.system_events.pending() == 7,
+    )
+    .await;
+    h.store.down.store(false, Ordering::SeqCst);
+    let mut stored = Vec::new();
+    let mut refused = Vec::new();
+    for (n, outcome) in sent.into_iter().enumerate() {
+        match outcome.await.expect("task") {
+            Ok(_) => stored.push(n),
+            Err(attune_actors::ports::IntakeError::InvalidPayload(reason)) => {
+                assert!(reason.contains("poisoned payload"), "{reason}");
+                refused.push(n);
+            }
+            Err(other) => panic!("event {n}: {other}"),
+        }
+    }
+    assert_eq!(refused, [4]);
+    assert_eq!(stored, [0, 1, 2, 3, 5, 6]);
+    let numbers: Vec<i64> = h
+        .store
+        .payloads()
+        .iter()
+        .filter_map(|p| p["n"].as_i64())
+        .collect();
+    assert_eq!(
+        numbers,
+        [0, 1, 2, 3, 5, 6],
+        "stored in order, the refused one left out"
+    );
+}
+
 /// One deadline for the whole shutdown: a sensor that ignores its stop and a broker that
 /// is down cannot hold it past the deadline and the fixed tail.
 #[tokio::test]

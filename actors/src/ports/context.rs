@@ -124,7 +124,7 @@ impl DetectionSink {
             ack: EventAck::Stored(reply),
             permit,
         })?;
-        let event = stored.await.map_err(|_| IntakeError::NotRunning)?;
+        let event = stored.await.map_err(|_| IntakeError::NotRunning)??;
         let mut activity = self.activity.lock();
         activity.events_emitted += 1;
         activity.last_event_at = Some(event.created);

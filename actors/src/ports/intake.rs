@@ -149,10 +149,10 @@ pub struct MatchOutcome {
 #[derive(Debug)]
 pub enum EventAck {
     None,
-    /// As soon as the event row is committed.
-    Stored(oneshot::Sender<Event>),
-    /// Once its enforcements are committed too.
-    Matched(oneshot::Sender<MatchOutcome>),
+    /// As soon as the event row is committed (or the database refused it for good).
+    Stored(oneshot::Sender<Result<Event, IntakeError>>),
+    /// Once its enforcements are committed too (or the event was refused).
+    Matched(oneshot::Sender<Result<MatchOutcome, IntakeError>>),
 }
 
 /// An event on its way into the database.

@@ -152,6 +152,15 @@ impl MemoryStore {
         self.lock().enforcements.clone()
     }
 
+    /// Every stored event's payload, in id order.
+    pub fn payloads(&self) -> Vec<Value> {
+        self.lock()
+            .events
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect()
+    }
+
     pub fn events_of(&self, sensor_ref: &str) -> usize {
         self.lock()
             .events
@@ -211,6 +220,11 @@ impl Store for MemoryStore {
     }
     async fn create_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
         self.check()?;
+        // A batch with a payload marked `"poison": true` is refused whole, as a database
+        // refuses a transaction with one row it cannot take.
+        if events.iter().any(|e| e.payload["poison"] == true) {
+            return Err(StoreError::Invalid("poisoned payload".into()));
+        }
         let mut inner = self.lock();
         let mut stored = Vec::new();
         for new in events {
