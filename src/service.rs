@@ -237,9 +237,10 @@ impl Service {
     }
 }
 
-/// How far past the deadline the supervisor may answer: it stops the pipeline actors and
-/// closes the broker connection after the deadline, each bounded.
-const SUPERVISOR_TAIL: Duration = Duration::from_millis(1000);
+/// How far past the deadline the supervisor may answer: what its shutdown takes past the
+/// deadline, and a margin for the answer itself.
+const SUPERVISOR_TAIL: Duration =
+    attune_actors::supervisor::PAST_DEADLINE.saturating_add(Duration::from_millis(150));
 
 /// How long the admin API (and then the supervisor's task) get to finish after the
 /// supervisor is done.

@@ -80,7 +80,7 @@ pub struct PipelineActorStatus {
     pub last_error: Option<String>,
 }
 
-/// The whole tree, as returned by the supervisor's `GetStatus`.
+/// The whole tree, as `Tree::status` renders it from the latest snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeStatus {
     pub sensors: Vec<SensorStatus>,

@@ -68,6 +68,15 @@ pub(crate) async fn within<T>(
     }
 }
 
+/// The bound of a call that commits a transaction: a multiple of the deadline, so the
+/// server's own `statement_timeout` (one deadline) ends a slow statement first and the
+/// caller sees a clean rollback. Only a connection that does not answer at all reaches
+/// this bound, and then the commit's fate is unknown: retrying may store the batch twice
+/// (see "Uncertain commits" in the README).
+pub(crate) fn commit_deadline(deadline: Duration) -> Duration {
+    deadline.saturating_mul(3)
+}
+
 /// `impl Store for $store` from the adapter's [`Adapter`] implementation and the shared
 /// statements. Invoke once, in the adapter's module.
 macro_rules! impl_store {
@@ -145,12 +154,16 @@ macro_rules! impl_store {
                     &self,
                     events: Vec<NewEvent>,
                 ) -> Result<Vec<Event>, StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "create_events", async {
-                        if events.is_empty() {
-                            return Ok(Vec::new());
-                        }
-                        self.write_events(events).await
-                    })
+                    $crate::store::adapter::within(
+                        $crate::store::adapter::commit_deadline(self.deadline()),
+                        "create_events",
+                        async {
+                            if events.is_empty() {
+                                return Ok(Vec::new());
+                            }
+                            self.write_events(events).await
+                        },
+                    )
                     .await
                 }
 
@@ -158,12 +171,16 @@ macro_rules! impl_store {
                     &self,
                     enforcements: Vec<NewEnforcement>,
                 ) -> Result<Vec<Enforcement>, StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "create_enforcements", async {
-                        if enforcements.is_empty() {
-                            return Ok(Vec::new());
-                        }
-                        self.write_enforcements(enforcements).await
-                    })
+                    $crate::store::adapter::within(
+                        $crate::store::adapter::commit_deadline(self.deadline()),
+                        "create_enforcements",
+                        async {
+                            if enforcements.is_empty() {
+                                return Ok(Vec::new());
+                            }
+                            self.write_enforcements(enforcements).await
+                        },
+                    )
                     .await
                 }
 
@@ -240,12 +257,16 @@ macro_rules! impl_store {
                 }
 
                 async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "mark_published", async {
-                        if ids.is_empty() {
-                            return Ok(());
-                        }
-                        self.write_published(ids).await
-                    })
+                    $crate::store::adapter::within(
+                        $crate::store::adapter::commit_deadline(self.deadline()),
+                        "mark_published",
+                        async {
+                            if ids.is_empty() {
+                                return Ok(());
+                            }
+                            self.write_published(ids).await
+                        },
+                    )
                     .await
                 }
 
@@ -281,13 +302,18 @@ macro_rules! impl_store {
                     &self,
                     pack: &PackDefinition,
                 ) -> Result<PackUpsertSummary, StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "upsert_pack", async {
-                        let mut tx =
-                            $crate::store::pack_tx::SqlPackTx(self.begin_pack(&pack.r#ref).await?);
-                        let summary = $crate::store::pack::upsert(&mut tx, pack).await?;
-                        tx.0.commit().await.map_err($crate::store::store_error)?;
-                        Ok(summary)
-                    })
+                    $crate::store::adapter::within(
+                        $crate::store::adapter::commit_deadline(self.deadline()),
+                        "upsert_pack",
+                        async {
+                            let mut tx = $crate::store::pack_tx::SqlPackTx(
+                                self.begin_pack(&pack.r#ref).await?,
+                            );
+                            let summary = $crate::store::pack::upsert(&mut tx, pack).await?;
+                            tx.0.commit().await.map_err($crate::store::store_error)?;
+                            Ok(summary)
+                        },
+                    )
                     .await
                 }
             }

@@ -65,10 +65,6 @@ impl PgStore {
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             StoreError::Invalid(redactor.clean(format!("bad PostgreSQL URL: {e}")))
         })?;
-        // The server ends a statement that runs too long even when this side has given up
-        // on it, so a stuck query does not hold locks after its caller moved on.
-        let options =
-            options.options([("statement_timeout", format!("{}ms", deadline.as_millis()))]);
         // A single connection first, so that a server that is down fails `connect` at once
         // (a pool would keep retrying until its acquire timeout); callers retry on
         // `Unavailable`. The same connection runs the migrations, then is closed.
@@ -86,11 +82,25 @@ impl PgStore {
             StoreError::Unavailable(m) => StoreError::Unavailable(redactor.clean(m)),
             StoreError::Invalid(m) | StoreError::Other(m) => StoreError::Other(redactor.clean(m)),
         })?;
+        // The server ends a statement that runs too long even when this side has given up
+        // on it, so a stuck query does not hold locks after its caller moved on. Set per
+        // pooled connection rather than as a startup option, which poolers such as
+        // PgBouncer refuse; the migration connection above runs without it.
+        let set_timeout = format!("SET statement_timeout = {}", deadline.as_millis());
         let pool = PgPoolOptions::new()
+            .after_connect(move |conn, _meta| {
+                let set_timeout = set_timeout.clone();
+                Box::pin(async move {
+                    if let Err(error) = sqlx::Executor::execute(&mut *conn, set_timeout.as_str()).await {
+                        tracing::warn!(%error, "cannot set statement_timeout on a database connection; only the client-side deadline applies");
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(8)
-            // Past the call's deadline, so that deadline (whose error names the setting)
-            // is what a caller sees when the server hangs.
-            .acquire_timeout(deadline + Duration::from_secs(1))
+            // Past every call's bound, so that bound (whose error names the setting) is
+            // what a caller sees when the server hangs.
+            .acquire_timeout(super::adapter::commit_deadline(deadline) + Duration::from_secs(1))
             .connect_lazy_with(options);
         Ok(Self { pool, deadline })
     }

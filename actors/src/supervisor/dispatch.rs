@@ -75,19 +75,24 @@ impl Actor for Supervisor {
                     tracing::warn!(%error, "reconcile failed; running sensors left as they are");
                 }
                 if let Some(reply) = reply {
+                    // Whoever hears back reads the status next; it must show the change.
+                    state.publish_status();
                     let _ = reply.send(result);
                 }
             }
             SupervisorMsg::RestartSensor(sensor_ref, reply) => {
                 let result = state.operator_restart(&myself, &sensor_ref).await;
+                state.publish_status();
                 let _ = reply.send(result);
             }
             SupervisorMsg::StopSensor(sensor_ref, reply) => {
                 let result = state.operator_stop(&sensor_ref).await;
+                state.publish_status();
                 let _ = reply.send(result);
             }
             SupervisorMsg::StartSensor(sensor_ref, reply) => {
                 let result = state.operator_start(&myself, &sensor_ref).await;
+                state.publish_status();
                 let _ = reply.send(result);
             }
             SupervisorMsg::Shutdown(deadline, reply) => {

@@ -30,6 +30,7 @@ pub use config::SupervisorConfig;
 pub use messages::{
     ControlError, ControlReply, PipelineKind, ReconcileReport, ShutdownReport, SupervisorMsg,
 };
+pub use shutdown::PAST_DEADLINE;
 
 use crate::outbox::OutboxHealth;
 use crate::pipeline::{PipelineRefs, SystemEvents};

@@ -101,6 +101,12 @@ impl SupervisorState {
         };
         entry.cell = None;
         entry.restart_count += 1;
+        // Senders then see it down (and shutdown knows it holds nothing) until it is back.
+        match kind {
+            PipelineKind::Generator => self.refs.generator.set(None),
+            PipelineKind::Matcher => self.refs.matcher.set(None),
+            PipelineKind::Outbox => self.refs.outbox.set(None),
+        }
         tracing::error!(actor = kind.name(), %error, "pipeline actor went down; restarting it");
         set_error(&entry.last_error, Some(error));
         let _ = myself.send_message(SupervisorMsg::RespawnPipeline(kind));

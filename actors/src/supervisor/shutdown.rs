@@ -22,6 +22,13 @@ const SENSOR_SHARE: f64 = 0.75;
 /// to close before they are dropped.
 const TAIL: Duration = Duration::from_millis(400);
 
+/// How far past the deadline an actor that stops at the deadline may still say so.
+const ANSWER_GRACE: Duration = Duration::from_millis(100);
+
+/// The most a shutdown takes past its deadline: the answers' grace, then stopping the
+/// pipeline and closing the broker connection, each bounded by [`TAIL`].
+pub const PAST_DEADLINE: Duration = ANSWER_GRACE.saturating_add(TAIL).saturating_add(TAIL);
+
 impl SupervisorState {
     pub(super) async fn shutdown(&mut self, deadline: Instant) -> ShutdownReport {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -32,18 +39,33 @@ impl SupervisorState {
         // From here on, pipeline actors going down is expected.
         self.children.clear();
 
+        // One instant for every answer, so the allowance past the deadline is paid once.
+        let answers_by = deadline + ANSWER_GRACE;
         // A generator or matcher that is down holds nothing in flight.
-        let generator = ask_until(&self.refs.generator, GeneratorMsg::FlushAll, deadline).await;
-        let matcher = ask_until(&self.refs.matcher, MatcherMsg::FlushAll, deadline).await;
+        let generator = ask_until(
+            &self.refs.generator,
+            GeneratorMsg::FlushAll,
+            deadline,
+            answers_by,
+        )
+        .await;
+        let matcher = ask_until(
+            &self.refs.matcher,
+            MatcherMsg::FlushAll,
+            deadline,
+            answers_by,
+        )
+        .await;
         let in_flight_written = generator.unwrap_or(true) && matcher.unwrap_or(true);
         if !in_flight_written {
             tracing::error!(
                 "the database did not take every in-flight event before the shutdown deadline"
             );
         }
-        let outbox_drained = ask_until(&self.refs.outbox, OutboxMsg::DrainAll, deadline)
-            .await
-            .unwrap_or(false);
+        let outbox_drained =
+            ask_until(&self.refs.outbox, OutboxMsg::DrainAll, deadline, answers_by)
+                .await
+                .unwrap_or(false);
 
         self.stop_pipeline().await;
         if tokio::time::timeout(TAIL, self.publisher.close())
@@ -82,10 +104,10 @@ async fn ask_until<M: Message>(
     actor: &LiveRef<M>,
     request: fn(Instant, RpcReplyPort<bool>) -> M,
     deadline: Instant,
+    answers_by: Instant,
 ) -> Option<bool> {
     let actor = actor.get()?;
-    // A little past the deadline, so an actor that stops at the deadline can still say so.
-    let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
+    let wait = answers_by.saturating_duration_since(Instant::now());
     Some(matches!(
         actor
             .call(|reply| request(deadline, reply), Some(wait))

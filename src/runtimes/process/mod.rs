@@ -64,6 +64,22 @@ fn mask_secrets(text: &str, secrets: &[String]) -> String {
     })
 }
 
+/// A line cut at its length limit may end in the first part of a secret: any such part,
+/// however short, is masked too, so no prefix of a secret is left.
+fn mask_cut_secret(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets {
+        let longest = (1..secret.len())
+            .rev()
+            .filter(|&end| secret.is_char_boundary(end))
+            .find(|&end| text.ends_with(&secret[..end]));
+        if let Some(end) = longest {
+            text.truncate(text.len() - end);
+            text.push_str("***");
+        }
+    }
+    text
+}
+
 /// How many stderr lines go into a failure message.
 const STDERR_EXCERPT_LINES: usize = 3;
 
@@ -579,8 +595,11 @@ impl ProcessSensor {
     }
 
     fn stderr_line(&self, sink: &DetectionSink, line: &RawLine, tail: &mut VecDeque<String>) {
-        let mut text = mask_secrets(&String::from_utf8_lossy(&line.bytes), &self.secrets());
+        let secrets = self.secrets();
+        let mut text = mask_secrets(&String::from_utf8_lossy(&line.bytes), &secrets);
         if line.truncated() {
+            // The cut may have split a secret: its first part is at the end.
+            text = mask_cut_secret(text, &secrets);
             text.push_str(" […]");
         }
         // At debug: sensor code may print anything, and stderr is its diagnostics.
@@ -638,12 +657,18 @@ impl ProcessSensor {
                     })?;
                 }
             }
-            Ok(Some(OutputLine::Log { level, message })) => match level {
-                LogLevel::Debug => tracing::debug!(sensor = %sensor_ref, "{message}"),
-                LogLevel::Info => tracing::info!(sensor = %sensor_ref, "{message}"),
-                LogLevel::Warn => tracing::warn!(sensor = %sensor_ref, "{message}"),
-                LogLevel::Error => tracing::error!(sensor = %sensor_ref, "{message}"),
-            },
+            Ok(Some(OutputLine::Log { level, message })) => {
+                match (level, mask_secrets(&message, &self.secrets())) {
+                    (LogLevel::Debug, message) => {
+                        tracing::debug!(sensor = %sensor_ref, "{message}")
+                    }
+                    (LogLevel::Info, message) => tracing::info!(sensor = %sensor_ref, "{message}"),
+                    (LogLevel::Warn, message) => tracing::warn!(sensor = %sensor_ref, "{message}"),
+                    (LogLevel::Error, message) => {
+                        tracing::error!(sensor = %sensor_ref, "{message}")
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -725,6 +750,19 @@ impl SensorDriver for ProcessSensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_part_of_a_cut_secret_is_masked() {
+        let secrets = vec!["hunter2-token".to_owned()];
+        assert_eq!(
+            mask_cut_secret("token hunter2-to".to_owned(), &secrets),
+            "token ***"
+        );
+        assert_eq!(
+            mask_cut_secret("nothing at the end".to_owned(), &secrets),
+            "nothing at the end"
+        );
+    }
 
     #[test]
     fn secrets_are_masked_longest_first() {
