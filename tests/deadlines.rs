@@ -27,14 +27,6 @@ use support::service::{TempDatabase, fixture, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// The test database's URL, through `proxy` instead of straight to the server.
-fn via(database_url: &str, proxy: SocketAddr) -> String {
-    let mut url = url::Url::parse(database_url).expect("database URL");
-    url.set_ip_host(proxy.ip()).expect("an IP host");
-    url.set_port(Some(proxy.port())).expect("a port");
-    url.to_string()
-}
-
 async fn get_status(client: &reqwest::Client, admin: SocketAddr) -> Value {
     client
         .get(format!("http://{admin}/status"))
@@ -52,7 +44,7 @@ async fn status_answers_from_the_snapshot_while_the_database_hangs() {
     let upstream: SocketAddr = "127.0.0.1:5432".parse().expect("address");
     let proxy = TcpProxy::start(upstream).await;
     let yaml = json!({
-        "database": {"url": via(&db.url, proxy.addr())},
+        "database": {"url": db.url_via(proxy.addr())},
         "admin": {"bind": "127.0.0.1:0"},
         "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [fixture("timer")]},
@@ -120,7 +112,7 @@ async fn a_hung_database_call_times_out_and_the_service_recovers_without_restart
     let upstream: SocketAddr = "127.0.0.1:5432".parse().expect("address");
     let proxy = TcpProxy::start(upstream).await;
     let yaml = json!({
-        "database": {"url": via(&db.url, proxy.addr()), "statement_timeout": 1},
+        "database": {"url": db.url_via(proxy.addr()), "statement_timeout": 1},
         "admin": {"bind": "127.0.0.1:0"},
         "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [fixture("timer")]},

@@ -25,10 +25,8 @@ const FLOOD: usize = 100;
 async fn a_flood_against_a_paused_database_is_refused_beyond_max_pending_and_loses_nothing() {
     let db = TestDatabase::create().await;
     let proxy = TcpProxy::start("127.0.0.1:5432".parse().expect("address")).await;
-    let mut url = url::Url::parse(&db.url).expect("URL");
-    url.set_port(Some(proxy.addr().port())).expect("port");
     let yaml = json!({
-        "database": {"url": url.to_string(), "statement_timeout": 2},
+        "database": {"url": db.url_via(proxy.addr()), "statement_timeout": 2},
         "admin": {"bind": "127.0.0.1:0"},
         "webhook": {"bind": "127.0.0.1:0"},
         "packs": {"autoload": [fixture("timer")]},

@@ -138,7 +138,9 @@ impl GroupCommit for GeneratorState {
                 self.isolating = None;
                 for request in batch {
                     tracing::warn!(%reason, trigger = %request.event.trigger_ref, source = ?request.event.source_ref, "the database refused an event; it is answered with the refusal and dropped");
-                    refuse(request, &reason);
+                    request.ack.refuse(IntakeError::InvalidPayload(format!(
+                        "the database refused the event: {reason}"
+                    )));
                 }
                 Ok(())
             }
@@ -155,21 +157,6 @@ impl GeneratorState {
     fn forward(&self, requests: Vec<MatchRequest>) {
         if !self.args.matcher.send(MatcherMsg::Match(requests)) {
             tracing::error!("rule matcher is not running; stored events were not matched");
-        }
-    }
-}
-
-/// Answers a request the database refused for good; the others of its batch are stored.
-fn refuse(request: EventRequest, reason: &str) {
-    let refusal =
-        || IntakeError::InvalidPayload(format!("the database refused the event: {reason}"));
-    match request.ack {
-        EventAck::None => {}
-        EventAck::Stored(reply) => {
-            let _ = reply.send(Err(refusal()));
-        }
-        EventAck::Matched(reply) => {
-            let _ = reply.send(Err(refusal()));
         }
     }
 }

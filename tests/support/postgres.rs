@@ -38,6 +38,14 @@ fn unreachable(admin_url: &str, error: impl std::fmt::Display) -> ! {
 }
 
 impl TestDatabase {
+    /// The database's URL through `addr` (a proxy in front of the server) instead.
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let mut url = url::Url::parse(&self.url).expect("the test database URL is valid");
+        url.set_ip_host(addr.ip()).expect("an IP host");
+        url.set_port(Some(addr.port())).expect("a port");
+        url.to_string()
+    }
+
     pub async fn create() -> Self {
         let admin_url = admin_url();
         let mut admin = PgConnection::connect(&admin_url)

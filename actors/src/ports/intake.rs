@@ -155,6 +155,21 @@ pub enum EventAck {
     Matched(oneshot::Sender<Result<MatchOutcome, IntakeError>>),
 }
 
+impl EventAck {
+    /// Tells the submitter its event will not be stored, whichever answer it waits for.
+    pub fn refuse(self, error: IntakeError) {
+        match self {
+            EventAck::None => {}
+            EventAck::Stored(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            EventAck::Matched(reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
 /// An event on its way into the database.
 #[derive(Debug)]
 pub struct EventRequest {

@@ -276,6 +276,11 @@ pub struct ProcessSensor {
     mode: Mode,
     poll_interval: Duration,
     pass_env: Vec<String>,
+    /// The values of the `pass_env` variables, which are often credentials: masked
+    /// wherever the sensor's output goes (log, status, last error). Read once, like the
+    /// service's environment they come from; values under [`MIN_MASKED_LEN`] characters
+    /// are left alone, as masking them would garble the text.
+    secrets: Vec<String>,
     settings: ProcessSettings,
 }
 
@@ -362,19 +367,14 @@ impl ProcessSensor {
             mode,
             poll_interval,
             pass_env: sensor.pass_env.clone(),
+            secrets: sensor
+                .pass_env
+                .iter()
+                .filter_map(|name| std::env::var(name).ok())
+                .filter(|value| value.chars().count() >= MIN_MASKED_LEN)
+                .collect(),
             settings: settings.clone(),
         })
-    }
-
-    /// The values of the variables this sensor may see through `pass_env`, which are
-    /// often credentials: masked wherever its stderr goes (log, status, last error).
-    /// Values under four characters are left alone, as masking them would garble the text.
-    fn secrets(&self) -> Vec<String> {
-        self.pass_env
-            .iter()
-            .filter_map(|name| std::env::var(name).ok())
-            .filter(|value| value.chars().count() >= MIN_MASKED_LEN)
-            .collect()
     }
 
     fn environment(&self, sink: &DetectionSink) -> Vec<(OsString, OsString)> {
@@ -595,11 +595,10 @@ impl ProcessSensor {
     }
 
     fn stderr_line(&self, sink: &DetectionSink, line: &RawLine, tail: &mut VecDeque<String>) {
-        let secrets = self.secrets();
-        let mut text = mask_secrets(&String::from_utf8_lossy(&line.bytes), &secrets);
+        let mut text = mask_secrets(&String::from_utf8_lossy(&line.bytes), &self.secrets);
         if line.truncated() {
             // The cut may have split a secret: its first part is at the end.
-            text = mask_cut_secret(text, &secrets);
+            text = mask_cut_secret(text, &self.secrets);
             text.push_str(" […]");
         }
         // At debug: sensor code may print anything, and stderr is its diagnostics.
@@ -658,7 +657,7 @@ impl ProcessSensor {
                 }
             }
             Ok(Some(OutputLine::Log { level, message })) => {
-                match (level, mask_secrets(&message, &self.secrets())) {
+                match (level, mask_secrets(&message, &self.secrets)) {
                     (LogLevel::Debug, message) => {
                         tracing::debug!(sensor = %sensor_ref, "{message}")
                     }
