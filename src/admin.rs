@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attune_actors::ports::{IntakeError, Publisher, Store};
+use attune_actors::ports::{IntakeError, Publisher, Store, StoreError};
 use attune_actors::supervisor::{ControlError, ControlReply};
 use attune_actors::sync::lock;
 use attune_actors::{SupervisorMsg, Tree};
@@ -40,9 +40,10 @@ pub struct AdminState {
     pub last_backlog: Arc<LastBacklog>,
 }
 
-/// The last outbox backlog `/status` managed to count (`None` before the first count).
+/// The last outbox backlog and parked rows `/status` managed to count (`None` before the
+/// first count).
 #[derive(Debug, Default)]
-pub struct LastBacklog(std::sync::Mutex<Option<u64>>);
+pub struct LastBacklog(std::sync::Mutex<Option<(u64, u64)>>);
 
 /// How long `/status` waits for the database to count the outbox backlog before it shows
 /// the last count instead: the status must answer while the database hangs.
@@ -137,20 +138,27 @@ async fn ready(State(state): State<AdminState>) -> Response {
 
 async fn status(State(state): State<AdminState>) -> ApiResult {
     let tree = state.tree.status();
-    let counted = tokio::time::timeout(BACKLOG_BUDGET, state.store.outbox_backlog()).await;
-    let (backlog, backlog_current) = {
+    let count = async {
+        let backlog = state.store.outbox_backlog().await?;
+        let parked = state.store.parked_count().await?;
+        Ok::<_, StoreError>((backlog, parked))
+    };
+    let counted = tokio::time::timeout(BACKLOG_BUDGET, count).await;
+    let (last, backlog_current) = {
         let mut last = lock(&state.last_backlog.0);
-        if let Ok(Ok(n)) = counted {
-            *last = Some(n);
+        if let Ok(Ok(counts)) = counted {
+            *last = Some(counts);
         }
         (*last, matches!(counted, Ok(Ok(_))))
     };
+    let (backlog, parked) = (last.map(|c| c.0), last.map(|c| c.1));
     Ok(Json(json!({
         "sensors": tree.sensors,
         "pipeline": tree.pipeline,
         "outbox": {
             "backlog": backlog,
             "backlog_current": backlog_current,
+            "parked": parked,
             "bus": state.publisher.kind(),
             "connected": state.publisher.is_connected(),
             "last_error": state.tree.outbox_health.last_error(),

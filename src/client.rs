@@ -144,8 +144,9 @@ pub fn render_status(status: &Value) -> String {
     }
     let outbox = &status["outbox"];
     out.push_str(&format!(
-        "outbox backlog={} bus={} connected={} last_error={}\n",
+        "outbox backlog={} parked={} bus={} connected={} last_error={}\n",
         text(&outbox["backlog"]),
+        text(&outbox["parked"]),
         text(&outbox["bus"]),
         text(&outbox["connected"]),
         text(&outbox["last_error"]),

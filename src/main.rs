@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use attune_sensor::client::{AdminClient, render_status};
 use attune_sensor::config::{LogFormat, Settings};
+use attune_sensor::outbox_cli::{self, RetryTarget};
 use attune_sensor::rule_test::{self, RuleSource};
 use attune_sensor::service::Service;
 use attune_sensor::{packs, store};
@@ -62,6 +63,26 @@ enum Command {
     Rule {
         #[command(subcommand)]
         command: RuleCommand,
+    },
+    /// Outbox rows the broker would not take (read from and written to the database).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List parked rows with their last error, oldest first.
+    Parked,
+    /// Put parked rows back into the publish order (attempts reset).
+    Retry {
+        /// The rows' ids, as `outbox parked` lists them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every parked row.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -232,6 +253,27 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rule { command } => test_rule(&settings, command).await,
+        Command::Outbox { command } => {
+            let store = store::open_with(&settings.database.url, settings.store_options())
+                .await
+                .context("cannot open the database")?;
+            let output = match command {
+                OutboxCommand::Parked => {
+                    let rows = store.parked_outbox(outbox_cli::LIST_LIMIT).await?;
+                    outbox_cli::render_parked(&rows)
+                }
+                OutboxCommand::Retry { ids, all } => {
+                    let target = if all {
+                        RetryTarget::All
+                    } else {
+                        RetryTarget::Rows(ids)
+                    };
+                    outbox_cli::retry(store.as_ref(), &target).await?
+                }
+            };
+            print!("{output}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Event {
             command:
                 EventCommand::Emit {

@@ -286,10 +286,7 @@ struct DownBus;
 #[async_trait::async_trait]
 impl Publisher for DownBus {
     async fn publish(&self, _batch: &[OutboxMessage]) -> PublishReport {
-        PublishReport {
-            confirmed: 0,
-            error: Some(BusError::Unavailable("test bus is down".into())),
-        }
+        PublishReport::failed(BusError::Unavailable("test bus is down".into()))
     }
     fn is_connected(&self) -> bool {
         false

@@ -9,7 +9,7 @@ mod support {
 use std::time::{Duration, Instant};
 
 use attune_actors::domain::OutboxMessage;
-use attune_actors::ports::{BusError, Publisher};
+use attune_actors::ports::{BusError, Publisher, RefusalKind};
 use attune_sensor::bus::{self, InProcessBus, RabbitOptions, RabbitPublisher};
 use support::proxy::TcpProxy;
 use support::rabbitmq::{TestQueue, amqp_addr, amqp_url_via, require_rabbitmq, unique_exchange};
@@ -27,6 +27,7 @@ fn message(n: usize, routing_key: &str) -> OutboxMessage {
         },
         routing_key: routing_key.to_owned(),
         body: format!(r#"{{"n":{n},"text":"message {n}"}}"#),
+        attempts: 0,
     }
 }
 
@@ -60,7 +61,7 @@ async fn rabbitmq_delivers_a_batch_in_order_with_its_properties() {
     let sent = batch(0..300);
     let report = publisher.publish(&sent).await;
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!(report.confirmed, sent.len());
+    assert_eq!(report.settled, sent.len());
     assert!(publisher.is_connected());
 
     let received = queue.wait_for(sent.len(), WAIT).await;
@@ -84,7 +85,7 @@ async fn rabbitmq_delivers_a_batch_in_order_with_its_properties() {
     let mut only_ones = TestQueue::bind(&exchange, "test.1.*").await;
     let more = batch(300..330);
     let report = publisher.publish(&more).await;
-    assert_eq!(report.confirmed, more.len(), "{:?}", report.error);
+    assert_eq!(report.settled, more.len(), "{:?}", report.error);
     let expected: Vec<String> = ids(&more[1..]).into_iter().step_by(3).collect();
     let got: Vec<String> = only_ones
         .wait_for(expected.len(), WAIT)
@@ -98,7 +99,7 @@ async fn rabbitmq_delivers_a_batch_in_order_with_its_properties() {
     assert!(!publisher.is_connected());
     // Closing is not final: the next publish connects again.
     let last = batch(330..331);
-    assert_eq!(publisher.publish(&last).await.confirmed, 1);
+    assert_eq!(publisher.publish(&last).await.settled, 1);
     queue.wait_for_ids(&ids(&last), WAIT).await;
 
     only_ones.finish().await;
@@ -115,7 +116,7 @@ async fn rabbitmq_publisher_recovers_after_an_outage() {
 
     let first = batch(0..50);
     let report = publisher.publish(&first).await;
-    assert_eq!(report.confirmed, first.len(), "{:?}", report.error);
+    assert_eq!(report.settled, first.len(), "{:?}", report.error);
     assert!(publisher.is_connected());
 
     proxy.cut().await;
@@ -126,20 +127,20 @@ async fn rabbitmq_publisher_recovers_after_an_outage() {
         "{:?}",
         report.error
     );
-    assert!(report.confirmed < second.len());
+    assert!(report.settled < second.len());
     assert!(!publisher.is_connected());
 
     // Still down: another attempt fails the same way, without hanging.
     let started = Instant::now();
-    let report = publisher.publish(&second[report.confirmed..]).await;
+    let report = publisher.publish(&second[report.settled..]).await;
     assert!(report.error.is_some());
-    assert_eq!(report.confirmed, 0);
+    assert_eq!(report.settled, 0);
     assert!(started.elapsed() < Duration::from_secs(4));
 
     proxy.restore();
     let report = publisher.publish(&second).await;
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!(report.confirmed, second.len());
+    assert_eq!(report.settled, second.len());
     assert!(publisher.is_connected());
 
     let mut expected: Vec<String> = ids(&first);
@@ -177,7 +178,7 @@ async fn rabbitmq_cut_in_the_middle_of_a_batch_loses_nothing_confirmed() {
     let report = task.await.expect("publish task");
     assert!(report.error.is_some(), "the cut went unnoticed");
     assert!(
-        report.confirmed < sent.len(),
+        report.settled < sent.len(),
         "all {} confirmed despite the cut",
         sent.len()
     );
@@ -185,15 +186,15 @@ async fn rabbitmq_cut_in_the_middle_of_a_batch_loses_nothing_confirmed() {
     // A confirm means the broker has routed the message: the confirmed prefix must be
     // there already, before anything is republished.
     queue
-        .wait_for_ids(&ids(&sent[..report.confirmed]), WAIT)
+        .wait_for_ids(&ids(&sent[..report.settled]), WAIT)
         .await;
 
     // The outbox would now republish the unconfirmed rest.
     proxy.restore();
-    let rest = &sent[report.confirmed..];
+    let rest = &sent[report.settled..];
     let retry = publisher.publish(rest).await;
     assert!(retry.error.is_none(), "{:?}", retry.error);
-    assert_eq!(retry.confirmed, rest.len());
+    assert_eq!(retry.settled, rest.len());
 
     queue
         .wait_for_ids(&ids(&sent), Duration::from_secs(60))
@@ -212,7 +213,7 @@ async fn rabbitmq_publisher_can_be_created_while_the_broker_is_down() {
     assert!(publisher.connect_now().await.is_err());
     let sent = batch(0..10);
     let report = publisher.publish(&sent).await;
-    assert_eq!(report.confirmed, 0);
+    assert_eq!(report.settled, 0);
     assert!(matches!(report.error, Some(BusError::Unavailable(_))));
     assert!(!publisher.is_connected());
 
@@ -225,7 +226,7 @@ async fn rabbitmq_publisher_can_be_created_while_the_broker_is_down() {
     assert!(publisher.is_connected());
     let mut queue = TestQueue::bind(&exchange, "#").await;
     let report = publisher.publish(&sent).await;
-    assert_eq!(report.confirmed, sent.len(), "{:?}", report.error);
+    assert_eq!(report.settled, sent.len(), "{:?}", report.error);
     let got: Vec<String> = queue
         .wait_for(sent.len(), WAIT)
         .await
@@ -253,7 +254,7 @@ async fn rabbitmq_errors_never_show_the_password() {
 }
 
 #[tokio::test]
-async fn a_too_long_routing_key_is_refused_not_a_connection_failure() {
+async fn a_too_long_routing_key_is_refused_alone_not_a_connection_failure() {
     let url = require_rabbitmq().await;
     let exchange = unique_exchange();
     let mut queue = TestQueue::bind(&exchange, "#").await;
@@ -261,13 +262,40 @@ async fn a_too_long_routing_key_is_refused_not_a_connection_failure() {
     let mut sent = batch(0..3);
     sent[1].routing_key = "x".repeat(300);
     let report = publisher.publish(&sent).await;
-    assert_eq!(report.confirmed, 1);
-    match report.error {
-        Some(BusError::Nacked { message_id, .. }) => assert_eq!(message_id, sent[1].message_id),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(report.settled, 3);
+    assert_eq!(report.refused.len(), 1, "{:?}", report.refused);
+    assert_eq!(report.refused[0].index, 1);
+    assert_eq!(report.refused[0].kind, RefusalKind::Nacked);
+    assert!(report.refused[0].reason.contains("routing key"));
     assert!(publisher.is_connected());
-    queue.wait_for(1, WAIT).await;
+    queue
+        .wait_for_ids(&ids(&[sent[0].clone(), sent[2].clone()]), WAIT)
+        .await;
+    queue.finish().await;
+}
+
+#[tokio::test]
+async fn a_message_no_queue_takes_is_returned_as_unroutable() {
+    let url = require_rabbitmq().await;
+    let exchange = unique_exchange();
+    let mut queue = TestQueue::bind(&exchange, "test.0.#").await;
+    let publisher = RabbitPublisher::new(&url, &exchange);
+    let sent = batch(0..3);
+    let report = publisher.publish(&sent).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(report.settled, 3);
+    let refused: Vec<_> = report.refused.iter().map(|r| (r.index, r.kind)).collect();
+    assert_eq!(
+        refused,
+        vec![(1, RefusalKind::Unroutable), (2, RefusalKind::Unroutable)]
+    );
+    assert!(
+        report.refused[0].reason.contains("test.1.created"),
+        "{}",
+        report.refused[0].reason
+    );
+    queue.wait_for_ids(&ids(&sent[..1]), WAIT).await;
     queue.finish().await;
 }
 
@@ -294,7 +322,7 @@ async fn rabbitmq_publish_throughput() {
     let started = Instant::now();
     for b in &batches {
         let report = publisher.publish(b).await;
-        assert_eq!(report.confirmed, b.len(), "{:?}", report.error);
+        assert_eq!(report.settled, b.len(), "{:?}", report.error);
     }
     let elapsed = started.elapsed();
     let total = batches.len() * 500;
@@ -319,7 +347,7 @@ async fn in_process_bus_delivers_by_topic_pattern() {
 
     let sent = batch(0..30);
     let report = publisher.publish(&sent).await;
-    assert_eq!(report.confirmed, sent.len());
+    assert_eq!(report.settled, sent.len());
     assert!(report.error.is_none());
     assert_eq!(bus.subscriber_count(), 2, "dropped subscriber not removed");
 

@@ -60,15 +60,27 @@ pub(crate) struct Batcher<T> {
     pending: VecDeque<T>,
     flush_scheduled: bool,
     max_batch: usize,
+    /// Most bytes (as `weight` counts them) in one batch; a request heavier than this
+    /// still goes, alone.
+    max_bytes: usize,
+    weight: fn(&T) -> usize,
     failures: u32,
 }
 
 impl<T> Batcher<T> {
+    /// Batches of at most `max_batch` requests, whatever their size.
     pub fn new(max_batch: usize) -> Self {
+        Self::with_bytes(max_batch, usize::MAX, |_| 0)
+    }
+
+    /// Batches of at most `max_batch` requests and `max_bytes` bytes, as `weight` counts.
+    pub fn with_bytes(max_batch: usize, max_bytes: usize, weight: fn(&T) -> usize) -> Self {
         Self {
             pending: VecDeque::new(),
             flush_scheduled: false,
             max_batch: max_batch.max(1),
+            max_bytes: max_bytes.max(1),
+            weight,
             failures: 0,
         }
     }
@@ -87,7 +99,16 @@ impl<T> Batcher<T> {
     /// Like [`take_batch`](Self::take_batch), at most `limit` requests (isolating a bad one).
     pub fn take_at_most(&mut self, limit: usize) -> Vec<T> {
         self.flush_scheduled = false;
-        let n = self.pending.len().min(self.max_batch).min(limit.max(1));
+        let most = self.pending.len().min(self.max_batch).min(limit.max(1));
+        let mut n = 0;
+        let mut bytes = 0usize;
+        for item in self.pending.iter().take(most) {
+            bytes = bytes.saturating_add((self.weight)(item));
+            if n > 0 && bytes > self.max_bytes {
+                break;
+            }
+            n += 1;
+        }
         self.pending.drain(..n).collect()
     }
 
@@ -138,6 +159,19 @@ pub(crate) fn retry_delay(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_bounded_in_bytes_and_a_heavy_request_goes_alone() {
+        let mut batcher = Batcher::with_bytes(100, 10, |n: &usize| *n);
+        for n in [4, 4, 4, 30, 1, 1] {
+            batcher.push(n);
+        }
+        assert_eq!(batcher.take_batch(), vec![4, 4]);
+        assert_eq!(batcher.take_batch(), vec![4]);
+        assert_eq!(batcher.take_batch(), vec![30]);
+        assert_eq!(batcher.take_batch(), vec![1, 1]);
+        assert!(batcher.is_empty());
+    }
 
     #[test]
     fn first_push_schedules_one_flush_and_batches_are_bounded() {

@@ -175,6 +175,23 @@ pub struct OutboxMessage {
     pub routing_key: String,
     /// The serialized [`crate::messages::Envelope`].
     pub body: String,
+    /// Publishes the broker refused so far (a row is parked once it reaches
+    /// `outbox.max_attempts`).
+    pub attempts: u32,
+}
+
+/// An outbox row taken out of the publish order after the broker kept refusing it (or
+/// no queue took it); it waits for an operator's `outbox retry`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParkedMessage {
+    pub id: Id,
+    pub message_id: uuid::Uuid,
+    pub message_type: String,
+    pub routing_key: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created: DateTime<Utc>,
+    pub parked_at: DateTime<Utc>,
 }
 
 /// Everything a pack directory defines, validated and ready to be written in one

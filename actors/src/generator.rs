@@ -14,7 +14,7 @@ use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::live_ref::LiveRef;
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::outbox::OutboxMsg;
-use crate::ports::{EventAck, EventRequest, IntakeError, Store, StoreError};
+use crate::ports::{EventAck, EventRequest, IntakeError, Store, StoreError, json_size};
 use crate::sync::set_error;
 
 /// What the event generator hears.
@@ -37,6 +37,8 @@ pub struct GeneratorArgs {
     /// Woken after each commit, so new outbox rows go out at once.
     pub outbox: LiveRef<OutboxMsg>,
     pub max_batch: usize,
+    /// Most payload and config bytes in one batch (`pipeline.max_batch_bytes`).
+    pub max_batch_bytes: usize,
     pub last_error: Arc<Mutex<Option<String>>>,
 }
 
@@ -58,7 +60,9 @@ impl Actor for EventGeneratorActor {
         args: GeneratorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(GeneratorState {
-            batcher: Batcher::new(args.max_batch),
+            batcher: Batcher::with_bytes(args.max_batch, args.max_batch_bytes, |request| {
+                json_size(&request.event.payload) + json_size(&request.event.config)
+            }),
             args,
             isolating: None,
         })

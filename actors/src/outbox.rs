@@ -4,6 +4,11 @@
 //! marked published as the broker confirms them. When the broker is away the rows simply
 //! wait (the service keeps running, not ready) and are published once it is back:
 //! at-least-once delivery, nothing lost.
+//!
+//! A row the broker refuses while the link is fine (a nack, or returned because no queue
+//! takes it) does not hold up the rows behind it: it is retried with backoff and, after
+//! `max_attempts` refusals, parked with its last error until an operator retries it (see
+//! [`disposition`]).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
@@ -11,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::batch::retry_delay;
-use crate::ports::{Publisher, Store};
+use crate::ports::{Publisher, RefusalKind, Store};
 use crate::sync::{lock, set_error};
 
 /// What the outbox publisher hears.
@@ -49,6 +54,54 @@ pub struct OutboxArgs {
     /// waiting for the broker).
     pub poll_every: Duration,
     pub health: Arc<OutboxHealth>,
+    /// Refusals after which a row is parked (`outbox.max_attempts`, at least 1).
+    pub max_attempts: u32,
+    /// What becomes of a message no queue takes (`mq.unroutable`).
+    pub unroutable: UnroutablePolicy,
+}
+
+/// What to do with a message the broker returns because no queue is bound for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnroutablePolicy {
+    /// Park it at once, for an operator to retry once a queue exists.
+    #[default]
+    Park,
+    /// Count it as a refusal: retried with backoff, parked after `max_attempts`.
+    Retry,
+    /// Count it as published (what a topic exchange does without `mandatory`), with a
+    /// warning in the log.
+    Drop,
+}
+
+/// What becomes of one refused outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Stays in the publish order and is tried again after a pause.
+    Retry,
+    /// Leaves the publish order, with its last error, until `outbox retry`.
+    Park,
+    /// Is marked published although no queue took it.
+    Drop,
+}
+
+/// Decides the fate of a row refused `attempts_before` times already, now refused again.
+pub fn disposition(
+    kind: RefusalKind,
+    attempts_before: u32,
+    max_attempts: u32,
+    unroutable: UnroutablePolicy,
+) -> Disposition {
+    match (kind, unroutable) {
+        (RefusalKind::Unroutable, UnroutablePolicy::Park) => Disposition::Park,
+        (RefusalKind::Unroutable, UnroutablePolicy::Drop) => Disposition::Drop,
+        (RefusalKind::Unroutable, UnroutablePolicy::Retry) | (RefusalKind::Nacked, _) => {
+            if attempts_before.saturating_add(1) >= max_attempts.max(1) {
+                Disposition::Park
+            } else {
+                Disposition::Retry
+            }
+        }
+    }
 }
 
 pub struct OutboxState {
@@ -145,18 +198,64 @@ impl OutboxState {
             return Drained::Empty;
         }
         let report = self.args.publisher.publish(&rows).await;
-        let confirmed: Vec<_> = rows[..report.confirmed.min(rows.len())]
+        let settled = &rows[..report.settled.min(rows.len())];
+        let mut published: Vec<_> = settled
             .iter()
-            .map(|row| row.id)
+            .enumerate()
+            .filter(|(index, _)| !report.refused.iter().any(|r| r.index == *index))
+            .map(|(_, row)| row.id)
             .collect();
-        if !confirmed.is_empty()
-            && let Err(error) = self.args.store.mark_published(&confirmed).await
+        let mut retry_later = None;
+        for refusal in &report.refused {
+            let Some(row) = settled.get(refusal.index) else {
+                continue;
+            };
+            let fate = disposition(
+                refusal.kind,
+                row.attempts,
+                self.args.max_attempts,
+                self.args.unroutable,
+            );
+            let attempts = row.attempts.saturating_add(1);
+            let reason = &refusal.reason;
+            match fate {
+                Disposition::Drop => {
+                    tracing::warn!(id = row.id, message_id = %row.message_id, routing_key = %row.routing_key, %reason, "no queue took the message; dropped (mq.unroutable: drop)");
+                    published.push(row.id);
+                }
+                Disposition::Park => {
+                    tracing::warn!(id = row.id, message_id = %row.message_id, routing_key = %row.routing_key, attempts, %reason, "outbox row parked; `attune-sensor outbox retry` puts it back");
+                }
+                Disposition::Retry => {
+                    tracing::info!(id = row.id, message_id = %row.message_id, attempts, %reason, "the broker refused an outbox row; it will be retried");
+                    retry_later = Some(format!(
+                        "the broker refused outbox row {}: {reason}",
+                        row.id
+                    ));
+                }
+            }
+            if fate != Disposition::Drop
+                && let Err(error) = self
+                    .args
+                    .store
+                    .record_outbox_refusal(row.id, reason, fate == Disposition::Park)
+                    .await
+            {
+                return self.failed(format!("recording a refused outbox row failed: {error}"));
+            }
+        }
+        if !published.is_empty()
+            && let Err(error) = self.args.store.mark_published(&published).await
         {
             // The rows will be published again: duplicates, never losses.
             return self.failed(format!("marking outbox rows published failed: {error}"));
         }
         if let Some(error) = report.error {
             return self.failed(format!("publishing failed: {error}"));
+        }
+        if let Some(reason) = retry_later {
+            // The rows behind it went out; the refused one waits for the backoff.
+            return self.failed(reason);
         }
         self.failures = 0;
         set_error(&self.args.health.last_error, None);
@@ -174,5 +273,37 @@ impl OutboxState {
         }
         set_error(&self.args.health.last_error, Some(error));
         Drained::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_retry_until_the_last_attempt_then_park() {
+        use Disposition::*;
+        let nack =
+            |before, max| disposition(RefusalKind::Nacked, before, max, UnroutablePolicy::Park);
+        assert_eq!(nack(0, 10), Retry);
+        assert_eq!(nack(8, 10), Retry);
+        assert_eq!(nack(9, 10), Park);
+        assert_eq!(nack(40, 10), Park);
+        assert_eq!(nack(0, 1), Park);
+        assert_eq!(
+            nack(0, 0),
+            Park,
+            "0 attempts means park at the first refusal"
+        );
+    }
+
+    #[test]
+    fn unroutable_messages_follow_the_policy() {
+        use Disposition::*;
+        let unroutable = |before, policy| disposition(RefusalKind::Unroutable, before, 10, policy);
+        assert_eq!(unroutable(0, UnroutablePolicy::Park), Park);
+        assert_eq!(unroutable(0, UnroutablePolicy::Drop), Drop);
+        assert_eq!(unroutable(0, UnroutablePolicy::Retry), Retry);
+        assert_eq!(unroutable(9, UnroutablePolicy::Retry), Park);
     }
 }

@@ -28,7 +28,9 @@ struct Subscriber {
 /// Every publish is confirmed in full. Each subscriber owns an unbounded queue, so a slow
 /// subscriber never loses messages (it only costs memory) and never slows the publisher.
 /// Like a topic exchange with no queue bound, a message that matches no subscriber is
-/// dropped; subscribe before publishing what you want to see.
+/// dropped; subscribe before publishing what you want to see. (`mq.unroutable` is about
+/// RabbitMQ: subscribers here are optional observers, the events and enforcements are in
+/// the database either way.)
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -40,9 +42,9 @@ struct Subscriber {
 /// let mut enforcements = bus.subscribe("enforcement.*");
 /// # let msg = OutboxMessage { id: 1, message_id: uuid::Uuid::new_v4(),
 /// #     message_type: "EnforcementCreated".into(), routing_key: "enforcement.created".into(),
-/// #     body: "{}".into() };
+/// #     body: "{}".into(), attempts: 0 };
 /// let report = bus.publish(&[msg]).await;
-/// assert_eq!(report.confirmed, 1);
+/// assert_eq!(report.settled, 1);
 /// let delivered = enforcements.recv().await.unwrap();
 /// assert_eq!(delivered.routing_key, "enforcement.created");
 /// # }
@@ -106,10 +108,7 @@ impl Publisher for InProcessBus {
             });
         }
         tracing::trace!(count = batch.len(), "published in process");
-        PublishReport {
-            confirmed: batch.len(),
-            error: None,
-        }
+        PublishReport::confirmed(batch.len())
     }
 
     fn is_connected(&self) -> bool {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_actors::domain::OutboxMessage;
-use attune_actors::ports::{BusError, PublishReport, Publisher};
+use attune_actors::ports::{BusError, PublishReport, Publisher, Refusal, RefusalKind};
 use attune_actors::sync::lock;
 use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -88,7 +88,8 @@ const DOWN: u8 = 2;
 /// // Does not touch the network; the broker may well be down right now.
 /// let publisher = RabbitPublisher::new("amqp://guest:guest@127.0.0.1:5672/%2f", "attune.events");
 /// let report = publisher.publish(&batch).await;
-/// // Mark `batch[..report.confirmed]` as published; retry the rest later.
+/// // `batch[..report.settled]` is settled (confirmed, or refused as `report.refused` says);
+/// // retry the rest later.
 /// if let Some(error) = report.error {
 ///     tracing::warn!(%error, "publish incomplete");
 /// }
@@ -123,15 +124,20 @@ impl fmt::Debug for RabbitPublisher {
     }
 }
 
-/// Why a batch stopped.
-enum Failure {
-    /// The connection or channel is unusable; it is dropped and rebuilt next time.
-    Broken(String),
-    /// The broker (or the protocol) refused one message; the link itself is fine.
-    Refused {
-        message_id: uuid::Uuid,
-        reason: String,
-    },
+/// The connection or channel is unusable; it is dropped and rebuilt next time.
+struct Broken(String);
+
+/// A message the broker did not take although the link is fine.
+struct Refused {
+    kind: RefusalKind,
+    reason: String,
+}
+
+/// One message of the window, in batch order: handed to lapin, or refused before it could
+/// be sent (its fate is known, but it is reported in order with the others).
+enum Slot<'a> {
+    Sent(InFlight<'a>),
+    Refused(Refused),
 }
 
 impl RabbitPublisher {
@@ -287,65 +293,64 @@ impl RabbitPublisher {
         *lock(&self.live) = status;
     }
 
-    /// Sends the batch through a sliding window of confirms; returns how many leading
-    /// messages were confirmed, why it stopped early if it did, and what was still in
-    /// flight at that point.
-    async fn publish_on<'a>(
-        &self,
-        channel: &'a Channel,
-        batch: &'a [OutboxMessage],
-    ) -> (usize, Option<Failure>, VecDeque<InFlight<'a>>) {
+    /// Sends the batch through a sliding window of confirms. Returns how many leading
+    /// messages the broker settled and which of those it refused, with why it stopped
+    /// early if the link broke.
+    async fn publish_on(&self, channel: &Channel, batch: &[OutboxMessage]) -> PublishReport {
         let window = self.options.max_in_flight;
-        let mut in_flight: VecDeque<InFlight<'a>> =
-            VecDeque::with_capacity(window.min(batch.len()));
+        let mut report = PublishReport::default();
         let exchange = match ShortString::try_new(self.exchange.as_str()) {
             Ok(exchange) => exchange,
             Err(e) => {
-                let failure = Failure::Broken(format!("invalid exchange name: {e}"));
-                return (0, Some(failure), in_flight);
+                let error = BusError::Unavailable(format!("invalid exchange name: {e}"));
+                return PublishReport::failed(error);
             }
         };
-        let mut confirmed = 0;
-        let mut stop = None;
+        let mut in_flight: VecDeque<Slot<'_>> = VecDeque::with_capacity(window.min(batch.len()));
+        let mut broken = None;
         for msg in batch {
             if in_flight.len() >= window
                 && let Some(oldest) = in_flight.pop_front()
+                && let Err(failure) = self.settle(oldest, &mut report).await
             {
-                if let Err(failure) = self.settle_one(oldest, &batch[confirmed]).await {
-                    return (confirmed, Some(failure), in_flight);
-                }
-                confirmed += 1;
+                broken = Some(failure);
+                break;
             }
             match self.send(channel, &exchange, msg).await {
-                Ok(sent) => in_flight.push_back(sent),
+                Ok(slot) => in_flight.push_back(slot),
                 Err(failure) => {
-                    stop = Some(failure);
+                    broken = Some(failure);
                     break;
                 }
             }
         }
-        // Everything still in flight was sent before whatever stopped the batch, so its
-        // confirms extend the prefix.
-        match stop {
-            None | Some(Failure::Refused { .. }) => {
-                while let Some(oldest) = in_flight.pop_front() {
-                    if let Err(failure) = self.settle_one(oldest, &batch[confirmed]).await {
-                        // An earlier message failed: that is the failure to report.
-                        return (confirmed, Some(failure), in_flight);
-                    }
-                    confirmed += 1;
-                }
-            }
-            Some(Failure::Broken(_)) => {
-                // No more confirms will come; count those that arrived before the break
-                // without waiting for the rest.
-                while in_flight.front_mut().is_some_and(InFlight::acked_already) {
-                    in_flight.pop_front();
-                    confirmed += 1;
+        if broken.is_none() {
+            while let Some(oldest) = in_flight.pop_front() {
+                if let Err(failure) = self.settle(oldest, &mut report).await {
+                    broken = Some(failure);
+                    break;
                 }
             }
         }
-        (confirmed, stop, in_flight)
+        if let Some(Broken(reason)) = broken {
+            // No more confirms will come; count those that arrived before the break
+            // without waiting for the rest.
+            while let Some(fate) = in_flight.pop_front().and_then(|s| s.settled_now(self)) {
+                note_settled(&mut report, fate);
+            }
+            report.error = Some(BusError::Unavailable(reason));
+        }
+        report
+    }
+
+    /// Waits for the fate of the oldest message of the window and records it.
+    async fn settle(&self, slot: Slot<'_>, report: &mut PublishReport) -> Result<(), Broken> {
+        let fate = match slot {
+            Slot::Refused(refused) => Some(refused),
+            Slot::Sent(sent) => self.settle_one(sent).await?,
+        };
+        note_settled(report, fate);
+        Ok(())
     }
 
     /// Hands one message to lapin and returns without waiting for it to be written, let
@@ -355,24 +360,36 @@ impl RabbitPublisher {
         channel: &'a Channel,
         exchange: &ShortString,
         msg: &'a OutboxMessage,
-    ) -> Result<InFlight<'a>, Failure> {
-        let refused = |what: &str, e: lapin::types::ShortStringError| Failure::Refused {
-            message_id: msg.message_id,
-            reason: format!("{what} cannot be sent over AMQP: {e}"),
+    ) -> Result<Slot<'a>, Broken> {
+        let refused = |what: &str, e: lapin::types::ShortStringError| {
+            Slot::Refused(Refused {
+                kind: RefusalKind::Nacked,
+                reason: format!("{what} cannot be sent over AMQP: {e}"),
+            })
         };
-        let routing_key = ShortString::try_new(msg.routing_key.as_str())
-            .map_err(|e| refused("routing key", e))?;
-        let message_type = ShortString::try_new(msg.message_type.as_str())
-            .map_err(|e| refused("message type", e))?;
+        let routing_key = match ShortString::try_new(msg.routing_key.as_str()) {
+            Ok(key) => key,
+            Err(e) => return Ok(refused("routing key", e)),
+        };
+        let message_type = match ShortString::try_new(msg.message_type.as_str()) {
+            Ok(message_type) => message_type,
+            Err(e) => return Ok(refused("message type", e)),
+        };
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type("application/json".into())
             .with_message_id(msg.message_id.to_string().into())
             .with_type(message_type);
+        // Mandatory: the broker returns what no queue takes instead of confirming it as
+        // if it had been delivered (see `mq.unroutable`).
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
         let mut publish: Writing<'a> = Box::pin(channel.basic_publish(
             exchange.clone(),
             routing_key,
-            BasicPublishOptions::default(),
+            options,
             msg.body.as_bytes(),
             properties,
         ));
@@ -381,14 +398,15 @@ impl RabbitPublisher {
         // once here, in batch order, fixes the order on the wire and of the confirms;
         // awaiting the write per message instead would cost a thread round trip each.
         match std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await {
-            Poll::Ready(Ok(confirm)) => Ok(InFlight::Written(confirm)),
+            Poll::Ready(Ok(confirm)) => Ok(Slot::Sent(InFlight::Written(confirm))),
             Poll::Ready(Err(e)) => Err(self.broken("publish failed", &e)),
-            Poll::Pending => Ok(InFlight::Queued(publish)),
+            Poll::Pending => Ok(Slot::Sent(InFlight::Queued(publish))),
         }
     }
 
-    /// Waits until `sent` is written and confirmed.
-    async fn settle_one(&self, sent: InFlight<'_>, msg: &OutboxMessage) -> Result<(), Failure> {
+    /// Waits until `sent` is written and settled: `None` when confirmed, the refusal when
+    /// the broker nacked or returned it.
+    async fn settle_one(&self, sent: InFlight<'_>) -> Result<Option<Refused>, Broken> {
         let limit = self.options.confirm_timeout;
         let confirm = match sent {
             InFlight::Written(confirm) => confirm,
@@ -396,46 +414,48 @@ impl RabbitPublisher {
                 Ok(Ok(confirm)) => confirm,
                 Ok(Err(e)) => return Err(self.broken("publish failed", &e)),
                 Err(_) => {
-                    return Err(Failure::Broken(format!(
+                    return Err(Broken(format!(
                         "could not send within {limit:?} (broker blocking publishers or connection stalled)"
                     )));
                 }
             },
         };
         match timeout(limit, confirm).await {
-            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
-            Ok(Ok(Confirmation::Nack(_))) => Err(Failure::Refused {
-                message_id: msg.message_id,
-                reason: "negative acknowledgement from the broker".to_owned(),
-            }),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                Err(Failure::Broken("channel is not in confirm mode".to_owned()))
-            }
-            Ok(Err(e)) => Err(self.broken("connection lost while awaiting confirms", &e)),
-            Err(_) => Err(Failure::Broken(format!("no confirm within {limit:?}"))),
+            Ok(confirmation) => self.judge(confirmation),
+            Err(_) => Err(Broken(format!("no confirm within {limit:?}"))),
         }
     }
 
-    fn broken(&self, what: &str, e: &lapin::Error) -> Failure {
-        Failure::Broken(format!(
+    /// What the broker's answer to one publish means for its message.
+    fn judge(&self, confirmation: lapin::Result<Confirmation>) -> Result<Option<Refused>, Broken> {
+        match confirmation {
+            Ok(Confirmation::Ack(None)) => Ok(None),
+            Ok(Confirmation::Ack(Some(returned))) => Ok(Some(Refused {
+                kind: RefusalKind::Unroutable,
+                reason: format!(
+                    "returned by the broker ({} {}): no queue is bound to exchange '{}' for routing key '{}'",
+                    returned.reply_code,
+                    returned.reply_text,
+                    self.exchange,
+                    returned.delivery.routing_key
+                ),
+            })),
+            Ok(Confirmation::Nack(_)) => Ok(Some(Refused {
+                kind: RefusalKind::Nacked,
+                reason: "negative acknowledgement from the broker".to_owned(),
+            })),
+            Ok(Confirmation::NotRequested) => {
+                Err(Broken("channel is not in confirm mode".to_owned()))
+            }
+            Err(e) => Err(self.broken("connection lost while awaiting confirms", &e)),
+        }
+    }
+
+    fn broken(&self, what: &str, e: &lapin::Error) -> Broken {
+        Broken(format!(
             "{what}: {}",
             scrub_secret(&e.to_string(), &self.url)
         ))
-    }
-
-    /// After a refusal the link is still good, but confirms of messages sent behind the
-    /// refused one are still due; wait for them so they do not pile up on the channel.
-    /// Returns false when that wait shows the link is broken after all.
-    async fn drain(&self, in_flight: VecDeque<InFlight<'_>>, batch: &[OutboxMessage]) -> bool {
-        let Some(any) = batch.first() else {
-            return true;
-        };
-        for sent in in_flight {
-            if let Err(Failure::Broken(_)) = self.settle_one(sent, any).await {
-                return false;
-            }
-        }
-        true
     }
 }
 
@@ -450,22 +470,36 @@ enum InFlight<'a> {
     Written(PublisherConfirm),
 }
 
-impl InFlight<'_> {
-    /// Whether the broker has already acked this message; never waits.
-    fn acked_already(&mut self) -> bool {
-        if let InFlight::Queued(publish) = self {
-            match publish.as_mut().now_or_never() {
-                Some(Ok(confirm)) => *self = InFlight::Written(confirm),
-                _ => return false,
-            }
-        }
-        match self {
-            InFlight::Written(confirm) => {
-                matches!(confirm.now_or_never(), Some(Ok(Confirmation::Ack(_))))
-            }
-            InFlight::Queued(_) => false,
-        }
+impl Slot<'_> {
+    /// The fate of this message if the broker has already settled it; never waits.
+    fn settled_now(self, publisher: &RabbitPublisher) -> Option<Option<Refused>> {
+        let sent = match self {
+            Slot::Refused(refused) => return Some(Some(refused)),
+            Slot::Sent(sent) => sent,
+        };
+        let confirm = match sent {
+            InFlight::Written(confirm) => confirm,
+            InFlight::Queued(mut publish) => match publish.as_mut().now_or_never() {
+                Some(Ok(confirm)) => confirm,
+                _ => return None,
+            },
+        };
+        confirm
+            .now_or_never()
+            .and_then(|answer| publisher.judge(answer).ok())
     }
+}
+
+/// Counts the next message of the batch as settled, refused if `fate` says so.
+fn note_settled(report: &mut PublishReport, fate: Option<Refused>) {
+    if let Some(Refused { kind, reason }) = fate {
+        report.refused.push(Refusal {
+            index: report.settled,
+            kind,
+            reason,
+        });
+    }
+    report.settled += 1;
 }
 
 fn link_alive(link: &Link) -> bool {
@@ -481,43 +515,31 @@ impl Publisher for RabbitPublisher {
         let mut slot = self.link.lock().await;
         let channel = match self.ensure_link(&mut slot).await {
             Ok(link) => link.channel.clone(),
-            Err(error) => {
-                return PublishReport {
-                    confirmed: 0,
-                    error: Some(error),
-                };
-            }
+            Err(error) => return PublishReport::failed(error),
         };
 
-        let (confirmed, failure, pending) = self.publish_on(&channel, batch).await;
-        let error = match failure {
+        let report = self.publish_on(&channel, batch).await;
+        for refusal in &report.refused {
+            let message_id = batch[refusal.index].message_id;
+            tracing::debug!(%message_id, reason = %refusal.reason, "RabbitMQ did not take a message");
+        }
+        match &report.error {
             None => {
-                tracing::trace!(confirmed, exchange = %self.exchange, "batch confirmed");
-                None
+                tracing::trace!(settled = report.settled, exchange = %self.exchange, "batch settled");
             }
-            Some(Failure::Refused { message_id, reason }) => {
-                tracing::warn!(%message_id, %reason, confirmed, "RabbitMQ refused a message");
-                if !self.drain(pending, batch).await {
-                    self.drop_link(&mut slot);
-                    self.state.store(DOWN, Ordering::SeqCst);
-                }
-                Some(BusError::Nacked { message_id, reason })
-            }
-            Some(Failure::Broken(reason)) => {
-                drop(pending);
+            Some(error) => {
                 self.drop_link(&mut slot);
                 self.state.store(DOWN, Ordering::SeqCst);
                 tracing::warn!(
                     url = %self.redacted_url,
-                    %reason,
-                    confirmed,
-                    unconfirmed = batch.len() - confirmed,
+                    %error,
+                    settled = report.settled,
+                    unsettled = batch.len() - report.settled,
                     "RabbitMQ publish failed; will reconnect on the next publish"
                 );
-                Some(BusError::Unavailable(reason))
             }
-        };
-        PublishReport { confirmed, error }
+        }
+        report
     }
 
     fn is_connected(&self) -> bool {

@@ -20,6 +20,10 @@ pub const ENTRYPOINT: &str = "webhook";
 /// 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
+/// The largest `max_body_bytes` a webhook may set: every body is held in memory until
+/// its event is stored, so the limit bounds memory per request.
+pub const MAX_BODY_BYTES_CEILING: usize = 16 << 20;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookConfig {
     /// Without leading or trailing `/`.
@@ -122,11 +126,11 @@ impl WebhookConfig {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(value) => value
                 .as_u64()
-                .filter(|n| *n > 0)
                 .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| (1..=MAX_BODY_BYTES_CEILING).contains(n))
                 .ok_or_else(|| {
                     SensorConfigError(format!(
-                        "config.max_body_bytes must be a positive whole number, got {value}"
+                        "config.max_body_bytes must be a whole number from 1 to {MAX_BODY_BYTES_CEILING}, got {value}"
                     ))
                 })?,
         };
@@ -267,6 +271,8 @@ mod tests {
         assert!(err(json!({"path": "/"})).contains("config.path"));
         assert!(err(json!({"path": "a", "secret_env": "no-dash"})).contains("config.secret_env"));
         assert!(err(json!({"path": "a", "max_body_bytes": 0})).contains("config.max_body_bytes"));
+        let too_big = json!({"path": "a", "max_body_bytes": MAX_BODY_BYTES_CEILING + 1});
+        assert!(err(too_big).contains("from 1 to 16777216"));
         assert!(
             err(json!({"path": "a", "rate_limit_per_second": -1}))
                 .contains("config.rate_limit_per_second")

@@ -85,7 +85,7 @@ macro_rules! impl_store {
         const _: () = {
             use ::attune_actors::domain::{
                 Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
-                PackUpsertSummary, Rule, Sensor, Trigger,
+                PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
             };
             use ::attune_actors::ports::{Store, StoreError};
             use ::serde_json::Value;
@@ -273,6 +273,55 @@ macro_rules! impl_store {
                 async fn outbox_backlog(&self) -> Result<u64, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "outbox_backlog", async {
                         Shared::outbox_backlog(self.reader()).await
+                    })
+                    .await
+                }
+
+                async fn record_outbox_refusal(
+                    &self,
+                    id: Id,
+                    error: &str,
+                    park: bool,
+                ) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(
+                        self.deadline(),
+                        "record_outbox_refusal",
+                        async {
+                            Shared::record_outbox_refusal(self.writer(), id, error, park).await
+                        },
+                    )
+                    .await
+                }
+
+                async fn parked_outbox(
+                    &self,
+                    limit: u32,
+                ) -> Result<Vec<ParkedMessage>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "parked_outbox", async {
+                        Shared::parked_outbox(self.reader(), limit).await
+                    })
+                    .await
+                }
+
+                async fn parked_count(&self) -> Result<u64, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "parked_count", async {
+                        Shared::parked_count(self.reader()).await
+                    })
+                    .await
+                }
+
+                async fn retry_parked(&self, ids: Option<&[Id]>) -> Result<u64, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "retry_parked", async {
+                        match ids {
+                            None => Shared::retry_parked(self.writer(), None).await,
+                            Some(ids) => {
+                                let mut count = 0;
+                                for id in ids {
+                                    count += Shared::retry_parked(self.writer(), Some(*id)).await?;
+                                }
+                                Ok(count)
+                            }
+                        }
                     })
                     .await
                 }

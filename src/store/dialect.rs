@@ -17,6 +17,9 @@ use sqlx::{Database, Encode, Postgres, Sqlite, Type};
 /// A database the shared statements run on.
 pub(crate) trait Backend: Database {
     const DIALECT: Dialect;
+
+    /// How many rows a statement changed (sqlx has no common trait for it).
+    fn rows_affected(done: &Self::QueryResult) -> u64;
 }
 
 impl Backend for Postgres {
@@ -24,6 +27,10 @@ impl Backend for Postgres {
         schema: "attune.",
         lock_read_rows: " FOR UPDATE",
     };
+
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 impl Backend for Sqlite {
@@ -33,6 +40,10 @@ impl Backend for Sqlite {
         schema: "",
         lock_read_rows: "",
     };
+
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 /// The SQL text that differs between the backends.

@@ -7,7 +7,9 @@
 
 use std::marker::PhantomData;
 
-use attune_actors::domain::{Enforcement, Event, Id, OutboxMessage, Rule, Sensor, Trigger};
+use attune_actors::domain::{
+    Enforcement, Event, Id, OutboxMessage, ParkedMessage, Rule, Sensor, Trigger,
+};
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -16,8 +18,8 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 
 use super::dialect::{Backend, Stamp, Table};
 use super::rows::{
-    self, ENFORCEMENT_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS, RULE_COLUMNS, SENSOR_COLUMNS,
-    StoredRow, TRIGGER_COLUMNS,
+    self, ENFORCEMENT_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS, PARKED_COLUMNS, RULE_COLUMNS,
+    SENSOR_COLUMNS, StoredRow, TRIGGER_COLUMNS,
 };
 use super::{now, store_error};
 
@@ -288,7 +290,7 @@ where
         let sql = Self::select(
             OUTBOX_COLUMNS,
             Table::Outbox,
-            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1",
         );
         Self::all(db, sqlx::query(&sql).bind(i64::from(limit)), rows::outbox).await
     }
@@ -297,9 +299,83 @@ where
     where
         E: Executor<'c, Database = DB>,
     {
-        let sql = Self::select("count(*) AS n", Table::Outbox, "WHERE published_at IS NULL");
+        let sql = Self::select(
+            "count(*) AS n",
+            Table::Outbox,
+            "WHERE published_at IS NULL AND parked_at IS NULL",
+        );
         let pending = Self::int(db, sqlx::query(&sql), "n").await?;
         Ok(u64::try_from(pending).unwrap_or(0))
+    }
+
+    /// One more refusal of an outbox row, with its error; parks the row when `park`.
+    pub(crate) async fn record_outbox_refusal<'c, E>(
+        db: E,
+        id: Id,
+        error: &str,
+        park: bool,
+    ) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "UPDATE {} SET attempts = attempts + 1, last_error = $2, \
+             parked_at = CASE WHEN $3 = 1 THEN $4 ELSE parked_at END \
+             WHERE id = $1 AND published_at IS NULL",
+            DB::DIALECT.table(Table::Outbox)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(id)
+            .bind(error)
+            .bind(i64::from(park))
+            .bind(Stamp(now()));
+        Self::run(db, statement).await
+    }
+
+    pub(crate) async fn parked_outbox<'c, E>(
+        db: E,
+        limit: u32,
+    ) -> Result<Vec<ParkedMessage>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            PARKED_COLUMNS,
+            Table::Outbox,
+            "WHERE published_at IS NULL AND parked_at IS NOT NULL ORDER BY id LIMIT $1",
+        );
+        Self::all(db, sqlx::query(&sql).bind(i64::from(limit)), rows::parked).await
+    }
+
+    pub(crate) async fn parked_count<'c, E>(db: E) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            "count(*) AS n",
+            Table::Outbox,
+            "WHERE published_at IS NULL AND parked_at IS NOT NULL",
+        );
+        let parked = Self::int(db, sqlx::query(&sql), "n").await?;
+        Ok(u64::try_from(parked).unwrap_or(0))
+    }
+
+    /// Puts one parked row (`Some(id)`) or all of them back in the publish order; returns
+    /// how many went back.
+    pub(crate) async fn retry_parked<'c, E>(db: E, id: Option<Id>) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "UPDATE {} SET parked_at = NULL, attempts = 0 \
+             WHERE published_at IS NULL AND parked_at IS NOT NULL AND ($1 = 1 OR id = $2)",
+            DB::DIALECT.table(Table::Outbox)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(i64::from(id.is_none()))
+            .bind(id.unwrap_or(0));
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done))
     }
 
     pub(crate) async fn sensor_state<'c, E>(

@@ -7,7 +7,9 @@
 //! single decode path: sqlx already maps each native representation onto `Value`,
 //! `DateTime<Utc>` and `bool`.
 
-use attune_actors::domain::{Enforcement, Event, Id, OutboxMessage, Rule, Sensor, Trigger};
+use attune_actors::domain::{
+    Enforcement, Event, Id, OutboxMessage, ParkedMessage, Rule, Sensor, Trigger,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
@@ -29,7 +31,10 @@ pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, cre
 /// The message id is `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text:
 /// read as text, both decode one way, and the body goes out as the database holds it.
 pub(crate) const OUTBOX_COLUMNS: &str = "id, CAST(message_id AS TEXT) AS message_id, \
-    message_type, routing_key, CAST(body AS TEXT) AS body";
+    message_type, routing_key, CAST(body AS TEXT) AS body, CAST(attempts AS BIGINT) AS attempts";
+pub(crate) const PARKED_COLUMNS: &str = "id, CAST(message_id AS TEXT) AS message_id, \
+    message_type, routing_key, CAST(attempts AS BIGINT) AS attempts, last_error, created, \
+    parked_at";
 
 /// The kinds of column the schema has, read from a row by name.
 pub(crate) trait StoredRow {
@@ -186,17 +191,39 @@ pub(crate) fn pack(row: &impl StoredRow) -> Result<PackRow, sqlx::Error> {
 }
 
 pub(crate) fn outbox(row: &impl StoredRow) -> Result<OutboxMessage, sqlx::Error> {
-    let message_id = row.text("message_id")?;
     Ok(OutboxMessage {
         id: row.int("id")?,
-        message_id: uuid::Uuid::parse_str(&message_id).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "message_id".to_owned(),
-            source: Box::new(e),
-        })?,
+        message_id: message_id(row)?,
         message_type: row.text("message_type")?,
         routing_key: row.text("routing_key")?,
         body: row.text("body")?,
+        attempts: attempts(row)?,
     })
+}
+
+pub(crate) fn parked(row: &impl StoredRow) -> Result<ParkedMessage, sqlx::Error> {
+    Ok(ParkedMessage {
+        id: row.int("id")?,
+        message_id: message_id(row)?,
+        message_type: row.text("message_type")?,
+        routing_key: row.text("routing_key")?,
+        attempts: attempts(row)?,
+        last_error: row.opt_text("last_error")?,
+        created: row.time("created")?,
+        parked_at: row.time("parked_at")?,
+    })
+}
+
+fn message_id(row: &impl StoredRow) -> Result<uuid::Uuid, sqlx::Error> {
+    let message_id = row.text("message_id")?;
+    uuid::Uuid::parse_str(&message_id).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "message_id".to_owned(),
+        source: Box::new(e),
+    })
+}
+
+fn attempts(row: &impl StoredRow) -> Result<u32, sqlx::Error> {
+    Ok(u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX))
 }
 
 /// `(id, ref)` of a row.

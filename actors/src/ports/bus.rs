@@ -15,12 +15,56 @@ pub enum BusError {
     },
 }
 
-/// What a publish achieved: the first `confirmed` messages of the batch were confirmed by
-/// the broker; `error` says why the rest were not.
+/// What a publish achieved: the broker settled the first `settled` messages of the batch,
+/// each either confirmed or, if listed in `refused`, refused on its own; `error` says why
+/// the rest were not settled (the broker went away).
 #[derive(Debug, Default)]
 pub struct PublishReport {
-    pub confirmed: usize,
+    pub settled: usize,
+    /// Messages among the settled ones that the broker did not take, in batch order.
+    pub refused: Vec<Refusal>,
     pub error: Option<BusError>,
+}
+
+impl PublishReport {
+    /// A batch whose first `settled` messages were all confirmed.
+    pub fn confirmed(settled: usize) -> Self {
+        Self {
+            settled,
+            ..Self::default()
+        }
+    }
+
+    /// Nothing settled, for this reason.
+    pub fn failed(error: BusError) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    /// How many settled messages the broker confirmed.
+    pub fn confirmed_count(&self) -> usize {
+        self.settled - self.refused.len()
+    }
+}
+
+/// One message of a batch the broker did not take, while the link itself stayed good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Its index in the published batch.
+    pub index: usize,
+    pub kind: RefusalKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The broker answered with a negative acknowledgement, or the message cannot be put
+    /// into a frame at all (e.g. a routing key over 255 bytes).
+    Nacked,
+    /// The broker returned it because no queue is bound for its routing key.
+    Unroutable,
 }
 
 /// The message bus, seen from the outbox publisher.

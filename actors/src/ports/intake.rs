@@ -138,6 +138,24 @@ pub fn check_storable(payload: &Value) -> Result<(), IntakeError> {
     walk(payload, &mut String::new()).map_err(IntakeError::InvalidPayload)
 }
 
+/// About how many bytes `value` takes as JSON, a little more rather than less (numbers
+/// count 8), without serializing it: what bounds a batch in `pipeline.max_batch_bytes`.
+pub fn json_size(value: &Value) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => items.iter().map(|item| json_size(item) + 1).sum::<usize>() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(key, item)| key.len() + 4 + json_size(item))
+                .sum::<usize>()
+                + 2
+        }
+    }
+}
+
 /// What became of a submitted event once rules were matched.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatchOutcome {
@@ -183,6 +201,17 @@ pub struct EventRequest {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_size_is_close_to_the_serialized_length() {
+        let value = json!({"name": "build-01", "tags": ["a", "bc"], "n": 12, "ok": true});
+        let exact = value.to_string().len();
+        let estimate = json_size(&value);
+        assert!(
+            exact <= estimate && estimate <= exact * 3 / 2,
+            "{estimate} vs {exact}"
+        );
+    }
 
     #[test]
     fn nul_characters_are_refused_with_where_they_are() {

@@ -11,11 +11,11 @@ mod intake;
 mod sensor;
 mod store;
 
-pub use bus::{BusError, PublishReport, Publisher};
+pub use bus::{BusError, PublishReport, Publisher, Refusal, RefusalKind};
 pub use context::DetectionSink;
 pub use intake::{
     Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Permit,
-    check_storable,
+    check_storable, json_size,
 };
 pub use sensor::{SensorDriver, SensorDriverFactory, SensorFailure};
 pub use store::{Store, StoreError};

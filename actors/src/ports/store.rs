@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::domain::{
     Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
-    PackUpsertSummary, Rule, Sensor, Trigger,
+    PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +87,32 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Enforcement>, StoreError>;
 
-    /// Unpublished outbox rows, lowest id first.
+    /// Unpublished outbox rows that are not parked, lowest id first.
     async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
 
     async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError>;
 
-    /// How many outbox rows wait to be published.
+    /// How many outbox rows wait to be published (parked rows not counted).
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
+
+    /// Records that the broker refused an outbox row: one more attempt, with its error.
+    /// With `park` the row also leaves the publish order until [`Store::retry_parked`].
+    async fn record_outbox_refusal(
+        &self,
+        id: Id,
+        error: &str,
+        park: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Parked outbox rows, lowest id first.
+    async fn parked_outbox(&self, limit: u32) -> Result<Vec<ParkedMessage>, StoreError>;
+
+    /// How many outbox rows are parked.
+    async fn parked_count(&self) -> Result<u64, StoreError>;
+
+    /// Puts parked rows back into the publish order with their attempts reset: those
+    /// listed, or every parked row when `ids` is `None`. Returns how many went back.
+    async fn retry_parked(&self, ids: Option<&[Id]>) -> Result<u64, StoreError>;
 
     /// The state a sensor saved last (`None` if it never saved any).
     async fn sensor_state(&self, sensor_ref: &str) -> Result<Option<Value>, StoreError>;

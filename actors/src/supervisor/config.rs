@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::policy::RestartPolicy;
+use crate::outbox::UnroutablePolicy;
 
 /// The service fills these from the `sensor` config section.
 #[derive(Debug, Clone)]
@@ -20,10 +21,16 @@ pub struct SupervisorConfig {
     pub reconcile_interval: Option<Duration>,
     /// Most events (or enforcements) written in one transaction.
     pub max_batch: usize,
+    /// Most payload and config bytes in one batch of events.
+    pub max_batch_bytes: usize,
     /// Most events waiting to be stored; beyond, HTTP callers are refused and sensors wait.
     pub max_pending: usize,
     pub outbox_batch: u32,
     pub outbox_poll: Duration,
+    /// Refusals after which an outbox row is parked.
+    pub outbox_max_attempts: u32,
+    /// What becomes of a message no queue takes.
+    pub unroutable: UnroutablePolicy,
     /// How long a stopping sensor may take to release what it holds (a process sensor's
     /// SIGTERM grace period and then some); then it is aborted.
     pub stop_grace: Duration,
@@ -42,9 +49,12 @@ impl Default for SupervisorConfig {
             healthy_after: Duration::from_secs(60),
             reconcile_interval: Some(Duration::from_secs(10)),
             max_batch: 1000,
+            max_batch_bytes: 8 << 20,
             max_pending: 10_000,
             outbox_batch: 500,
             outbox_poll: Duration::from_secs(1),
+            outbox_max_attempts: 10,
+            unroutable: UnroutablePolicy::Park,
             stop_grace: Duration::from_secs(7),
             stop_timeout: Duration::from_secs(10),
         }

@@ -41,6 +41,7 @@ impl SupervisorState {
                     matcher: refs.matcher.clone(),
                     outbox: refs.outbox.clone(),
                     max_batch: self.config.max_batch,
+                    max_batch_bytes: self.config.max_batch_bytes,
                     last_error,
                 };
                 spawn_live(EventGeneratorActor, args, &refs.generator, supervisor).await?
@@ -61,6 +62,8 @@ impl SupervisorState {
                     batch_size: self.config.outbox_batch,
                     poll_every: self.config.outbox_poll,
                     health: self.outbox_health.clone(),
+                    max_attempts: self.config.outbox_max_attempts,
+                    unroutable: self.config.unroutable,
                 };
                 spawn_live(OutboxPublisherActor, args, &refs.outbox, supervisor).await?
             }

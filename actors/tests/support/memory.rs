@@ -20,9 +20,31 @@ struct Inner {
     rules: Vec<Rule>,
     events: Vec<Event>,
     enforcements: Vec<Enforcement>,
-    outbox: Vec<(OutboxMessage, bool)>,
+    outbox: Vec<OutboxEntry>,
     states: HashMap<String, Value>,
     matched_through: Id,
+}
+
+struct OutboxEntry {
+    row: OutboxMessage,
+    published: bool,
+    parked: Option<chrono::DateTime<Utc>>,
+    last_error: Option<String>,
+}
+
+impl OutboxEntry {
+    fn new(row: OutboxMessage) -> Self {
+        Self {
+            row,
+            published: false,
+            parked: None,
+            last_error: None,
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        !self.published && self.parked.is_none()
+    }
 }
 
 impl Inner {
@@ -232,7 +254,9 @@ impl Store for MemoryStore {
             let event = new.stored(id, Utc::now());
             let envelope = Envelope::event_created(&event);
             let outbox_id = inner.id();
-            inner.outbox.push((outbox_row(outbox_id, &envelope), false));
+            inner
+                .outbox
+                .push(OutboxEntry::new(outbox_row(outbox_id, &envelope)));
             inner.events.push(event.clone());
             stored.push(event);
         }
@@ -258,7 +282,9 @@ impl Store for MemoryStore {
             let enforcement = new.stored(id, Utc::now());
             let envelope = Envelope::enforcement_created(&enforcement);
             let outbox_id = inner.id();
-            inner.outbox.push((outbox_row(outbox_id, &envelope), false));
+            inner
+                .outbox
+                .push(OutboxEntry::new(outbox_row(outbox_id, &envelope)));
             inner.enforcements.push(enforcement.clone());
             stored.push(enforcement);
         }
@@ -333,22 +359,80 @@ impl Store for MemoryStore {
             .lock()
             .outbox
             .iter()
-            .filter(|(_, published)| !published)
+            .filter(|entry| entry.waiting())
             .take(limit as usize)
-            .map(|(row, _)| row.clone())
+            .map(|entry| entry.row.clone())
             .collect())
     }
     async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError> {
         self.check()?;
-        for (row, published) in self.lock().outbox.iter_mut() {
-            if ids.contains(&row.id) {
-                *published = true;
+        for entry in self.lock().outbox.iter_mut() {
+            if ids.contains(&entry.row.id) {
+                entry.published = true;
             }
         }
         Ok(())
     }
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().outbox.iter().filter(|(_, p)| !p).count() as u64)
+        Ok(self.lock().outbox.iter().filter(|e| e.waiting()).count() as u64)
+    }
+    async fn record_outbox_refusal(
+        &self,
+        id: Id,
+        error: &str,
+        park: bool,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        for entry in self.lock().outbox.iter_mut().filter(|e| e.row.id == id) {
+            entry.row.attempts += 1;
+            entry.last_error = Some(error.to_owned());
+            if park {
+                entry.parked = Some(Utc::now());
+            }
+        }
+        Ok(())
+    }
+    async fn parked_outbox(&self, limit: u32) -> Result<Vec<ParkedMessage>, StoreError> {
+        self.check()?;
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|e| !e.published)
+            .filter_map(|e| {
+                e.parked.map(|parked_at| ParkedMessage {
+                    id: e.row.id,
+                    message_id: e.row.message_id,
+                    message_type: e.row.message_type.clone(),
+                    routing_key: e.row.routing_key.clone(),
+                    attempts: e.row.attempts,
+                    last_error: e.last_error.clone(),
+                    created: parked_at,
+                    parked_at,
+                })
+            })
+            .take(limit as usize)
+            .collect())
+    }
+    async fn parked_count(&self) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .outbox
+            .iter()
+            .filter(|e| e.parked.is_some() && !e.published)
+            .count() as u64)
+    }
+    async fn retry_parked(&self, ids: Option<&[Id]>) -> Result<u64, StoreError> {
+        self.check()?;
+        let mut count = 0;
+        for entry in self.lock().outbox.iter_mut() {
+            if entry.parked.is_some() && ids.is_none_or(|ids| ids.contains(&entry.row.id)) {
+                entry.parked = None;
+                entry.row.attempts = 0;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
     async fn sensor_state(&self, sensor_ref: &str) -> Result<Option<Value>, StoreError> {
         Ok(self.lock().states.get(sensor_ref).cloned())
@@ -374,33 +458,38 @@ fn outbox_row(id: Id, envelope: &Envelope) -> OutboxMessage {
         message_type: envelope.message_type.as_str().into(),
         routing_key: envelope.routing_key().into(),
         body: envelope.to_json(),
+        attempts: 0,
     }
 }
 
-/// Records what it publishes; `down` makes it fail like an unreachable broker.
+/// Records what it publishes; `down` makes it fail like an unreachable broker, and a
+/// message whose routing key is in `refuse` is refused like that.
 #[derive(Default, Clone)]
 pub struct MemoryPublisher {
     pub published: Arc<Mutex<Vec<OutboxMessage>>>,
     pub down: Arc<AtomicBool>,
+    pub refuse: Arc<Mutex<HashMap<String, RefusalKind>>>,
 }
 
 #[async_trait]
 impl Publisher for MemoryPublisher {
     async fn publish(&self, batch: &[OutboxMessage]) -> PublishReport {
         if self.down.load(Ordering::SeqCst) {
-            return PublishReport {
-                confirmed: 0,
-                error: Some(BusError::Unavailable("memory broker is down".into())),
-            };
+            return PublishReport::failed(BusError::Unavailable("memory broker is down".into()));
         }
-        self.published
-            .lock()
-            .expect("lock")
-            .extend_from_slice(batch);
-        PublishReport {
-            confirmed: batch.len(),
-            error: None,
+        let refuse = self.refuse.lock().expect("lock").clone();
+        let mut report = PublishReport::confirmed(batch.len());
+        for (index, message) in batch.iter().enumerate() {
+            match refuse.get(&message.routing_key) {
+                Some(kind) => report.refused.push(Refusal {
+                    index,
+                    kind: *kind,
+                    reason: format!("memory broker refuses {}", message.routing_key),
+                }),
+                None => self.published.lock().expect("lock").push(message.clone()),
+            }
         }
+        report
     }
     fn is_connected(&self) -> bool {
         !self.down.load(Ordering::SeqCst)

@@ -10,12 +10,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use attune_actors::SupervisorConfig;
+use attune_actors::outbox::UnroutablePolicy;
+
+mod duration;
+
+pub use duration::{Seconds, parse_duration};
 
 /// The environment variable listing pack directories to load at start.
 const AUTOLOAD_VAR: &str = "ATTUNE__PACKS__AUTOLOAD";
 
 /// The embedded default configuration.
-pub const DEFAULT_YAML: &str = include_str!("../config/default.yaml");
+pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +48,8 @@ pub struct Settings {
     pub sensor: SensorSettings,
     pub runtimes: RuntimeSettings,
     pub pipeline: PipelineSettings,
+    pub outbox: OutboxSettings,
+    pub dedup: DedupSettings,
     pub shutdown: ShutdownSettings,
 }
 
@@ -51,6 +58,27 @@ pub struct Settings {
 pub struct PipelineSettings {
     /// Most events waiting to be stored at once (see `ports::Admission`).
     pub max_pending: usize,
+    /// Most payload and config bytes written in one batch of events.
+    pub max_batch_bytes: usize,
+}
+
+/// The largest `pipeline.max_batch_bytes`: far below what one PostgreSQL message or
+/// SQLite statement can carry.
+pub const MAX_BATCH_BYTES_CEILING: usize = 256 << 20;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Refusals by the broker after which a row is parked.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSettings {
+    /// How long an `Idempotency-Key` (or a webhook's delivery id) is remembered: a number
+    /// of seconds or a duration such as `24h`, `10m`, `30s`.
+    pub window: duration::Seconds,
 }
 
 /// Interpreters of process sensors: a program and its arguments, split on whitespace
@@ -82,6 +110,26 @@ pub struct MqSettings {
     pub url_file: String,
     pub exchange: String,
     pub tls: MqTlsSettings,
+    /// What becomes of a message no queue takes: `park`, `retry` or `drop`.
+    pub unroutable: Unroutable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unroutable {
+    Park,
+    Retry,
+    Drop,
+}
+
+impl From<Unroutable> for UnroutablePolicy {
+    fn from(value: Unroutable) -> Self {
+        match value {
+            Unroutable::Park => UnroutablePolicy::Park,
+            Unroutable::Retry => UnroutablePolicy::Retry,
+            Unroutable::Drop => UnroutablePolicy::Drop,
+        }
+    }
 }
 
 /// TLS to RabbitMQ, for `amqps://` URLs. Empty paths mean: the system's CA certificates,
@@ -338,6 +386,18 @@ impl Settings {
         if self.pipeline.max_pending == 0 || self.pipeline.max_pending > 1_000_000 {
             return invalid("pipeline.max_pending", "must be between 1 and 1000000");
         }
+        if !(1024..=MAX_BATCH_BYTES_CEILING).contains(&self.pipeline.max_batch_bytes) {
+            return invalid(
+                "pipeline.max_batch_bytes",
+                &format!("must be between 1024 and {MAX_BATCH_BYTES_CEILING}"),
+            );
+        }
+        if !(1..=1000).contains(&self.outbox.max_attempts) {
+            return invalid("outbox.max_attempts", "must be between 1 and 1000");
+        }
+        if self.dedup.window.0 <= Duration::ZERO {
+            return invalid("dedup.window", "must be longer than 0 s");
+        }
         if self.sensor.poll_interval == 0 {
             return invalid("sensor.poll_interval", "must be at least 1 second");
         }
@@ -437,177 +497,13 @@ impl Settings {
             stop_grace: self.sensor_stop_grace() + Duration::from_secs(2),
             stop_timeout: self.sensor_stop_grace() + Duration::from_secs(5),
             max_pending: self.pipeline.max_pending,
+            max_batch_bytes: self.pipeline.max_batch_bytes,
+            outbox_max_attempts: self.outbox.max_attempts,
+            unroutable: self.mq.unroutable.into(),
             ..SupervisorConfig::default()
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_default_is_valid() {
-        let settings = Settings::from_yaml("{}").expect("default loads");
-        assert!(settings.database.url.starts_with("sqlite:"));
-        assert!(settings.mq.url.is_empty());
-        assert_eq!(settings.sensor.max_restart_attempts, 3);
-        assert_eq!(settings.admin_addr().port(), 9180);
-    }
-
-    #[test]
-    fn secrets_given_as_files_replace_the_values() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let write = |name: &str, content: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, content).expect("write secret");
-            path.to_string_lossy().into_owned()
-        };
-        let token = write("token", "t0ken\n");
-        let db = write("db", "postgres://u:pw@db/attune\n");
-        let mq = write("mq", "amqps://u:pw@mq/%2f");
-        let settings = Settings::load_with_env(
-            None,
-            env(&[
-                ("ATTUNE__ADMIN__TOKEN_FILE", &token),
-                ("ATTUNE__DATABASE__URL_FILE", &db),
-                ("ATTUNE__MQ__URL_FILE", &mq),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(settings.admin_token(), Some("t0ken"));
-        assert_eq!(settings.database.url, "postgres://u:pw@db/attune");
-        assert_eq!(settings.mq.url, "amqps://u:pw@mq/%2f");
-
-        let missing = dir.path().join("nope").to_string_lossy().into_owned();
-        let error = Settings::load_with_env(None, env(&[("ATTUNE__ADMIN__TOKEN_FILE", &missing)]))
-            .expect_err("missing file refused")
-            .to_string();
-        assert!(
-            error.contains("admin.token_file") && error.contains(&missing),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn mq_tls_needs_amqps_and_a_whole_client_identity() {
-        let error = Settings::from_yaml("mq:\n  url: amqp://h/\n  tls:\n    ca_file: /ca.pem\n")
-            .expect_err("tls without amqps")
-            .to_string();
-        assert!(error.contains("mq.tls"), "{error}");
-        let error = Settings::from_yaml("mq:\n  url: amqps://h/\n  tls:\n    cert_file: /c.pem\n")
-            .expect_err("certificate without key")
-            .to_string();
-        assert!(error.contains("mq.tls.key_file"), "{error}");
-        Settings::from_yaml("mq:\n  url: amqps://h/\n  tls:\n    ca_file: /ca.pem\n")
-            .expect("amqps with a CA");
-    }
-
-    #[test]
-    fn a_public_admin_bind_needs_a_token_or_an_explicit_opt_out() {
-        let error = Settings::from_yaml("admin:\n  bind: 0.0.0.0:9180\n")
-            .expect_err("public and unauthenticated")
-            .to_string();
-        assert!(
-            error.contains("admin.token")
-                && error.contains("admin.bind")
-                && error.contains("allow_unauthenticated"),
-            "{error}"
-        );
-        Settings::from_yaml("admin:\n  bind: 0.0.0.0:9180\n  token: t\n").expect("with a token");
-        Settings::from_yaml("admin:\n  bind: 0.0.0.0:9180\n  allow_unauthenticated: true\n")
-            .expect("explicit opt-out");
-        Settings::from_yaml("admin:\n  bind: \"[::1]:9180\"\n").expect("loopback needs none");
-    }
-
-    #[test]
-    fn unknown_key_is_refused_with_its_name() {
-        let error = Settings::from_yaml("sensor:\n  max_restart_attempt: 5\n")
-            .expect_err("typo refused")
-            .to_string();
-        assert!(error.contains("max_restart_attempt"), "{error}");
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn environment_overrides_keep_strings_and_convert_typed_keys() {
-        let settings = Settings::load_with_env(
-            None,
-            env(&[
-                ("ATTUNE__ADMIN__TOKEN", "0123"),
-                ("ATTUNE__SENSOR__MAX_RESTART_ATTEMPTS", "5"),
-                ("ATTUNE__SENSOR__RESTART_ON_ERROR", "false"),
-                ("ATTUNE__DATABASE__URL", "postgres://u:p@db/attune"),
-                ("ATTUNE__PACKS__AUTOLOAD", "packs/a, packs/b,"),
-                ("UNRELATED", "x"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(settings.admin.token, "0123");
-        assert_eq!(settings.sensor.max_restart_attempts, 5);
-        assert!(!settings.sensor.restart_on_error);
-        assert_eq!(settings.database.url, "postgres://u:p@db/attune");
-        assert_eq!(
-            settings.packs.autoload,
-            vec![PathBuf::from("packs/a"), PathBuf::from("packs/b")]
-        );
-        let empty =
-            Settings::load_with_env(None, env(&[("ATTUNE__PACKS__AUTOLOAD", "")])).expect("loads");
-        assert!(empty.packs.autoload.is_empty());
-    }
-
-    #[test]
-    fn unknown_or_bad_environment_keys_are_refused_by_name() {
-        let error = Settings::load_with_env(None, env(&[("ATTUNE__SENSOR__MAX_RESTARTS", "5")]))
-            .expect_err("typo refused")
-            .to_string();
-        assert!(error.contains("max_restarts"), "{error}");
-        let error =
-            Settings::load_with_env(None, env(&[("ATTUNE__SENSOR__POLL_INTERVAL", "soon")]))
-                .expect_err("refused")
-                .to_string();
-        assert!(error.contains("poll_interval"), "{error}");
-    }
-
-    #[test]
-    fn runtimes_and_stop_grace_have_defaults_and_are_checked() {
-        let settings = Settings::from_yaml("{}").expect("default loads");
-        assert_eq!(settings.runtimes.python, "python3 -u");
-        assert_eq!(settings.runtimes.node, "node");
-        assert_eq!(settings.runtimes.shell, "sh");
-        assert_eq!(settings.sensor_stop_grace(), Duration::from_secs(5));
-        let supervisor = settings.supervisor();
-        assert!(supervisor.stop_grace > settings.sensor_stop_grace());
-        assert!(supervisor.stop_timeout > supervisor.stop_grace);
-        let error = Settings::from_yaml("runtimes:\n  python: \"  \"\n")
-            .expect_err("refused")
-            .to_string();
-        assert!(error.contains("runtimes.python"), "{error}");
-        let error = Settings::from_yaml("sensor:\n  stop_grace: 0\n")
-            .expect_err("refused")
-            .to_string();
-        assert!(error.contains("sensor.stop_grace"), "{error}");
-    }
-
-    #[test]
-    fn invalid_value_is_refused_with_its_key() {
-        let error = Settings::from_yaml("admin:\n  bind: nowhere\n")
-            .expect_err("refused")
-            .to_string();
-        assert!(error.contains("admin.bind"), "{error}");
-        let error = Settings::from_yaml("log:\n  format: xml\n")
-            .expect_err("refused")
-            .to_string();
-        assert!(error.contains("xml"), "{error}");
-        let error = Settings::from_yaml("sensor:\n  poll_interval: -3\n")
-            .expect_err("refused")
-            .to_string();
-        assert!(error.contains("poll_interval"), "{error}");
-    }
-}
+mod tests;
