@@ -113,7 +113,15 @@ async fn an_unroutable_message_is_parked_and_retried_once_a_queue_exists() {
     let event_ids = emit(&service, 3).await;
     enforcements.wait_for(3, DEADLINE).await;
     wait_parked(&service, 3).await;
-    assert_eq!(service.store.outbox_backlog().await.unwrap(), 0);
+    // The enforcements' rows are marked published once confirmed, just after they arrive.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while service.store.outbox_backlog().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backlog never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let listed = cli(&db.url, &["outbox", "parked"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
@@ -134,10 +142,16 @@ async fn an_unroutable_message_is_parked_and_retried_once_a_queue_exists() {
     assert!(said.contains("3 parked rows put back"), "{said}");
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while event_ids_in(&mut events).len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retried rows never arrived"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "retried rows never arrived: {:?} arrived, {} parked again ({}), backlog {}, publisher error {:?}",
+                event_ids_in(&mut events),
+                service.store.parked_count().await.unwrap(),
+                cli(&db.url, &["outbox", "parked"]),
+                service.store.outbox_backlog().await.unwrap(),
+                service.tree.outbox_health.last_error()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut delivered = event_ids_in(&mut events);
@@ -208,9 +222,11 @@ async fn a_message_the_broker_nacks_is_retried_then_parked_while_later_rows_flow
         let error = row.last_error.as_deref().unwrap_or_default();
         assert!(error.contains("negative acknowledgement"), "{error}");
     }
-    // Later rows are not held up by the parked ones.
+    // Later rows are not held up by the parked ones (and the new event's row is refused
+    // and parked in turn).
     emit(&service, 1).await;
     enforcements.wait_for(3, DEADLINE).await;
+    wait_parked(&service, 3).await;
 
     channel
         .queue_delete(full.as_str().into(), QueueDeleteOptions::default())
@@ -228,7 +244,7 @@ async fn a_message_the_broker_nacks_is_retried_then_parked_while_later_rows_flow
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(service.store.parked_count().await.unwrap(), 1);
+    assert_eq!(service.store.parked_count().await.unwrap(), 2);
 
     service.shutdown().await;
     events.finish().await;

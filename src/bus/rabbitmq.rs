@@ -307,11 +307,12 @@ impl RabbitPublisher {
             }
         };
         let mut in_flight: VecDeque<Slot<'_>> = VecDeque::with_capacity(window.min(batch.len()));
+        let mut returned = Returned::new();
         let mut broken = None;
         for msg in batch {
             if in_flight.len() >= window
                 && let Some(oldest) = in_flight.pop_front()
-                && let Err(failure) = self.settle(oldest, &mut report).await
+                && let Err(failure) = self.settle(oldest, &mut report, &mut returned).await
             {
                 broken = Some(failure);
                 break;
@@ -326,7 +327,7 @@ impl RabbitPublisher {
         }
         if broken.is_none() {
             while let Some(oldest) = in_flight.pop_front() {
-                if let Err(failure) = self.settle(oldest, &mut report).await {
+                if let Err(failure) = self.settle(oldest, &mut report, &mut returned).await {
                     broken = Some(failure);
                     break;
                 }
@@ -335,19 +336,28 @@ impl RabbitPublisher {
         if let Some(Broken(reason)) = broken {
             // No more confirms will come; count those that arrived before the break
             // without waiting for the rest.
-            while let Some(fate) = in_flight.pop_front().and_then(|s| s.settled_now(self)) {
+            while let Some(fate) = in_flight
+                .pop_front()
+                .and_then(|s| s.settled_now(self, &mut returned))
+            {
                 note_settled(&mut report, fate);
             }
             report.error = Some(BusError::Unavailable(reason));
         }
+        apply_returns(&mut report, batch, returned);
         report
     }
 
     /// Waits for the fate of the oldest message of the window and records it.
-    async fn settle(&self, slot: Slot<'_>, report: &mut PublishReport) -> Result<(), Broken> {
+    async fn settle(
+        &self,
+        slot: Slot<'_>,
+        report: &mut PublishReport,
+        returned: &mut Returned,
+    ) -> Result<(), Broken> {
         let fate = match slot {
             Slot::Refused(refused) => Some(refused),
-            Slot::Sent(sent) => self.settle_one(sent).await?,
+            Slot::Sent(sent) => self.settle_one(sent, returned).await?,
         };
         note_settled(report, fate);
         Ok(())
@@ -406,7 +416,11 @@ impl RabbitPublisher {
 
     /// Waits until `sent` is written and settled: `None` when confirmed, the refusal when
     /// the broker nacked or returned it.
-    async fn settle_one(&self, sent: InFlight<'_>) -> Result<Option<Refused>, Broken> {
+    async fn settle_one(
+        &self,
+        sent: InFlight<'_>,
+        returned: &mut Returned,
+    ) -> Result<Option<Refused>, Broken> {
         let limit = self.options.confirm_timeout;
         let confirm = match sent {
             InFlight::Written(confirm) => confirm,
@@ -421,34 +435,45 @@ impl RabbitPublisher {
             },
         };
         match timeout(limit, confirm).await {
-            Ok(confirmation) => self.judge(confirmation),
+            Ok(confirmation) => self.judge(confirmation, returned),
             Err(_) => Err(Broken(format!("no confirm within {limit:?}"))),
         }
     }
 
-    /// What the broker's answer to one publish means for its message.
-    fn judge(&self, confirmation: lapin::Result<Confirmation>) -> Result<Option<Refused>, Broken> {
-        match confirmation {
-            Ok(Confirmation::Ack(None)) => Ok(None),
-            Ok(Confirmation::Ack(Some(returned))) => Ok(Some(Refused {
-                kind: RefusalKind::Unroutable,
-                reason: format!(
-                    "returned by the broker ({} {}): no queue is bound to exchange '{}' for routing key '{}'",
-                    returned.reply_code,
-                    returned.reply_text,
-                    self.exchange,
-                    returned.delivery.routing_key
-                ),
-            })),
-            Ok(Confirmation::Nack(_)) => Ok(Some(Refused {
-                kind: RefusalKind::Nacked,
-                reason: "negative acknowledgement from the broker".to_owned(),
-            })),
+    /// What the broker's answer to one publish means for its message: `Some` when it was
+    /// nacked. A message the broker returned may ride on *any* confirm (lapin hands each
+    /// waiting return to the next confirm it resolves, and one multiple-ack resolves many
+    /// at once), so returns are collected by message id in `returned` rather than taken
+    /// as the fate of the confirm that carries them.
+    fn judge(
+        &self,
+        confirmation: lapin::Result<Confirmation>,
+        returned: &mut Returned,
+    ) -> Result<Option<Refused>, Broken> {
+        let (nacked, message) = match confirmation {
+            Ok(Confirmation::Ack(message)) => (false, message),
+            Ok(Confirmation::Nack(message)) => (true, message),
             Ok(Confirmation::NotRequested) => {
-                Err(Broken("channel is not in confirm mode".to_owned()))
+                return Err(Broken("channel is not in confirm mode".to_owned()));
             }
-            Err(e) => Err(self.broken("connection lost while awaiting confirms", &e)),
+            Err(e) => return Err(self.broken("connection lost while awaiting confirms", &e)),
+        };
+        if let Some(message) = message {
+            let reason = format!(
+                "returned by the broker ({} {}): no queue is bound to exchange '{}' for routing key '{}'",
+                message.reply_code, message.reply_text, self.exchange, message.delivery.routing_key
+            );
+            match message.delivery.properties.message_id() {
+                Some(id) => {
+                    returned.insert(id.to_string(), reason);
+                }
+                None => tracing::warn!(%reason, "RabbitMQ returned a message without a message id"),
+            }
         }
+        Ok(nacked.then(|| Refused {
+            kind: RefusalKind::Nacked,
+            reason: "negative acknowledgement from the broker".to_owned(),
+        }))
     }
 
     fn broken(&self, what: &str, e: &lapin::Error) -> Broken {
@@ -472,7 +497,11 @@ enum InFlight<'a> {
 
 impl Slot<'_> {
     /// The fate of this message if the broker has already settled it; never waits.
-    fn settled_now(self, publisher: &RabbitPublisher) -> Option<Option<Refused>> {
+    fn settled_now(
+        self,
+        publisher: &RabbitPublisher,
+        returned: &mut Returned,
+    ) -> Option<Option<Refused>> {
         let sent = match self {
             Slot::Refused(refused) => return Some(Some(refused)),
             Slot::Sent(sent) => sent,
@@ -486,8 +515,31 @@ impl Slot<'_> {
         };
         confirm
             .now_or_never()
-            .and_then(|answer| publisher.judge(answer).ok())
+            .and_then(|answer| publisher.judge(answer, returned).ok())
     }
+}
+
+/// Message ids the broker returned as unroutable, with why.
+type Returned = std::collections::HashMap<String, String>;
+
+/// Marks the settled messages the broker returned as unroutable (unless already refused
+/// otherwise), keeping the refusals in batch order.
+fn apply_returns(report: &mut PublishReport, batch: &[OutboxMessage], mut returned: Returned) {
+    if returned.is_empty() {
+        return;
+    }
+    for (index, message) in batch.iter().enumerate().take(report.settled) {
+        if let Some(reason) = returned.remove(&message.message_id.to_string())
+            && !report.refused.iter().any(|r| r.index == index)
+        {
+            report.refused.push(Refusal {
+                index,
+                kind: RefusalKind::Unroutable,
+                reason,
+            });
+        }
+    }
+    report.refused.sort_by_key(|r| r.index);
 }
 
 /// Counts the next message of the batch as settled, refused if `fate` says so.
