@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+use attune_actors::domain::IdempotencyKey;
 use attune_actors::ports::{IntakeError, Publisher, Store, StoreError};
 use attune_actors::supervisor::{ControlError, ControlReply};
 use attune_actors::sync::lock;
@@ -38,7 +39,15 @@ pub struct AdminState {
     /// The outbox backlog as last counted, for a `/status` that must not wait on the
     /// database.
     pub last_backlog: Arc<LastBacklog>,
+    /// How long `POST /events` waits for its event to be stored and matched
+    /// (`pipeline.answer_timeout`).
+    pub answer_timeout: Duration,
+    /// How long an `Idempotency-Key` is remembered (`dedup.window`).
+    pub dedup_window: Duration,
 }
+
+/// The header that makes `POST /events` idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The last outbox backlog and parked rows `/status` managed to count (`None` before the
 /// first count).
@@ -240,7 +249,11 @@ struct EmitRequest {
     payload: Value,
 }
 
-async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) -> ApiResult {
+async fn emit_event(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
     let bad_request = |reason: String| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -261,12 +274,17 @@ async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) ->
         Value::Null => json!({}),
         other => other,
     };
+    let key = idempotency_key(&headers, state.dedup_window)?;
     let emitted = tokio::time::timeout(
-        CALL_TIMEOUT,
-        state.tree.system_events.emit(&request.trigger_ref, payload),
+        state.answer_timeout,
+        state
+            .tree
+            .system_events
+            .emit_keyed(&request.trigger_ref, payload, key),
     )
     .await;
     match emitted {
+        Ok(Ok(outcome)) if outcome.repeat => Ok((StatusCode::OK, Json(outcome)).into_response()),
         Ok(Ok(outcome)) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),
         Ok(Err(IntakeError::UnknownTrigger(t))) => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -281,11 +299,36 @@ async fn emit_event(State(state): State<AdminState>, body: axum::body::Bytes) ->
         Ok(Err(error)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
         Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the event was not stored and matched within 30 s (database unavailable?); \
-             it may still be stored later"
-                .to_owned(),
+            format!(
+                "the event was not stored and matched within {:.1} s (pipeline.answer_timeout; \
+                 database unavailable?); it may still be stored later: retry with the same \
+                 Idempotency-Key to store it once",
+                state.answer_timeout.as_secs_f64()
+            ),
         )),
     }
+}
+
+/// The request's `Idempotency-Key`, if it sent one, or why it is not usable.
+fn idempotency_key(
+    headers: &axum::http::HeaderMap,
+    window: Duration,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let refused = |reason: String| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("header Idempotency-Key {reason}"),
+        )
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| refused("must be visible ASCII".to_owned()))?;
+    IdempotencyKey::new("api", value, window)
+        .map(Some)
+        .map_err(refused)
 }
 
 #[derive(Debug, Deserialize)]

@@ -127,6 +127,8 @@ impl Service {
             database_url,
             mq_url: redact_url(&settings.mq.url),
             last_backlog: Default::default(),
+            answer_timeout: settings.pipeline.answer_timeout.0,
+            dedup_window: settings.dedup.window.0,
         });
         let (admin_stop, stopped) = oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {

@@ -308,6 +308,8 @@ async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
         database_url: svc.database.url.clone(),
         mq_url: String::new(),
         last_backlog: Default::default(),
+        answer_timeout: std::time::Duration::from_secs(10),
+        dedup_window: std::time::Duration::from_secs(3600),
     });
     let (code, body) = get(&app, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -14,11 +14,27 @@ mod support {
 use std::sync::Arc;
 
 use attune_actors::domain::{
-    Id, NewEnforcement, NewEvent, PackDefinition, RuleDefinition, SensorDefinition,
-    TriggerDefinition,
+    Event, EventWrite, Id, IdempotencyKey, NewEnforcement, NewEvent, PackDefinition,
+    RuleDefinition, SensorDefinition, TriggerDefinition,
 };
 use attune_actors::ports::{Store, StoreError};
 use serde_json::{Value, json};
+
+/// `create_events` for the cases that send no idempotency key, where every write is a
+/// stored event.
+#[async_trait::async_trait]
+trait PlainEvents {
+    async fn create_plain(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl PlainEvents for dyn Store {
+    async fn create_plain(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        let writes = self.create_events(events).await?;
+        assert!(writes.iter().all(|w| !w.is_repeat()), "{writes:?}");
+        Ok(writes.into_iter().map(EventWrite::into_event).collect())
+    }
+}
 
 /// A store under test and whatever keeps its database alive. Fields drop in order, so the
 /// store's connections go before the database does.
@@ -112,6 +128,9 @@ suite!(
         batch_of_1000_events,
         sensor_state_round_trips_and_is_replaced,
         matcher_watermark_and_events_between,
+        a_repeated_idempotency_key_stores_nothing_and_answers_the_first_event,
+        an_idempotency_key_is_forgotten_after_its_window,
+        outbox_rows_are_parked_counted_and_retried,
     ],
     ignored: [throughput]
 );
@@ -187,6 +206,14 @@ fn new_event(trigger_id: Option<i64>, trigger_ref: &str, n: usize) -> NewEvent {
         payload: json!({"n": n, "text": format!("event {n}")}),
         source: None,
         source_ref: None,
+        idempotency_key: None,
+    }
+}
+
+fn keyed_event(n: usize, scope: &str, key: &str, window: std::time::Duration) -> NewEvent {
+    NewEvent {
+        idempotency_key: Some(IdempotencyKey::new(scope, key, window).expect("valid key")),
+        ..new_event(None, "demo.tick", n)
     }
 }
 
@@ -442,7 +469,7 @@ mod cases {
                 ..new_event(Some(trigger.id), "demo.tick", n)
             })
             .collect();
-        let events = h.store.create_events(input.clone()).await.expect("create");
+        let events = h.store.create_plain(input.clone()).await.expect("create");
         assert_eq!(events.len(), 5);
         for (event, new) in events.iter().zip(&input) {
             assert_eq!(event.payload, new.payload);
@@ -466,14 +493,14 @@ mod cases {
             assert_eq!(body["payload"]["payload"], event.payload);
             assert_eq!(body["payload"]["sensor_ref"], json!("demo.s1"));
         }
-        assert!(h.store.create_events(Vec::new()).await.unwrap().is_empty());
+        assert!(h.store.create_plain(Vec::new()).await.unwrap().is_empty());
     }
 
     pub async fn get_event_round_trips(h: &Harness) {
         // Events need not point at a stored trigger (system events).
         let created = h
             .store
-            .create_events(vec![new_event(None, "core.system", 1)])
+            .create_plain(vec![new_event(None, "core.system", 1)])
             .await
             .expect("create");
         let fetched = h.store.get_event(created[0].id).await.unwrap();
@@ -487,7 +514,7 @@ mod cases {
             let trigger_ref = if n % 2 == 0 { "t.even" } else { "t.odd" };
             let created = h
                 .store
-                .create_events(vec![new_event(None, trigger_ref, n)])
+                .create_plain(vec![new_event(None, trigger_ref, n)])
                 .await
                 .unwrap();
             ids.push(created[0].id);
@@ -516,7 +543,7 @@ mod cases {
         let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
         let events = h
             .store
-            .create_events((0..2).map(|n| new_event(None, "demo.tick", n)).collect())
+            .create_plain((0..2).map(|n| new_event(None, "demo.tick", n)).collect())
             .await
             .unwrap();
         let first = h
@@ -589,7 +616,7 @@ mod cases {
         let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
         let event = h
             .store
-            .create_events(vec![new_event(None, "demo.tick", 0)])
+            .create_plain(vec![new_event(None, "demo.tick", 0)])
             .await
             .unwrap()
             .remove(0);
@@ -616,7 +643,7 @@ mod cases {
     pub async fn outbox_publish_cycle(h: &Harness) {
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
         h.store
-            .create_events((0..3).map(|n| new_event(None, "t", n)).collect())
+            .create_plain((0..3).map(|n| new_event(None, "t", n)).collect())
             .await
             .unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 3);
@@ -638,6 +665,138 @@ mod cases {
         h.store.mark_published(&[rest[0].id]).await.unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
         assert!(h.store.pending_outbox(10).await.unwrap().is_empty());
+    }
+
+    pub async fn a_repeated_idempotency_key_stores_nothing_and_answers_the_first_event(
+        h: &Harness,
+    ) {
+        let hour = std::time::Duration::from_secs(3600);
+        let first = h
+            .store
+            .create_events(vec![keyed_event(0, "api", "delivery-1", hour)])
+            .await
+            .expect("first");
+        let EventWrite::Stored(original) = &first[0] else {
+            panic!("the first use of a key is stored: {first:?}");
+        };
+        // A later batch with the same key, a repeat within the batch, another scope's
+        // same key and an unkeyed event.
+        let writes = h
+            .store
+            .create_events(vec![
+                keyed_event(1, "api", "delivery-1", hour),
+                keyed_event(2, "api", "delivery-2", hour),
+                keyed_event(3, "api", "delivery-2", hour),
+                keyed_event(4, "webhook:demo.hook", "delivery-1", hour),
+                new_event(None, "demo.tick", 5),
+            ])
+            .await
+            .expect("second batch");
+        assert_eq!(writes[0], EventWrite::Repeat(original.clone()));
+        let EventWrite::Stored(second) = &writes[1] else {
+            panic!("a new key is stored: {writes:?}");
+        };
+        assert_eq!(writes[2], EventWrite::Repeat(second.clone()));
+        assert!(!writes[3].is_repeat(), "scopes are apart: {writes:?}");
+        assert!(!writes[4].is_repeat());
+        assert_eq!(second.payload["n"], 2);
+        let stored = h.store.recent_events(None, 100).await.unwrap();
+        assert_eq!(stored.len(), 4, "{stored:?}");
+        assert_eq!(
+            h.store.outbox_backlog().await.unwrap(),
+            4,
+            "one EventCreated per stored event, none for repeats"
+        );
+    }
+
+    pub async fn an_idempotency_key_is_forgotten_after_its_window(h: &Harness) {
+        let short = std::time::Duration::from_millis(200);
+        let first = h
+            .store
+            .create_events(vec![keyed_event(0, "api", "k", short)])
+            .await
+            .unwrap();
+        let again = h
+            .store
+            .create_events(vec![keyed_event(1, "api", "k", short)])
+            .await
+            .unwrap();
+        assert!(again[0].is_repeat());
+        // Let the window pass (stamps are whole microseconds; 200 ms is far beyond).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let later = h
+                .store
+                .create_events(vec![keyed_event(2, "api", "k", short)])
+                .await
+                .unwrap();
+            if let EventWrite::Stored(event) = &later[0] {
+                assert_ne!(event.id, first[0].event().id);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the key never expired"
+            );
+        }
+        // The new event took the key over: a repeat now names it.
+        let repeat = h
+            .store
+            .create_events(vec![keyed_event(3, "api", "k", short)])
+            .await
+            .unwrap();
+        assert_eq!(repeat[0].event().payload["n"], 2);
+    }
+
+    pub async fn outbox_rows_are_parked_counted_and_retried(h: &Harness) {
+        h.store
+            .create_plain((0..3).map(|n| new_event(None, "t", n)).collect())
+            .await
+            .unwrap();
+        let rows = h.store.pending_outbox(10).await.unwrap();
+        assert!(rows.iter().all(|r| r.attempts == 0));
+        h.store
+            .record_outbox_refusal(rows[0].id, "nacked once", false)
+            .await
+            .unwrap();
+        h.store
+            .record_outbox_refusal(rows[0].id, "nacked twice", true)
+            .await
+            .unwrap();
+        h.store
+            .record_outbox_refusal(rows[1].id, "no queue", true)
+            .await
+            .unwrap();
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);
+        assert_eq!(h.store.parked_count().await.unwrap(), 2);
+        let pending = h.store.pending_outbox(10).await.unwrap();
+        assert_eq!(
+            pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [rows[2].id]
+        );
+        let parked = h.store.parked_outbox(10).await.unwrap();
+        assert_eq!(parked.len(), 2);
+        assert_eq!(parked[0].id, rows[0].id);
+        assert_eq!(parked[0].attempts, 2);
+        assert_eq!(parked[0].last_error.as_deref(), Some("nacked twice"));
+        assert_eq!(parked[0].message_id, rows[0].message_id);
+        assert_eq!(parked[1].last_error.as_deref(), Some("no queue"));
+
+        assert_eq!(
+            h.store
+                .retry_parked(Some(&[rows[1].id, 999_999]))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(h.store.parked_count().await.unwrap(), 1);
+        assert_eq!(h.store.retry_parked(None).await.unwrap(), 1);
+        assert_eq!(h.store.parked_count().await.unwrap(), 0);
+        let pending = h.store.pending_outbox(10).await.unwrap();
+        assert_eq!(pending.len(), 3);
+        assert!(pending.iter().all(|r| r.attempts == 0), "{pending:?}");
+        assert_eq!(h.store.retry_parked(None).await.unwrap(), 0);
     }
 
     pub async fn sensor_state_round_trips_and_is_replaced(h: &Harness) {
@@ -668,7 +827,7 @@ mod cases {
         assert_eq!(h.store.matched_through().await.expect("watermark"), 0);
         let events = h
             .store
-            .create_events((0..5).map(|n| new_event(None, "demo.tick", n)).collect())
+            .create_plain((0..5).map(|n| new_event(None, "demo.tick", n)).collect())
             .await
             .expect("events");
         let ids: Vec<Id> = events.iter().map(|e| e.id).collect();
@@ -704,7 +863,7 @@ mod cases {
 
     pub async fn batch_of_1000_events(h: &Harness) {
         let input: Vec<NewEvent> = (0..1000).map(|n| new_event(None, "bulk", n)).collect();
-        let events = h.store.create_events(input).await.expect("batch");
+        let events = h.store.create_plain(input).await.expect("batch");
         assert_eq!(events.len(), 1000);
         for (n, event) in events.iter().enumerate() {
             assert_eq!(event.payload["n"], json!(n));
@@ -737,7 +896,7 @@ mod cases {
                 .map(|n| new_event(Some(rule.trigger), "demo.tick", round * 1000 + n))
                 .collect();
             let started = std::time::Instant::now();
-            let events = h.store.create_events(input).await.expect("events");
+            let events = h.store.create_plain(input).await.expect("events");
             event_time += started.elapsed();
             let enforcements: Vec<NewEnforcement> = events
                 .iter()
@@ -815,7 +974,7 @@ mod open_errors {
             .expect("open");
         store.upsert_pack(&demo_pack()).await.expect("upsert");
         let events = store
-            .create_events(vec![new_event(None, "demo.tick", 1)])
+            .create_plain(vec![new_event(None, "demo.tick", 1)])
             .await
             .expect("events");
         assert_eq!(

@@ -475,3 +475,58 @@ async fn a_wrong_method_is_a_json_405() {
     let body: Value = serde_json::from_slice(&bytes).expect("JSON body");
     assert!(body["error"].is_string(), "{body}");
 }
+
+/// A webhook's `dedup_header`: a redelivery is answered with the first event and stored
+/// once, on both backends' code path (SQLite here; the store suite covers PostgreSQL).
+#[tokio::test]
+async fn a_redelivery_named_by_the_dedup_header_is_stored_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pack = write_pack(
+        dir.path(),
+        "hooks",
+        &[webhook(
+            "deliveries",
+            "  path: deliveries\n  dedup_header: X-Delivery\n",
+        )],
+        &[],
+    );
+    let service = start(&settings(&sqlite_url(dir.path()), &[pack])).await;
+    let client = Client::new(&service);
+    client.wait_served("deliveries").await;
+    let baseline = events(&service, "hooks.hit").await.len();
+
+    let first = client
+        .post("deliveries", r#"{"n":1}"#, &[("x-delivery", "d-1")])
+        .await;
+    assert_eq!(first.0, StatusCode::ACCEPTED, "{first:?}");
+    let again = client
+        .post("deliveries", r#"{"n":1}"#, &[("X-Delivery", "d-1")])
+        .await;
+    assert_eq!(again.0, StatusCode::OK, "{again:?}");
+    assert_eq!(again.1["event_id"], first.1["event_id"]);
+    assert_eq!(again.1["repeat"], true);
+    let other = client
+        .post("deliveries", r#"{"n":2}"#, &[("x-delivery", "d-2")])
+        .await;
+    assert_eq!(other.0, StatusCode::ACCEPTED, "{other:?}");
+    assert_ne!(other.1["event_id"], first.1["event_id"]);
+    let unnamed = client.post("deliveries", r#"{"n":3}"#, &[]).await;
+    assert_eq!(
+        unnamed.0,
+        StatusCode::ACCEPTED,
+        "no header, no dedup: {unnamed:?}"
+    );
+    let bad = client
+        .post("deliveries", "{}", &[("x-delivery", "two words")])
+        .await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST, "{bad:?}");
+    assert!(
+        bad.1["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("x-delivery"),
+        "{bad:?}"
+    );
+    assert_eq!(events(&service, "hooks.hit").await.len(), baseline + 3);
+    service.shutdown().await;
+}

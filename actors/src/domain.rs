@@ -98,6 +98,73 @@ pub struct NewEvent {
     pub payload: Value,
     pub source: Option<Id>,
     pub source_ref: Option<String>,
+    /// The caller's name for this event: a repeat of the key within its window stores
+    /// nothing and answers with the first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A key that makes storing an event idempotent: `POST /events`' `Idempotency-Key`, or a
+/// webhook's delivery id (its `dedup_header`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// Whose keys these are: `api` for `POST /events`, `webhook:<sensor ref>` for a
+    /// webhook, so two senders' keys never collide.
+    pub scope: String,
+    pub key: String,
+    /// How long the key is remembered (`dedup.window`); an older one is forgotten.
+    pub window: std::time::Duration,
+}
+
+/// The longest key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+impl IdempotencyKey {
+    /// A key of 1 to 255 visible ASCII characters, or why not.
+    pub fn new(scope: &str, key: &str, window: std::time::Duration) -> Result<Self, String> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(format!(
+                "must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters, got {}",
+                key.len()
+            ));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be visible ASCII characters (no spaces)".to_owned());
+        }
+        Ok(Self {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            window,
+        })
+    }
+}
+
+/// What storing one new event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventWrite {
+    /// Stored now, with its outbox row.
+    Stored(Event),
+    /// Its idempotency key was seen within the window: nothing stored; this is the event
+    /// the key's first request stored.
+    Repeat(Event),
+}
+
+impl EventWrite {
+    pub fn event(&self) -> &Event {
+        match self {
+            EventWrite::Stored(event) | EventWrite::Repeat(event) => event,
+        }
+    }
+
+    pub fn into_event(self) -> Event {
+        match self {
+            EventWrite::Stored(event) | EventWrite::Repeat(event) => event,
+        }
+    }
+
+    pub fn is_repeat(&self) -> bool {
+        matches!(self, EventWrite::Repeat(_))
+    }
 }
 
 impl NewEvent {

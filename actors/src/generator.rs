@@ -11,10 +11,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
 
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
+use crate::domain::{Event, EventWrite};
 use crate::live_ref::LiveRef;
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::outbox::OutboxMsg;
-use crate::ports::{EventAck, EventRequest, IntakeError, Store, StoreError, json_size};
+use crate::ports::{
+    EventAck, EventRequest, IntakeError, MatchOutcome, Store, StoreError, json_size,
+};
 use crate::sync::set_error;
 
 /// What the event generator hears.
@@ -106,23 +109,32 @@ impl GroupCommit for GeneratorState {
         }
         let new_events = batch.iter().map(|r| r.event.clone()).collect();
         match self.args.store.create_events(new_events).await {
-            Ok(events) => {
+            Ok(writes) => {
                 self.batcher.succeeded();
-                if let (Some(first), Some(last)) = (events.first(), events.last()) {
-                    tracing::debug!(count = events.len(), first_id = first.id, last_id = last.id, trigger = %first.trigger_ref, "events stored");
+                let stored = writes.iter().filter(|w| !w.is_repeat()).count();
+                if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
+                    tracing::debug!(count = stored, repeats = writes.len() - stored, first_id = first.event().id, last_id = last.event().id, trigger = %first.event().trigger_ref, "events stored");
                 }
                 set_error(&self.args.last_error, None);
-                let mut to_match = Vec::with_capacity(events.len());
-                for (request, event) in batch.into_iter().zip(events) {
+                let mut to_match = Vec::with_capacity(stored);
+                for (request, write) in batch.into_iter().zip(writes) {
+                    if let EventWrite::Repeat(first) = &write {
+                        // Stored (and matched) with the key's first request already.
+                        answer_repeat(request.ack, first);
+                        continue;
+                    }
                     let reply = match request.ack {
                         EventAck::None => None,
                         EventAck::Stored(reply) => {
-                            let _ = reply.send(Ok(event.clone()));
+                            let _ = reply.send(Ok(write.clone()));
                             None
                         }
                         EventAck::Matched(reply) => Some(reply),
                     };
-                    to_match.push(MatchRequest { event, reply });
+                    to_match.push(MatchRequest {
+                        event: write.into_event(),
+                        reply,
+                    });
                 }
                 // A publisher that is down finds the rows when it is back.
                 self.args.outbox.send(OutboxMsg::Wake);
@@ -153,6 +165,23 @@ impl GroupCommit for GeneratorState {
                 set_error(&self.args.last_error, Some(error.to_string()));
                 Err(self.batcher.requeue(batch))
             }
+        }
+    }
+}
+
+/// Tells the submitter of a repeated idempotency key which event its key stored first.
+fn answer_repeat(ack: EventAck, first: &Event) {
+    match ack {
+        EventAck::None => {}
+        EventAck::Stored(reply) => {
+            let _ = reply.send(Ok(EventWrite::Repeat(first.clone())));
+        }
+        EventAck::Matched(reply) => {
+            let _ = reply.send(Ok(MatchOutcome {
+                event_id: first.id,
+                enforcement_ids: Vec::new(),
+                repeat: true,
+            }));
         }
     }
 }

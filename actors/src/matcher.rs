@@ -328,6 +328,7 @@ impl GroupCommit for MatcherState {
                         let _ = reply.send(Ok(MatchOutcome {
                             event_id: request.event.id,
                             enforcement_ids,
+                            repeat: false,
                         }));
                     }
                 }

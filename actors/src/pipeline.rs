@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
-use crate::domain::{NewEvent, Trigger, config_snapshot};
+use crate::domain::{IdempotencyKey, NewEvent, Trigger, config_snapshot};
 use crate::generator::GeneratorMsg;
 use crate::live_ref::LiveRef;
 use crate::matcher::MatcherMsg;
@@ -98,6 +98,17 @@ impl SystemEvents {
         trigger_ref: &str,
         payload: Value,
     ) -> Result<MatchOutcome, IntakeError> {
+        self.emit_keyed(trigger_ref, payload, None).await
+    }
+
+    /// Like [`emit`](Self::emit), idempotent on `key`: a repeat of a key stored within its
+    /// window stores nothing and answers with the first event (`repeat: true`).
+    pub async fn emit_keyed(
+        &self,
+        trigger_ref: &str,
+        payload: Value,
+        key: Option<IdempotencyKey>,
+    ) -> Result<MatchOutcome, IntakeError> {
         check_storable(&payload)?;
         let permit = self.refs.admission.try_admit()?;
         let trigger = match self.refs.cached_trigger(trigger_ref) {
@@ -122,6 +133,7 @@ impl SystemEvents {
                 payload,
                 source: None,
                 source_ref: None,
+                idempotency_key: key,
             },
             ack: EventAck::Matched(reply),
             permit,

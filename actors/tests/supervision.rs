@@ -533,9 +533,11 @@ async fn events_stored_but_never_matched_are_matched_on_start() {
             payload: json!({"n": n}),
             source: None,
             source_ref: None,
+            idempotency_key: None,
         })
         .collect();
     let stored = store.create_events(orphans).await.expect("stored");
+    let stored: Vec<_> = stored.into_iter().map(|w| w.into_event()).collect();
     let h = start(store, fast_config()).await;
     // A new event arriving while the orphans are recovered waits behind them.
     let fresh = h

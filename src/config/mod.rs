@@ -60,6 +60,8 @@ pub struct PipelineSettings {
     pub max_pending: usize,
     /// Most payload and config bytes written in one batch of events.
     pub max_batch_bytes: usize,
+    /// How long `POST /events` and a webhook wait for their event before answering 503.
+    pub answer_timeout: duration::Seconds,
 }
 
 /// The largest `pipeline.max_batch_bytes`: far below what one PostgreSQL message or
@@ -397,6 +399,10 @@ impl Settings {
         }
         if self.dedup.window.0 <= Duration::ZERO {
             return invalid("dedup.window", "must be longer than 0 s");
+        }
+        let answer = self.pipeline.answer_timeout.0;
+        if answer < Duration::from_millis(100) || answer > Duration::from_secs(600) {
+            return invalid("pipeline.answer_timeout", "must be between 0.1 s and 600 s");
         }
         if self.sensor.poll_interval == 0 {
             return invalid("sensor.poll_interval", "must be at least 1 second");

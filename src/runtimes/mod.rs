@@ -168,6 +168,8 @@ impl SensorDriverFactory for RuntimeFactory {
                 Ok(Box::new(webhook::WebhookSensor::new(
                     config,
                     self.webhooks(),
+                    self.settings.dedup.window.0,
+                    self.settings.pipeline.answer_timeout.0,
                 )))
             }
             (BUILTIN_RUNTIME, file_watch::ENTRYPOINT) => {

@@ -10,10 +10,11 @@ use attune_actors::ports::{SensorDriver, SensorFailure};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::SensorConfigError;
 use super::schedule::refuse_unknown_keys;
-use crate::webhook::{Secret, TokenBucket, WebhookAuth, WebhookRegistry, WebhookRoute};
+use crate::webhook::{Dedup, Secret, TokenBucket, WebhookAuth, WebhookRegistry, WebhookRoute};
 
 pub const ENTRYPOINT: &str = "webhook";
 
@@ -35,6 +36,9 @@ pub struct WebhookConfig {
     pub require_json: bool,
     /// Headers kept out of the payload besides the built-in credential headers.
     pub drop_headers: Vec<String>,
+    /// A header (lower case) that names each delivery, such as `x-github-delivery`: a
+    /// repeat of its value within `dedup.window` stores nothing.
+    pub dedup_header: Option<String>,
 }
 
 /// Where a webhook secret is read from when the sensor starts.
@@ -100,6 +104,7 @@ impl WebhookConfig {
                 "rate_limit_per_second",
                 "require_json",
                 "drop_headers",
+                "dedup_header",
             ],
             ENTRYPOINT,
         )?;
@@ -177,8 +182,22 @@ impl WebhookConfig {
                 )));
             }
         };
+        let dedup_header = match config.get("dedup_header") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name))
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok() =>
+            {
+                Some(name.to_ascii_lowercase())
+            }
+            Some(other) => {
+                return Err(SensorConfigError(format!(
+                    "config.dedup_header must be a header name such as X-GitHub-Delivery, got {other}"
+                )));
+            }
+        };
         Ok(Self {
             drop_headers,
+            dedup_header,
             path,
             secret: secret_source(config, "secret")?,
             token: secret_source(config, "token")?,
@@ -214,11 +233,25 @@ fn read_secret(what: &str, source: &Option<SecretSource>) -> Result<Option<Secre
 pub struct WebhookSensor {
     config: WebhookConfig,
     registry: Arc<WebhookRegistry>,
+    /// How long a `dedup_header` value is remembered (`dedup.window`).
+    dedup_window: Duration,
+    /// How long a request waits for its event to be stored (`pipeline.answer_timeout`).
+    answer_timeout: Duration,
 }
 
 impl WebhookSensor {
-    pub fn new(config: WebhookConfig, registry: Arc<WebhookRegistry>) -> Self {
-        Self { config, registry }
+    pub fn new(
+        config: WebhookConfig,
+        registry: Arc<WebhookRegistry>,
+        dedup_window: Duration,
+        answer_timeout: Duration,
+    ) -> Self {
+        Self {
+            config,
+            registry,
+            dedup_window,
+            answer_timeout,
+        }
     }
 }
 
@@ -234,6 +267,11 @@ impl SensorDriver for WebhookSensor {
             auth,
             max_body_bytes: self.config.max_body_bytes,
             require_json: self.config.require_json,
+            dedup: self.config.dedup_header.clone().map(|header| Dedup {
+                header,
+                window: self.dedup_window,
+            }),
+            answer_timeout: self.answer_timeout,
             limiter: self
                 .config
                 .rate_limit_per_second

@@ -30,8 +30,16 @@ pub(crate) trait Adapter: Send + Sync + 'static {
     /// How long one port call may take, waiting for a connection included.
     fn deadline(&self) -> Duration;
 
-    /// Stores a non-empty batch of events with their outbox rows, as `Store::create_events`.
-    async fn write_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
+    /// Opens a write transaction (on SQLite, holding the write lock from the start).
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, StoreError>;
+
+    /// Inserts a non-empty batch of events with their outbox rows in `tx`, in order.
+    async fn insert_events(
+        &self,
+        tx: &mut Transaction<'static, Self::Db>,
+        events: Vec<NewEvent>,
+        created: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Stores a non-empty batch of enforcements with their outbox rows, as
     /// `Store::create_enforcements`.
@@ -84,8 +92,8 @@ macro_rules! impl_store {
         // A block of its own, so that its imports and `Shared` stay out of the adapter.
         const _: () = {
             use ::attune_actors::domain::{
-                Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
-                PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
+                Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage,
+                PackDefinition, PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
             };
             use ::attune_actors::ports::{Store, StoreError};
             use ::serde_json::Value;
@@ -153,7 +161,8 @@ macro_rules! impl_store {
                 async fn create_events(
                     &self,
                     events: Vec<NewEvent>,
-                ) -> Result<Vec<Event>, StoreError> {
+                ) -> Result<Vec<EventWrite>, StoreError> {
+                    use $crate::store::idempotency::{self, Fate, Planner};
                     $crate::store::adapter::within(
                         $crate::store::adapter::commit_deadline(self.deadline()),
                         "create_events",
@@ -161,7 +170,47 @@ macro_rules! impl_store {
                             if events.is_empty() {
                                 return Ok(Vec::new());
                             }
-                            self.write_events(events).await
+                            let created = $crate::store::now();
+                            let mut tx = self.begin_write().await?;
+                            let mut planner = Planner::default();
+                            for event in &events {
+                                if let Some(key) = planner.next(event) {
+                                    let since = idempotency::since(created, key);
+                                    let stored =
+                                        Shared::key_event(&mut *tx, &key.scope, &key.key, since)
+                                            .await?;
+                                    planner.found(key, stored);
+                                }
+                            }
+                            let fates = planner.fates();
+                            let (fresh, keys) = idempotency::fresh(events, &fates);
+                            let stored = if fresh.is_empty() {
+                                Vec::new()
+                            } else {
+                                self.insert_events(&mut tx, fresh, created).await?
+                            };
+                            for (key, event) in keys.iter().zip(&stored) {
+                                let Some(key) = key else { continue };
+                                let expired = idempotency::since(created, key);
+                                let kept = Shared::remember_key(
+                                    &mut *tx, &key.scope, &key.key, event.id, created, expired,
+                                )
+                                .await?;
+                                if !kept {
+                                    return Err(idempotency::raced(key));
+                                }
+                            }
+                            let mut repeated = ::std::collections::HashMap::new();
+                            for fate in &fates {
+                                if let Fate::RepeatOf(id) = fate
+                                    && let Some(event) = Shared::get_event(&mut *tx, *id).await?
+                                {
+                                    repeated.insert(*id, event);
+                                }
+                            }
+                            let writes = idempotency::assemble(&fates, stored, &repeated)?;
+                            tx.commit().await.map_err($crate::store::store_error)?;
+                            Ok(writes)
                         },
                     )
                     .await

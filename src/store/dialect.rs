@@ -81,6 +81,7 @@ pub(crate) enum Table {
     Outbox,
     SensorState,
     MatcherProgress,
+    IdempotencyKey,
 }
 
 impl Table {
@@ -98,6 +99,7 @@ impl Table {
             Self::Outbox => "outbox",
             Self::SensorState => "sensor_state",
             Self::MatcherProgress => "matcher_progress",
+            Self::IdempotencyKey => "idempotency_key",
         }
     }
 }

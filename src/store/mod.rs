@@ -25,6 +25,7 @@
 
 mod adapter;
 mod dialect;
+mod idempotency;
 mod pack;
 mod pack_tx;
 mod postgres;

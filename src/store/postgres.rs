@@ -218,11 +218,18 @@ impl Adapter for PgStore {
         self.deadline
     }
 
-    async fn write_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
-        let created = now();
-        let mut tx = self.begin().await?;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.begin().await
+    }
+
+    async fn insert_events(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: Vec<NewEvent>,
+        created: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError> {
         let (ids, outbox_ids) = Self::preallocate(
-            &mut tx,
+            tx,
             "attune.event_id_seq",
             "attune.outbox_id_seq",
             events.len(),
@@ -257,7 +264,7 @@ impl Adapter for PgStore {
         .bind(sources)
         .bind(source_refs)
         .bind(created)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(store_error)?;
 
@@ -265,8 +272,7 @@ impl Adapter for PgStore {
             .iter()
             .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
             .collect();
-        Self::insert_outbox(&mut tx, &outbox_ids, &drafts, created).await?;
-        tx.commit().await.map_err(store_error)?;
+        Self::insert_outbox(tx, &outbox_ids, &drafts, created).await?;
         Ok(stored)
     }
 

@@ -413,6 +413,55 @@ where
         Self::run(db, statement).await
     }
 
+    /// The event an idempotency key names, if it was stored after `since`.
+    pub(crate) async fn key_event<'c, E>(
+        db: E,
+        scope: &str,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Id>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            "event",
+            Table::IdempotencyKey,
+            "WHERE scope = $1 AND key_value = $2 AND created > $3",
+        );
+        let statement = sqlx::query(&sql).bind(scope).bind(key).bind(Stamp(since));
+        Self::optional(db, statement, |row| row.int("event")).await
+    }
+
+    /// Stores an idempotency key for `event`, replacing one older than `expired_before`.
+    /// False when a current one exists: another writer stored the same key meanwhile.
+    pub(crate) async fn remember_key<'c, E>(
+        db: E,
+        scope: &str,
+        key: &str,
+        event: Id,
+        now: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "INSERT INTO {} AS k (scope, key_value, event, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, key_value) DO UPDATE \
+             SET event = excluded.event, created = excluded.created \
+             WHERE k.created <= $5",
+            DB::DIALECT.table(Table::IdempotencyKey)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(scope)
+            .bind(key)
+            .bind(event)
+            .bind(Stamp(now))
+            .bind(Stamp(expired_before));
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
     /// `(id, ref)` of the enabled sensors or rules of a pack, for the pack writer.
     pub(crate) async fn enabled_of_pack<'c, E>(
         db: E,

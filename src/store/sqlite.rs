@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use attune_actors::domain::{Enforcement, Event, Id, NewEnforcement, NewEvent};
 use attune_actors::messages::Envelope;
 use attune_actors::ports::StoreError;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Pool, Sqlite, Transaction};
 
@@ -247,8 +248,16 @@ impl Adapter for SqliteStore {
         self.deadline
     }
 
-    async fn write_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
-        let created = now();
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.begin().await
+    }
+
+    async fn insert_events(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        events: Vec<NewEvent>,
+        created: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows: Vec<EventJson<'_>> = events
             .iter()
             .map(|e| EventJson {
@@ -263,7 +272,6 @@ impl Adapter for SqliteStore {
         let batch = batch_json(&rows)?;
         drop(rows);
 
-        let mut tx = self.begin().await?;
         let outcome = sqlx::query(
             r#"INSERT INTO event
                    ("trigger", trigger_ref, config, payload, source, source_ref, created)
@@ -273,7 +281,7 @@ impl Adapter for SqliteStore {
         )
         .bind(batch)
         .bind(Stamp(created))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(store_error)?;
         let ids = inserted_ids(&outcome, events.len())?;
@@ -286,8 +294,7 @@ impl Adapter for SqliteStore {
             .iter()
             .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
             .collect();
-        Self::insert_outbox(&mut tx, &drafts, Stamp(created)).await?;
-        tx.commit().await.map_err(store_error)?;
+        Self::insert_outbox(tx, &drafts, Stamp(created)).await?;
         Ok(stored)
     }
 

@@ -5,20 +5,18 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use attune_actors::domain::{EventWrite, IdempotencyKey};
 use attune_actors::ports::IntakeError;
 
 use super::payload::{parse_body, request_payload};
-use super::{WebhookRegistry, authenticate};
-
-/// How long a request waits for its event to be stored before answering 503.
-const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+use super::{WebhookRegistry, WebhookRoute, authenticate};
 
 /// The listener's router. Serve it with `into_make_service_with_connect_info::<SocketAddr>`
 /// so payloads carry the source address.
@@ -85,11 +83,20 @@ async fn receive(
         Ok(body) => body,
         Err(reason) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
     };
+    let key = match delivery_key(&route, &parts.headers) {
+        Ok(key) => key,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
     let payload = request_payload(&parts, body, source_ip, &route.drop_headers);
-    match tokio::time::timeout(STORE_TIMEOUT, route.sink.try_emit(payload)).await {
-        Ok(Ok(event)) => (
+    match tokio::time::timeout(route.answer_timeout, route.sink.try_emit(payload, key)).await {
+        Ok(Ok(EventWrite::Stored(event))) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"event_id": event.id})),
+        )
+            .into_response(),
+        Ok(Ok(EventWrite::Repeat(first))) => (
+            StatusCode::OK,
+            axum::Json(json!({"event_id": first.id, "repeat": true})),
         )
             .into_response(),
         Ok(Err(IntakeError::InvalidPayload(reason))) => {
@@ -102,7 +109,10 @@ async fn receive(
             tracing::warn!(sensor = %route.sensor_ref, "webhook event not stored in time");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the event was not stored within 30 s (database unavailable?); it may still be stored later".to_owned(),
+                format!(
+                    "the event was not stored within {:.1} s (pipeline.answer_timeout; database unavailable?); it may still be stored later",
+                    route.answer_timeout.as_secs_f64()
+                ),
             )
         }
         Ok(Err(e)) => {
@@ -113,4 +123,25 @@ async fn receive(
             )
         }
     }
+}
+
+/// The idempotency key of a delivery: the value of the route's `dedup_header`, when it
+/// has one and the request carries it.
+fn delivery_key(
+    route: &WebhookRoute,
+    headers: &HeaderMap,
+) -> Result<Option<IdempotencyKey>, String> {
+    let Some(dedup) = &route.dedup else {
+        return Ok(None);
+    };
+    let Some(value) = headers.get(dedup.header.as_str()) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| format!("header {} must be visible ASCII", dedup.header))?;
+    let scope = format!("webhook:{}", route.sensor_ref);
+    IdempotencyKey::new(&scope, value, dedup.window)
+        .map(Some)
+        .map_err(|reason| format!("header {} {reason}", dedup.header))
 }

@@ -31,4 +31,4 @@ pub use auth::{Secret, WebhookAuth, authenticate};
 pub use listener::router;
 pub use payload::parse_body;
 pub use rate_limit::TokenBucket;
-pub use registry::{PathTaken, Registration, WebhookRegistry, WebhookRoute};
+pub use registry::{Dedup, PathTaken, Registration, WebhookRegistry, WebhookRoute};

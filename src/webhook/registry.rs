@@ -18,7 +18,19 @@ pub struct WebhookRoute {
     pub limiter: Option<TokenBucket>,
     /// Headers (lower case) kept out of the payload besides the credential ones.
     pub drop_headers: Vec<String>,
+    /// Deliveries named by a header are stored once.
+    pub dedup: Option<Dedup>,
+    /// How long a request waits for its event to be stored before it is answered 503.
+    pub answer_timeout: std::time::Duration,
     pub sink: DetectionSink,
+}
+
+/// A webhook's `dedup_header` and how long its values are remembered.
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    /// Lower case.
+    pub header: String,
+    pub window: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -155,6 +155,8 @@ impl TestService {
             database_url: redact_url(&self.settings.database.url),
             mq_url: redact_url(&self.settings.mq.url),
             last_backlog: Default::default(),
+            answer_timeout: self.settings.pipeline.answer_timeout.0,
+            dedup_window: self.settings.dedup.window.0,
         })
     }
 

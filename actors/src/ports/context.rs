@@ -6,7 +6,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
-use crate::domain::{Event, NewEvent, Sensor, Trigger, config_snapshot};
+use crate::domain::{
+    Event, EventWrite, IdempotencyKey, NewEvent, Sensor, Trigger, config_snapshot,
+};
 use crate::ports::{
     EventAck, EventIntake, EventRequest, IntakeError, Permit, Store, StoreError, check_storable,
 };
@@ -99,18 +101,29 @@ impl DetectionSink {
     pub async fn emit(&self, payload: Value) -> Result<Event, IntakeError> {
         check_storable(&payload)?;
         let permit = self.intake.admission().admit().await?;
-        self.submit(payload, permit).await
+        Ok(self.submit(payload, None, permit).await?.into_event())
     }
 
     /// Like [`emit`](Self::emit) for a caller that can tell its client to come back (a
     /// webhook): refused at once with [`IntakeError::Overloaded`] when there is no room.
-    pub async fn try_emit(&self, payload: Value) -> Result<Event, IntakeError> {
+    /// With a `key`, a repeat of it within its window stores nothing and answers
+    /// [`EventWrite::Repeat`] with the first event.
+    pub async fn try_emit(
+        &self,
+        payload: Value,
+        key: Option<IdempotencyKey>,
+    ) -> Result<EventWrite, IntakeError> {
         check_storable(&payload)?;
         let permit = self.intake.admission().try_admit()?;
-        self.submit(payload, permit).await
+        self.submit(payload, key, permit).await
     }
 
-    async fn submit(&self, payload: Value, permit: Permit) -> Result<Event, IntakeError> {
+    async fn submit(
+        &self,
+        payload: Value,
+        key: Option<IdempotencyKey>,
+        permit: Permit,
+    ) -> Result<EventWrite, IntakeError> {
         let (reply, stored) = oneshot::channel();
         self.intake.submit(EventRequest {
             event: NewEvent {
@@ -120,14 +133,17 @@ impl DetectionSink {
                 payload,
                 source: Some(self.sensor.id),
                 source_ref: Some(self.sensor.r#ref.clone()),
+                idempotency_key: key,
             },
             ack: EventAck::Stored(reply),
             permit,
         })?;
-        let event = stored.await.map_err(|_| IntakeError::NotRunning)??;
-        let mut activity = self.activity.lock();
-        activity.events_emitted += 1;
-        activity.last_event_at = Some(event.created);
-        Ok(event)
+        let write = stored.await.map_err(|_| IntakeError::NotRunning)??;
+        if let EventWrite::Stored(event) = &write {
+            let mut activity = self.activity.lock();
+            activity.events_emitted += 1;
+            activity.last_event_at = Some(event.created);
+        }
+        Ok(write)
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::domain::{Event, Id, NewEvent};
+use crate::domain::{EventWrite, Id, NewEvent};
 use crate::ports::StoreError;
 
 /// Where events are submitted: in the running tree, the current event generator.
@@ -161,6 +161,9 @@ pub fn json_size(value: &Value) -> usize {
 pub struct MatchOutcome {
     pub event_id: Id,
     pub enforcement_ids: Vec<Id>,
+    /// True when the event's idempotency key was a repeat: nothing new was stored, and
+    /// `event_id` is the first request's event (`enforcement_ids` is then empty).
+    pub repeat: bool,
 }
 
 /// How the submitter of an event wants to hear back.
@@ -168,7 +171,7 @@ pub struct MatchOutcome {
 pub enum EventAck {
     None,
     /// As soon as the event row is committed (or the database refused it for good).
-    Stored(oneshot::Sender<Result<Event, IntakeError>>),
+    Stored(oneshot::Sender<Result<EventWrite, IntakeError>>),
     /// Once its enforcements are committed too (or the event was refused).
     Matched(oneshot::Sender<Result<MatchOutcome, IntakeError>>),
 }

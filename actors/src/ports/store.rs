@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::domain::{
-    Enforcement, Event, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
+    Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
     PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
 };
 
@@ -43,8 +43,10 @@ pub trait Store: Send + Sync + 'static {
     async fn rule_by_ref(&self, rule_ref: &str) -> Result<Option<Rule>, StoreError>;
 
     /// Stores events with their `EventCreated` outbox rows in one transaction. The result
-    /// is in the order of the input.
-    async fn create_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
+    /// is in the order of the input. An event whose idempotency key was stored within the
+    /// key's window (or earlier in the same batch) is not stored: it comes back as
+    /// [`EventWrite::Repeat`] of the first event, and its key is stored with the first.
+    async fn create_events(&self, events: Vec<NewEvent>) -> Result<Vec<EventWrite>, StoreError>;
 
     /// Stores enforcements with their `EnforcementCreated` outbox rows in one transaction.
     /// Idempotent on `(rule, event)`: an existing pair is returned as stored, without a

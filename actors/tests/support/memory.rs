@@ -23,6 +23,8 @@ struct Inner {
     outbox: Vec<OutboxEntry>,
     states: HashMap<String, Value>,
     matched_through: Id,
+    /// Idempotency keys: (scope, key) → (first event, when stored).
+    keys: HashMap<(String, String), (Id, chrono::DateTime<Utc>)>,
 }
 
 struct OutboxEntry {
@@ -240,7 +242,7 @@ impl Store for MemoryStore {
             .find(|r| r.r#ref == rule_ref)
             .cloned())
     }
-    async fn create_events(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+    async fn create_events(&self, events: Vec<NewEvent>) -> Result<Vec<EventWrite>, StoreError> {
         self.check()?;
         // A batch with a payload marked `"poison": true` is refused whole, as a database
         // refuses a transaction with one row it cannot take.
@@ -249,16 +251,30 @@ impl Store for MemoryStore {
         }
         let mut inner = self.lock();
         let mut stored = Vec::new();
-        for new in events {
+        for mut new in events {
+            let now = Utc::now();
+            let key = new.idempotency_key.take();
+            if let Some(key) = &key
+                && let Some((first, at)) = inner.keys.get(&(key.scope.clone(), key.key.clone()))
+                && now.signed_duration_since(*at).to_std().unwrap_or_default() < key.window
+            {
+                let first = *first;
+                let event = inner.events.iter().find(|e| e.id == first).cloned();
+                stored.push(EventWrite::Repeat(event.expect("a key's event exists")));
+                continue;
+            }
             let id = inner.id();
-            let event = new.stored(id, Utc::now());
+            let event = new.stored(id, now);
+            if let Some(key) = key {
+                inner.keys.insert((key.scope, key.key), (id, now));
+            }
             let envelope = Envelope::event_created(&event);
             let outbox_id = inner.id();
             inner
                 .outbox
                 .push(OutboxEntry::new(outbox_row(outbox_id, &envelope)));
             inner.events.push(event.clone());
-            stored.push(event);
+            stored.push(EventWrite::Stored(event));
         }
         Ok(stored)
     }
