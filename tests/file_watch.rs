@@ -184,3 +184,94 @@ async fn file_changes_become_debounced_events(root: &Path, database_url: &str) {
     );
     shutdown(service).await;
 }
+
+/// A flood of files with a tiny notification queue: notifications are dropped, the
+/// watcher rescans, and still every file is reported created exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_the_queue_is_rescanned_and_each_file_reported_once() {
+    const FILES: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let watched = dir.path().join("watched");
+    std::fs::create_dir(&watched).expect("create watched dir");
+    let watched = std::fs::canonicalize(&watched).expect("canonical");
+    let pack = write_pack(
+        &dir.path().join("packs"),
+        "files",
+        &[watcher(
+            "flood",
+            &watched,
+            "  events: [created]\n  max_queued: 16\n",
+        )],
+        &[],
+    );
+    let service = start(&settings(&sqlite_url(dir.path()), &[pack])).await;
+    wait_status(&service, "files.flood", DEADLINE, |s| {
+        s["state"] == "running"
+    })
+    .await;
+    // A new probe file each time: the watch is on once one is reported created.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for attempt in 0.. {
+        std::fs::write(watched.join(format!("probe{attempt}")), "p").expect("write probe");
+        if tokio::time::timeout(
+            Duration::from_millis(500),
+            sensor_events(&service, "files.flood", 1),
+        )
+        .await
+        .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never watching");
+    }
+
+    // Paced so that the watcher is busy storing events while notifications pile up.
+    let writer = {
+        let watched = watched.clone();
+        std::thread::spawn(move || {
+            for i in 0..FILES {
+                let mut file =
+                    std::fs::File::create(watched.join(format!("f{i:03}"))).expect("create");
+                file.write_all(b"x").expect("write");
+                if i % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    writer.join().expect("writer");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = sensor_events(&service, "files.flood", 1).await;
+        let files = found
+            .iter()
+            .filter(|e| e["path"].as_str().is_some_and(|p| !p.contains("/probe")))
+            .count();
+        if files >= FILES {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{files} of {FILES} files reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A duplicate would come within a debounce window or two; give it ten.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let found = sensor_events(&service, "files.flood", 1).await;
+    let mut paths: Vec<&str> = found
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .filter(|p| !p.contains("/probe"))
+        .collect();
+    let reported = paths.len();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), FILES, "every file once");
+    assert_eq!(reported, FILES, "no file twice");
+    assert!(
+        found.iter().any(|e| e["rescan"] == true),
+        "the queue of 16 overflowed and a rescan reported files"
+    );
+    service.shutdown().await;
+}
