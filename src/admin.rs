@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attune_actors::domain::IdempotencyKey;
+use attune_actors::domain::{EventOrigin, IdempotencyKey};
 use attune_actors::ports::{IntakeError, Publisher, Store, StoreError};
 use attune_actors::supervisor::{ControlError, ControlReply};
 use attune_actors::sync::lock;
@@ -274,13 +274,16 @@ async fn emit_event(
         Value::Null => json!({}),
         other => other,
     };
-    let key = idempotency_key(&headers, state.dedup_window)?;
+    let origin = EventOrigin {
+        idempotency_key: idempotency_key(&headers, state.dedup_window)?,
+        traceparent: crate::trace::traceparent(&headers),
+    };
     let emitted = tokio::time::timeout(
         state.answer_timeout,
         state
             .tree
             .system_events
-            .emit_keyed(&request.trigger_ref, payload, key),
+            .emit_from(&request.trigger_ref, payload, origin),
     )
     .await;
     match emitted {

@@ -16,4 +16,5 @@ pub mod runtimes;
 pub mod secrets;
 pub mod service;
 pub mod store;
+pub mod trace;
 pub mod webhook;

@@ -318,3 +318,63 @@ async fn service_starts_while_the_broker_is_down() {
     assert!(service.shutdown().await.outbox_drained);
     queue.finish().await;
 }
+
+/// One detection can be followed through the platform: the `EnforcementCreated` carries
+/// the `EventCreated` message id as its `correlation_id`, and a `traceparent` sent with
+/// `POST /events` is on both messages.
+#[tokio::test]
+async fn enforcements_carry_their_event_message_id_and_the_traceparent() {
+    let amqp = require_rabbitmq().await;
+    let db = TestDatabase::create().await;
+    let exchange = unique_exchange();
+    let mut queue = TestQueue::bind(&exchange, "#").await;
+    let service = Service::start(&settings(&db.url, &amqp, &exchange))
+        .await
+        .expect("service starts");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/events", service.admin_addr))
+        .header("traceparent", traceparent)
+        .json(&json!({"trigger_ref": "e2e.manual", "payload": {"branch": "main"}}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answer.status(), 201);
+    let outcome: Value = answer.json().await.expect("json");
+    let event_id = outcome["event_id"].as_i64().expect("event id");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (event, enforcement) = loop {
+        let received = queue.received_now().to_vec();
+        let find = |key: &str| {
+            received
+                .iter()
+                .map(|m| body(&m.body))
+                .find(|e| e["message_type"] == key && e["payload"]["event_id"] == event_id)
+        };
+        if let (Some(event), Some(enforcement)) = (find("EventCreated"), find("EnforcementCreated"))
+        {
+            break (event, enforcement);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "messages never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event["correlation_id"], Value::Null);
+    assert_eq!(enforcement["correlation_id"], event["message_id"]);
+    assert_eq!(event["headers"]["traceparent"], traceparent);
+    assert_eq!(enforcement["headers"]["traceparent"], traceparent);
+    let stored = service
+        .store
+        .get_event(event_id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        stored.message_id.map(|id| id.to_string()),
+        event["message_id"].as_str().map(str::to_owned)
+    );
+    service.shutdown().await;
+    queue.finish().await;
+}

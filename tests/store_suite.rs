@@ -207,6 +207,7 @@ fn new_event(trigger_id: Option<i64>, trigger_ref: &str, n: usize) -> NewEvent {
         source: None,
         source_ref: None,
         idempotency_key: None,
+        traceparent: None,
     }
 }
 
@@ -226,6 +227,8 @@ fn new_enforcement(rule_id: i64, rule_ref: &str, event: i64) -> NewEnforcement {
         payload: json!({"event": event}),
         condition: "all".into(),
         conditions: json!([{"field": "payload.n", "op": "gt", "value": 1}]),
+        correlation_id: Some(uuid::Uuid::from_u128(u128::from(event.unsigned_abs()))),
+        traceparent: Some(format!("00-{:032x}-{:016x}-01", event + 1, event + 1)),
     }
 }
 
@@ -498,13 +501,20 @@ mod cases {
 
     pub async fn get_event_round_trips(h: &Harness) {
         // Events need not point at a stored trigger (system events).
-        let created = h
-            .store
-            .create_plain(vec![new_event(None, "core.system", 1)])
-            .await
-            .expect("create");
+        let traced = NewEvent {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..new_event(None, "core.system", 1)
+        };
+        let created = h.store.create_plain(vec![traced]).await.expect("create");
+        assert!(created[0].message_id.is_some());
         let fetched = h.store.get_event(created[0].id).await.unwrap();
-        assert_eq!(fetched.as_ref(), Some(&created[0]));
+        assert_eq!(
+            fetched.as_ref(),
+            Some(&created[0]),
+            "message id and traceparent too"
+        );
+        let outbox = h.store.pending_outbox(10).await.unwrap();
+        assert_eq!(Some(outbox[0].message_id), created[0].message_id);
         assert_eq!(h.store.get_event(created[0].id + 1000).await.unwrap(), None);
     }
 

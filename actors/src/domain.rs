@@ -87,6 +87,14 @@ pub struct Event {
     pub source: Option<Id>,
     pub source_ref: Option<String>,
     pub created: DateTime<Utc>,
+    /// The id of its `EventCreated` message (`None` for rows older than the column),
+    /// which its enforcements carry as their `correlation_id`.
+    #[serde(default)]
+    pub message_id: Option<uuid::Uuid>,
+    /// The W3C `traceparent` the request that caused it carried, passed on to its
+    /// messages.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// An event not yet stored.
@@ -102,6 +110,17 @@ pub struct NewEvent {
     /// nothing and answers with the first event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The W3C `traceparent` of the request that caused it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// What the request behind an event adds to it besides the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventOrigin {
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// A W3C `traceparent`, passed on to the event's messages.
+    pub traceparent: Option<String>,
 }
 
 /// A key that makes storing an event idempotent: `POST /events`' `Idempotency-Key`, or a
@@ -171,6 +190,12 @@ impl NewEvent {
     /// The event as stored under `id` at `created`: the one place a new event becomes a
     /// stored one, for every store.
     pub fn stored(self, id: Id, created: DateTime<Utc>) -> Event {
+        self.stored_as(id, created, uuid::Uuid::new_v4())
+    }
+
+    /// Like [`stored`](Self::stored), with its `EventCreated` message id chosen already
+    /// (a store that inserts before it knows the ids writes it with the row).
+    pub fn stored_as(self, id: Id, created: DateTime<Utc>, message_id: uuid::Uuid) -> Event {
         Event {
             id,
             trigger: self.trigger,
@@ -180,6 +205,8 @@ impl NewEvent {
             source: self.source,
             source_ref: self.source_ref,
             created,
+            message_id: Some(message_id),
+            traceparent: self.traceparent,
         }
     }
 }
@@ -201,6 +228,13 @@ pub struct Enforcement {
     pub condition: String,
     pub conditions: Value,
     pub created: DateTime<Utc>,
+    /// The `EventCreated` message id of its event, as the `correlation_id` of its
+    /// `EnforcementCreated`.
+    #[serde(default)]
+    pub correlation_id: Option<uuid::Uuid>,
+    /// Its event's `traceparent`.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// An enforcement not yet stored. Storing is idempotent on `(rule, event)`.
@@ -213,6 +247,10 @@ pub struct NewEnforcement {
     pub payload: Value,
     pub condition: String,
     pub conditions: Value,
+    #[serde(default)]
+    pub correlation_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl NewEnforcement {
@@ -229,6 +267,8 @@ impl NewEnforcement {
             condition: self.condition.clone(),
             conditions: self.conditions.clone(),
             created,
+            correlation_id: self.correlation_id,
+            traceparent: self.traceparent.clone(),
         }
     }
 }

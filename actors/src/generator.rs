@@ -21,6 +21,9 @@ use crate::ports::{
 use crate::sync::set_error;
 
 /// What the event generator hears.
+// Nearly every message is a `Generate`: boxing it would cost an allocation per event to
+// shrink messages that are rare.
+#[allow(clippy::large_enum_variant)]
 pub enum GeneratorMsg {
     /// An event to store, from a sensor or the admin API.
     Generate(EventRequest),

@@ -281,6 +281,8 @@ impl MatcherState {
                     payload: event.payload.clone(),
                     condition: compiled.conditions.top_level().to_owned(),
                     conditions: compiled.rule.conditions.clone(),
+                    correlation_id: event.message_id,
+                    traceparent: event.traceparent.clone(),
                 });
                 owners.push(index);
             }

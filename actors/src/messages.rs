@@ -12,6 +12,24 @@ use crate::domain::{Enforcement, Event, Id};
 pub const EVENT_CREATED_KEY: &str = "event.created";
 /// Routing key of [`EnforcementCreated`].
 pub const ENFORCEMENT_CREATED_KEY: &str = "enforcement.created";
+/// The header (of a request, and of the messages it causes) that carries a W3C trace
+/// context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Whether `value` has the shape of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`);
+/// anything else is not passed on.
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && value.len() <= 256
+}
+
 /// Version of the envelope format.
 pub const ENVELOPE_VERSION: &str = "1.0";
 
@@ -151,9 +169,10 @@ impl Envelope {
         }
     }
 
-    /// The `EventCreated` message announcing a stored event.
+    /// The `EventCreated` message announcing a stored event, under the event's own
+    /// message id.
     pub fn event_created(event: &Event) -> Self {
-        Self::new(
+        let mut envelope = Self::new(
             MessageType::EventCreated,
             MessagePayload::EventCreated(EventCreated {
                 event_id: event.id,
@@ -164,7 +183,20 @@ impl Envelope {
                 payload: event.payload.clone(),
                 config: event.config.clone(),
             }),
-        )
+        );
+        if let Some(message_id) = event.message_id {
+            envelope.message_id = message_id;
+        }
+        envelope.trace(&event.traceparent);
+        envelope
+    }
+
+    /// Passes a W3C `traceparent` on, as the header of that name.
+    fn trace(&mut self, traceparent: &Option<String>) {
+        if let Some(traceparent) = traceparent {
+            self.headers
+                .insert(TRACEPARENT.to_owned(), traceparent.clone());
+        }
     }
 
     /// The `EnforcementCreated` message announcing a stored enforcement. Its `event_id`
@@ -184,6 +216,8 @@ impl Envelope {
         envelope
             .headers
             .insert("event_id".to_owned(), enforcement.event.to_string());
+        envelope.correlation_id = enforcement.correlation_id;
+        envelope.trace(&enforcement.traceparent);
         envelope
     }
 
@@ -221,8 +255,17 @@ mod tests {
             source: None,
             source_ref: None,
             created: Utc::now(),
+            message_id: Some(Uuid::new_v4()),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
         let envelope = Envelope::event_created(&event);
+        assert_eq!(Some(envelope.message_id), event.message_id);
+        assert_eq!(
+            envelope.headers.get(TRACEPARENT),
+            event.traceparent.as_ref()
+        );
+        assert!(is_traceparent(event.traceparent.as_deref().unwrap()));
+        assert!(!is_traceparent("00-abc-def-01"));
         let json: Value = serde_json::from_str(&envelope.to_json()).expect("valid json");
         assert_eq!(json["message_type"], "EventCreated");
         assert_eq!(json["payload"]["event_id"], 7);

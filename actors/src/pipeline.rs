@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
-use crate::domain::{IdempotencyKey, NewEvent, Trigger, config_snapshot};
+use crate::domain::{EventOrigin, NewEvent, Trigger, config_snapshot};
 use crate::generator::GeneratorMsg;
 use crate::live_ref::LiveRef;
 use crate::matcher::MatcherMsg;
@@ -98,16 +98,18 @@ impl SystemEvents {
         trigger_ref: &str,
         payload: Value,
     ) -> Result<MatchOutcome, IntakeError> {
-        self.emit_keyed(trigger_ref, payload, None).await
+        self.emit_from(trigger_ref, payload, EventOrigin::default())
+            .await
     }
 
-    /// Like [`emit`](Self::emit), idempotent on `key`: a repeat of a key stored within its
-    /// window stores nothing and answers with the first event (`repeat: true`).
-    pub async fn emit_keyed(
+    /// Like [`emit`](Self::emit), for a request: idempotent on its key (a repeat of a key
+    /// stored within its window stores nothing and answers with the first event,
+    /// `repeat: true`), and its `traceparent` passed on to the messages.
+    pub async fn emit_from(
         &self,
         trigger_ref: &str,
         payload: Value,
-        key: Option<IdempotencyKey>,
+        origin: EventOrigin,
     ) -> Result<MatchOutcome, IntakeError> {
         check_storable(&payload)?;
         let permit = self.refs.admission.try_admit()?;
@@ -133,7 +135,8 @@ impl SystemEvents {
                 payload,
                 source: None,
                 source_ref: None,
-                idempotency_key: key,
+                idempotency_key: origin.idempotency_key,
+                traceparent: origin.traceparent,
             },
             ack: EventAck::Matched(reply),
             permit,

@@ -784,6 +784,8 @@ fn evaluation_context_has_the_documented_shape() {
         source: None,
         source_ref: None,
         created: now(),
+        message_id: None,
+        traceparent: None,
     };
     let ctx = attune_actors::conditions::evaluation_context(&event);
     let rule = CompiledConditions::compile(&json!([

@@ -534,6 +534,7 @@ async fn events_stored_but_never_matched_are_matched_on_start() {
             source: None,
             source_ref: None,
             idempotency_key: None,
+            traceparent: None,
         })
         .collect();
     let stored = store.create_events(orphans).await.expect("stored");

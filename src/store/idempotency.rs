@@ -148,6 +148,7 @@ mod tests {
             idempotency_key: key.map(|k| {
                 IdempotencyKey::new("api", k, Duration::from_secs(60)).expect("valid key")
             }),
+            traceparent: None,
         }
     }
 

@@ -272,6 +272,8 @@ mod tests {
             payload: serde_json::Value::Null,
             condition: "all".into(),
             conditions: serde_json::Value::Null,
+            correlation_id: None,
+            traceparent: None,
         };
         let deduped = dedup_enforcements(&[item(1, 1), item(2, 1), item(1, 1)]);
         assert_eq!(deduped.unique, vec![0, 1]);

@@ -248,13 +248,19 @@ impl Adapter for PgStore {
         let sources: Vec<Option<Id>> = stored.iter().map(|e| e.source).collect();
         let source_refs: Vec<Option<&str>> =
             stored.iter().map(|e| e.source_ref.as_deref()).collect();
+        let message_ids: Vec<Option<uuid::Uuid>> = stored.iter().map(|e| e.message_id).collect();
+        let traceparents: Vec<Option<&str>> =
+            stored.iter().map(|e| e.traceparent.as_deref()).collect();
         sqlx::query(
             r#"INSERT INTO attune.event
-                   (id, "trigger", trigger_ref, config, payload, source, source_ref, created)
-               SELECT id, "trigger", trigger_ref, config, payload, source, source_ref, $8
+                   (id, "trigger", trigger_ref, config, payload, source, source_ref, created,
+                    message_id, traceparent)
+               SELECT id, "trigger", trigger_ref, config, payload, source, source_ref, $8,
+                      message_id, traceparent
                FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::jsonb[],
-                           $6::bigint[], $7::text[])
-                    AS u(id, "trigger", trigger_ref, config, payload, source, source_ref)"#,
+                           $6::bigint[], $7::text[], $9::uuid[], $10::text[])
+                    AS u(id, "trigger", trigger_ref, config, payload, source, source_ref,
+                         message_id, traceparent)"#,
         )
         .bind(&ids)
         .bind(triggers)
@@ -264,6 +270,8 @@ impl Adapter for PgStore {
         .bind(sources)
         .bind(source_refs)
         .bind(created)
+        .bind(message_ids)
+        .bind(traceparents)
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
@@ -304,15 +312,22 @@ impl Adapter for PgStore {
         let payloads: Vec<&Value> = candidates.iter().map(|e| &e.payload).collect();
         let conditions: Vec<&str> = candidates.iter().map(|e| e.condition.as_str()).collect();
         let condition_sets: Vec<&Value> = candidates.iter().map(|e| &e.conditions).collect();
+        let correlation_ids: Vec<Option<uuid::Uuid>> =
+            candidates.iter().map(|e| e.correlation_id).collect();
+        let traceparents: Vec<Option<&str>> = candidates
+            .iter()
+            .map(|e| e.traceparent.as_deref())
+            .collect();
         let inserted: HashSet<Id> = sqlx::query_scalar(
             r#"INSERT INTO attune.enforcement
                    (id, rule, rule_ref, trigger_ref, event, status, payload, condition,
-                    conditions, created)
+                    conditions, created, correlation_id, traceparent)
                SELECT id, rule, rule_ref, trigger_ref, event, $8, payload, condition,
-                      conditions, $9
+                      conditions, $9, correlation_id, traceparent
                FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                           $6::jsonb[], $7::text[], $10::jsonb[])
-                    AS u(id, rule, rule_ref, trigger_ref, event, payload, condition, conditions)
+                           $6::jsonb[], $7::text[], $10::jsonb[], $11::uuid[], $12::text[])
+                    AS u(id, rule, rule_ref, trigger_ref, event, payload, condition, conditions,
+                         correlation_id, traceparent)
                ON CONFLICT (rule, event) DO NOTHING
                RETURNING id"#,
         )
@@ -326,6 +341,8 @@ impl Adapter for PgStore {
         .bind(attune_actors::domain::ENFORCEMENT_CREATED)
         .bind(created)
         .bind(condition_sets)
+        .bind(correlation_ids)
+        .bind(traceparents)
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?

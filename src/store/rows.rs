@@ -23,10 +23,11 @@ pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, descr
     param_schema, config, pack_path, mode, pass_env, created, updated"#;
 pub(crate) const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action",
     action_ref, "trigger", trigger_ref, conditions, enabled, created, updated"#;
-pub(crate) const EVENT_COLUMNS: &str =
-    r#"id, "trigger", trigger_ref, config, payload, source, source_ref, created"#;
+pub(crate) const EVENT_COLUMNS: &str = r#"id, "trigger", trigger_ref, config, payload, source,
+    source_ref, created, CAST(message_id AS TEXT) AS message_id, traceparent"#;
 pub(crate) const ENFORCEMENT_COLUMNS: &str = r#"id, rule, rule_ref, trigger_ref, event, status,
-    payload, condition, conditions, created"#;
+    payload, condition, conditions, created, CAST(correlation_id AS TEXT) AS correlation_id,
+    traceparent"#;
 pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, created, updated";
 /// The message id is `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text:
 /// read as text, both decode one way, and the body goes out as the database holds it.
@@ -160,6 +161,8 @@ pub(crate) fn event(row: &impl StoredRow) -> Result<Event, sqlx::Error> {
         source: row.opt_int("source")?,
         source_ref: row.opt_text("source_ref")?,
         created: row.time("created")?,
+        message_id: opt_uuid(row, "message_id")?,
+        traceparent: row.opt_text("traceparent")?,
     })
 }
 
@@ -175,6 +178,8 @@ pub(crate) fn enforcement(row: &impl StoredRow) -> Result<Enforcement, sqlx::Err
         condition: row.text("condition")?,
         conditions: row.json("conditions")?,
         created: row.time("created")?,
+        correlation_id: opt_uuid(row, "correlation_id")?,
+        traceparent: row.opt_text("traceparent")?,
     })
 }
 
@@ -215,9 +220,18 @@ pub(crate) fn parked(row: &impl StoredRow) -> Result<ParkedMessage, sqlx::Error>
 }
 
 fn message_id(row: &impl StoredRow) -> Result<uuid::Uuid, sqlx::Error> {
-    let message_id = row.text("message_id")?;
-    uuid::Uuid::parse_str(&message_id).map_err(|e| sqlx::Error::ColumnDecode {
-        index: "message_id".to_owned(),
+    parse_uuid("message_id", &row.text("message_id")?)
+}
+
+fn opt_uuid(row: &impl StoredRow, column: &str) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    row.opt_text(column)?
+        .map(|text| parse_uuid(column, &text))
+        .transpose()
+}
+
+fn parse_uuid(column: &str, text: &str) -> Result<uuid::Uuid, sqlx::Error> {
+    uuid::Uuid::parse_str(text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
         source: Box::new(e),
     })
 }

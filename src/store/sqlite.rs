@@ -188,6 +188,8 @@ struct EventJson<'a> {
     p: String,
     s: Option<Id>,
     sr: Option<&'a str>,
+    m: String,
+    tp: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -199,6 +201,8 @@ struct EnforcementJson<'a> {
     p: String,
     c: &'a str,
     cs: String,
+    ci: Option<String>,
+    tp: Option<&'a str>,
 }
 
 /// Ids of `n` rows just inserted by one `INSERT ... SELECT` into an AUTOINCREMENT table,
@@ -258,15 +262,19 @@ impl Adapter for SqliteStore {
         events: Vec<NewEvent>,
         created: DateTime<Utc>,
     ) -> Result<Vec<Event>, StoreError> {
+        let message_ids: Vec<uuid::Uuid> = events.iter().map(|_| uuid::Uuid::new_v4()).collect();
         let rows: Vec<EventJson<'_>> = events
             .iter()
-            .map(|e| EventJson {
+            .zip(&message_ids)
+            .map(|(e, message_id)| EventJson {
                 t: e.trigger,
                 r: &e.trigger_ref,
                 c: e.config.to_string(),
                 p: e.payload.to_string(),
                 s: e.source,
                 sr: e.source_ref.as_deref(),
+                m: message_id.to_string(),
+                tp: e.traceparent.as_deref(),
             })
             .collect();
         let batch = batch_json(&rows)?;
@@ -274,9 +282,10 @@ impl Adapter for SqliteStore {
 
         let outcome = sqlx::query(
             r#"INSERT INTO event
-                   ("trigger", trigger_ref, config, payload, source, source_ref, created)
+                   ("trigger", trigger_ref, config, payload, source, source_ref, created,
+                    message_id, traceparent)
                SELECT value ->> 't', value ->> 'r', value ->> 'c', value ->> 'p',
-                      value ->> 's', value ->> 'sr', $2
+                      value ->> 's', value ->> 'sr', $2, value ->> 'm', value ->> 'tp'
                FROM json_each($1) ORDER BY key"#,
         )
         .bind(batch)
@@ -288,7 +297,8 @@ impl Adapter for SqliteStore {
         let stored: Vec<Event> = events
             .into_iter()
             .zip(ids)
-            .map(|(new, id)| new.stored(id, created))
+            .zip(message_ids)
+            .map(|((new, id), message_id)| new.stored_as(id, created, message_id))
             .collect();
         let drafts: Vec<OutboxDraft> = stored
             .iter()
@@ -343,13 +353,16 @@ impl Adapter for SqliteStore {
                     p: e.payload.to_string(),
                     c: &e.condition,
                     cs: e.conditions.to_string(),
+                    ci: e.correlation_id.map(|id| id.to_string()),
+                    tp: e.traceparent.as_deref(),
                 })
                 .collect();
             let outcome = sqlx::query(
                 "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
-                     condition, conditions, created) \
+                     condition, conditions, created, correlation_id, traceparent) \
                  SELECT value ->> 'rule', value ->> 'rr', value ->> 'tr', value ->> 'ev', $2, \
-                     value ->> 'p', value ->> 'c', value ->> 'cs', $3 \
+                     value ->> 'p', value ->> 'c', value ->> 'cs', $3, value ->> 'ci', \
+                     value ->> 'tp' \
                  FROM json_each($1) ORDER BY key",
             )
             .bind(batch_json(&rows)?)

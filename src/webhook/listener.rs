@@ -12,7 +12,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use attune_actors::domain::{EventWrite, IdempotencyKey};
+use attune_actors::domain::{EventOrigin, EventWrite, IdempotencyKey};
 use attune_actors::ports::IntakeError;
 
 use super::payload::{parse_body, request_payload};
@@ -88,7 +88,11 @@ async fn receive(
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let payload = request_payload(&parts, body, source_ip, &route.drop_headers);
-    match tokio::time::timeout(route.answer_timeout, route.sink.try_emit(payload, key)).await {
+    let origin = EventOrigin {
+        idempotency_key: key,
+        traceparent: crate::trace::traceparent(&parts.headers),
+    };
+    match tokio::time::timeout(route.answer_timeout, route.sink.try_emit(payload, origin)).await {
         Ok(Ok(EventWrite::Stored(event))) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"event_id": event.id})),

@@ -6,9 +6,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
-use crate::domain::{
-    Event, EventWrite, IdempotencyKey, NewEvent, Sensor, Trigger, config_snapshot,
-};
+use crate::domain::{Event, EventOrigin, EventWrite, NewEvent, Sensor, Trigger, config_snapshot};
 use crate::ports::{
     EventAck, EventIntake, EventRequest, IntakeError, Permit, Store, StoreError, check_storable,
 };
@@ -101,27 +99,30 @@ impl DetectionSink {
     pub async fn emit(&self, payload: Value) -> Result<Event, IntakeError> {
         check_storable(&payload)?;
         let permit = self.intake.admission().admit().await?;
-        Ok(self.submit(payload, None, permit).await?.into_event())
+        Ok(self
+            .submit(payload, EventOrigin::default(), permit)
+            .await?
+            .into_event())
     }
 
     /// Like [`emit`](Self::emit) for a caller that can tell its client to come back (a
     /// webhook): refused at once with [`IntakeError::Overloaded`] when there is no room.
-    /// With a `key`, a repeat of it within its window stores nothing and answers
-    /// [`EventWrite::Repeat`] with the first event.
+    /// With an idempotency key in `origin`, a repeat of it within its window stores
+    /// nothing and answers [`EventWrite::Repeat`] with the first event.
     pub async fn try_emit(
         &self,
         payload: Value,
-        key: Option<IdempotencyKey>,
+        origin: EventOrigin,
     ) -> Result<EventWrite, IntakeError> {
         check_storable(&payload)?;
         let permit = self.intake.admission().try_admit()?;
-        self.submit(payload, key, permit).await
+        self.submit(payload, origin, permit).await
     }
 
     async fn submit(
         &self,
         payload: Value,
-        key: Option<IdempotencyKey>,
+        origin: EventOrigin,
         permit: Permit,
     ) -> Result<EventWrite, IntakeError> {
         let (reply, stored) = oneshot::channel();
@@ -133,7 +134,8 @@ impl DetectionSink {
                 payload,
                 source: Some(self.sensor.id),
                 source_ref: Some(self.sensor.r#ref.clone()),
-                idempotency_key: key,
+                idempotency_key: origin.idempotency_key,
+                traceparent: origin.traceparent,
             },
             ack: EventAck::Stored(reply),
             permit,
