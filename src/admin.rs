@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use attune_actors::domain::{EventOrigin, IdempotencyKey};
 use attune_actors::ports::{IntakeError, Publisher, Store, StoreError};
+
+use crate::metrics::Metrics;
 use attune_actors::supervisor::{ControlError, ControlReply};
 use attune_actors::sync::lock;
 use attune_actors::{SupervisorMsg, Tree};
@@ -44,6 +46,9 @@ pub struct AdminState {
     pub answer_timeout: Duration,
     /// How long an `Idempotency-Key` is remembered (`dedup.window`).
     pub dedup_window: Duration,
+    pub metrics: Arc<Metrics>,
+    /// `GET /metrics` without the token (`admin.metrics_public`), for a scraper.
+    pub metrics_public: bool,
 }
 
 /// The header that makes `POST /events` idempotent.
@@ -65,10 +70,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/sensors/{sensor_ref}/{action}", post(control_sensor))
         .route("/reload", post(reload))
         .route("/events", post(emit_event).get(recent_events))
-        .route("/enforcements", get(recent_enforcements))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/enforcements", get(recent_enforcements));
+    let (protected, public) = if state.metrics_public {
+        (protected, Router::new().route("/metrics", get(metrics)))
+    } else {
+        (protected.route("/metrics", get(metrics)), Router::new())
+    };
+    let protected =
+        protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .merge(public)
         .merge(protected)
         // Every answer is JSON, so clients can always show the error text.
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -107,6 +119,25 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let body = state
+        .metrics
+        .render(
+            &state.tree.status(),
+            state.store.as_ref(),
+            state.publisher.as_ref(),
+        )
+        .await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn health() -> Json<Value> {
@@ -286,6 +317,11 @@ async fn emit_event(
             .emit_from(&request.trigger_ref, payload, origin),
     )
     .await;
+    match &emitted {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => state.metrics.event_refused(Some(error)),
+        Err(_) => state.metrics.event_refused(None),
+    }
     match emitted {
         Ok(Ok(outcome)) if outcome.repeat => Ok((StatusCode::OK, Json(outcome)).into_response()),
         Ok(Ok(outcome)) => Ok((StatusCode::CREATED, Json(outcome)).into_response()),

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod json_errors;
+pub mod metrics;
 pub mod outbox_cli;
 pub mod packs;
 pub mod rule_test;

@@ -16,6 +16,7 @@ use ractor::rpc::CallResult;
 use crate::admin::{self, AdminState};
 use crate::bus::{self, InProcessBus, redact_url};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::packs;
 use crate::runtimes::RuntimeFactory;
 use crate::store;
@@ -108,13 +109,15 @@ impl Service {
         let webhook_addr = webhook_listener
             .local_addr()
             .map_err(|source| ServiceError::WebhookBind { addr, source })?;
-        let factory = RuntimeFactory::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        let factory = RuntimeFactory::new(settings, metrics.clone());
         let webhooks = factory.webhooks();
         let (tree, supervisor_task) = Tree::start(SupervisorArgs {
             config: settings.supervisor(),
             store: store.clone(),
             publisher: publisher.clone(),
             factory: Arc::new(factory),
+            metrics: metrics.clone(),
         })
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;
@@ -129,6 +132,8 @@ impl Service {
             last_backlog: Default::default(),
             answer_timeout: settings.pipeline.answer_timeout.0,
             dedup_window: settings.dedup.window.0,
+            metrics: metrics.clone(),
+            metrics_public: settings.admin.metrics_public,
         });
         let (admin_stop, stopped) = oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {

@@ -310,6 +310,8 @@ async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
         last_backlog: Default::default(),
         answer_timeout: std::time::Duration::from_secs(10),
         dedup_window: std::time::Duration::from_secs(3600),
+        metrics: Default::default(),
+        metrics_public: false,
     });
     let (code, body) = get(&app, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -528,5 +528,23 @@ async fn a_redelivery_named_by_the_dedup_header_is_stored_once() {
         "{bad:?}"
     );
     assert_eq!(events(&service, "hooks.hit").await.len(), baseline + 3);
+    let metrics = reqwest::get(format!("http://{}/metrics", service.admin_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    for (code, count) in [("202", 3), ("200", 1), ("400", 1)] {
+        let line = format!(
+            "attune_sensor_webhook_requests_total{{code=\"{code}\",sensor=\"hooks.deliveries\"}} "
+        );
+        let seen = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        // wait_served's probe counted one 202 more.
+        let expected = if code == "202" { count + 1 } else { count };
+        assert_eq!(seen, Some(expected), "{code}: {metrics}");
+    }
     service.shutdown().await;
 }

@@ -16,7 +16,8 @@ use crate::live_ref::LiveRef;
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::outbox::OutboxMsg;
 use crate::ports::{
-    EventAck, EventRequest, IntakeError, MatchOutcome, Store, StoreError, json_size,
+    EventAck, EventRequest, IntakeError, MatchOutcome, PipelineMetrics, Store, StoreError,
+    json_size,
 };
 use crate::sync::set_error;
 
@@ -46,6 +47,7 @@ pub struct GeneratorArgs {
     /// Most payload and config bytes in one batch (`pipeline.max_batch_bytes`).
     pub max_batch_bytes: usize,
     pub last_error: Arc<Mutex<Option<String>>>,
+    pub metrics: Arc<dyn PipelineMetrics>,
 }
 
 pub struct GeneratorState {
@@ -111,9 +113,19 @@ impl GroupCommit for GeneratorState {
             return Ok(());
         }
         let new_events = batch.iter().map(|r| r.event.clone()).collect();
+        let started = std::time::Instant::now();
         match self.args.store.create_events(new_events).await {
             Ok(writes) => {
                 self.batcher.succeeded();
+                let triggers: Vec<&str> = writes
+                    .iter()
+                    .filter(|w| !w.is_repeat())
+                    .map(|w| w.event().trigger_ref.as_str())
+                    .collect();
+                let repeats = writes.len() - triggers.len();
+                self.args
+                    .metrics
+                    .events_committed(&triggers, repeats, started.elapsed());
                 let stored = writes.iter().filter(|w| !w.is_repeat()).count();
                 if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
                     tracing::debug!(count = stored, repeats = writes.len() - stored, first_id = first.event().id, last_id = last.event().id, trigger = %first.event().trigger_ref, "events stored");

@@ -15,7 +15,7 @@ use crate::conditions::{CompiledConditions, evaluation_context};
 use crate::domain::{Event, NewEnforcement, Rule};
 use crate::live_ref::LiveRef;
 use crate::outbox::OutboxMsg;
-use crate::ports::{IntakeError, MatchOutcome, Store, StoreError};
+use crate::ports::{IntakeError, MatchOutcome, PipelineMetrics, Store, StoreError};
 use crate::sync::set_error;
 
 /// A stored event to match, and who waits for its enforcements (the admin API's
@@ -49,6 +49,7 @@ pub struct MatcherArgs {
     pub outbox: LiveRef<OutboxMsg>,
     pub max_batch: usize,
     pub last_error: Arc<Mutex<Option<String>>>,
+    pub metrics: Arc<dyn PipelineMetrics>,
 }
 
 struct CompiledRule {
@@ -263,6 +264,7 @@ impl MatcherState {
         &mut self,
         batch: &[MatchRequest],
     ) -> Result<Vec<Vec<i64>>, StoreError> {
+        let matching = std::time::Instant::now();
         let mut new = Vec::new();
         let mut owners = Vec::new();
         for (index, request) in batch.iter().enumerate() {
@@ -287,6 +289,9 @@ impl MatcherState {
                 owners.push(index);
             }
         }
+        self.args
+            .metrics
+            .events_matched(batch.len(), matching.elapsed());
         let mut per_event = vec![Vec::new(); batch.len()];
         let matched_through = batch.iter().map(|r| r.event.id).max().unwrap_or(0);
         if new.is_empty() {
@@ -295,7 +300,12 @@ impl MatcherState {
         }
         // Enforcements first: a crash between the two writes re-matches the events on the
         // next start, and storing an enforcement again is a no-op.
+        let writing = std::time::Instant::now();
         let stored = self.args.store.create_enforcements(new).await?;
+        let rules: Vec<&str> = stored.iter().map(|e| e.rule_ref.as_str()).collect();
+        self.args
+            .metrics
+            .enforcements_committed(&rules, writing.elapsed());
         self.advance_watermark(matched_through).await?;
         tracing::debug!(
             count = stored.len(),

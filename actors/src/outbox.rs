@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::batch::retry_delay;
-use crate::ports::{Publisher, RefusalKind, Store};
+use crate::ports::{PipelineMetrics, Publisher, RefusalKind, Store};
 use crate::sync::{lock, set_error};
 
 /// What the outbox publisher hears.
@@ -58,6 +58,7 @@ pub struct OutboxArgs {
     pub max_attempts: u32,
     /// What becomes of a message no queue takes (`mq.unroutable`).
     pub unroutable: UnroutablePolicy,
+    pub metrics: Arc<dyn PipelineMetrics>,
 }
 
 /// What to do with a message the broker returns because no queue is bound for it.
@@ -197,8 +198,16 @@ impl OutboxState {
             }
             return Drained::Empty;
         }
+        let started = std::time::Instant::now();
         let report = self.args.publisher.publish(&rows).await;
         let settled = &rows[..report.settled.min(rows.len())];
+        self.args
+            .metrics
+            .messages_published(report.confirmed_count(), started.elapsed());
+        let unsettled = rows.len() - settled.len();
+        if report.error.is_some() && unsettled > 0 {
+            self.args.metrics.publish_failed(unsettled);
+        }
         let mut published: Vec<_> = settled
             .iter()
             .enumerate()
@@ -224,9 +233,11 @@ impl OutboxState {
                     published.push(row.id);
                 }
                 Disposition::Park => {
+                    self.args.metrics.rows_parked(1);
                     tracing::warn!(id = row.id, message_id = %row.message_id, routing_key = %row.routing_key, attempts, %reason, "outbox row parked; `attune-sensor outbox retry` puts it back");
                 }
                 Disposition::Retry => {
+                    self.args.metrics.publish_failed(1);
                     tracing::info!(id = row.id, message_id = %row.message_id, attempts, %reason, "the broker refused an outbox row; it will be retried");
                     retry_later = Some(format!(
                         "the broker refused outbox row {}: {reason}",

@@ -20,6 +20,19 @@ pub enum SensorState {
     Stopped,
 }
 
+impl SensorState {
+    /// The state's name, as `/status` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorState::Starting => "starting",
+            SensorState::Running => "running",
+            SensorState::Backoff => "backoff",
+            SensorState::Failed => "failed",
+            SensorState::Stopped => "stopped",
+        }
+    }
+}
+
 /// Counters a running sensor updates itself; they survive its restarts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SensorActivity {

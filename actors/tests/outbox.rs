@@ -44,6 +44,7 @@ async fn start(refusal: RefusalKind, unroutable: UnroutablePolicy) -> Harness {
         store: Arc::new(store.clone()),
         publisher: Arc::new(publisher.clone()),
         factory: Arc::new(ScriptedFactory::default()),
+        metrics: Arc::new(attune_actors::ports::NoMetrics),
     })
     .await
     .expect("tree starts");

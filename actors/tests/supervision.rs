@@ -39,6 +39,7 @@ async fn start(store: MemoryStore, config: SupervisorConfig) -> Harness {
         store: Arc::new(store.clone()),
         publisher: Arc::new(publisher.clone()),
         factory: Arc::new(factory.clone()),
+        metrics: Arc::new(attune_actors::ports::NoMetrics),
     })
     .await
     .expect("tree starts");

@@ -163,6 +163,8 @@ pub struct AdminSettings {
     /// Lets the admin API listen beyond loopback without a token: anyone who reaches the
     /// address can then stop sensors and inject events.
     pub allow_unauthenticated: bool,
+    /// Serves `GET /metrics` without the token, for a Prometheus scraper.
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,6 +13,7 @@ use attune_actors::ports::{SensorDriver, SensorDriverFactory, SensorFailure};
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::webhook::WebhookRegistry;
 
 /// The built-in entrypoints, for error messages.
@@ -119,14 +120,17 @@ pub struct RuntimeFactory {
     process: process::ProcessSettings,
     /// Where webhook sensors register their paths; the webhook listener serves them.
     webhooks: Arc<WebhookRegistry>,
+    metrics: Arc<Metrics>,
 }
 
 impl RuntimeFactory {
-    pub fn new(settings: &Settings) -> Self {
+    /// Runtimes that count into `metrics`.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Self {
         Self {
             settings: Arc::new(settings.clone()),
-            process: process::ProcessSettings::from_settings(settings),
-            webhooks: WebhookRegistry::new(),
+            process: process::ProcessSettings::from_settings(settings, metrics.clone()),
+            webhooks: WebhookRegistry::with_metrics(metrics.clone()),
+            metrics,
         }
     }
 
@@ -175,7 +179,10 @@ impl SensorDriverFactory for RuntimeFactory {
             (BUILTIN_RUNTIME, file_watch::ENTRYPOINT) => {
                 let config =
                     file_watch::FileWatchConfig::parse(&sensor.config).map_err(|e| refused(e.0))?;
-                Ok(Box::new(file_watch::FileWatcher::new(config)))
+                Ok(Box::new(file_watch::FileWatcher::new(
+                    config,
+                    self.metrics.clone(),
+                )))
             }
             (runtime, entrypoint) => Err(refused(format!(
                 "no driver for runtime '{runtime}' entrypoint '{entrypoint}'"

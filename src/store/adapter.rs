@@ -359,6 +359,21 @@ macro_rules! impl_store {
                     .await
                 }
 
+                async fn oldest_unpublished(
+                    &self,
+                ) -> Result<Option<::chrono::DateTime<::chrono::Utc>>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "oldest_unpublished", async {
+                        Shared::oldest_unpublished(self.reader()).await
+                    })
+                    .await
+                }
+
+                fn pool_usage(&self) -> Option<(u32, u32)> {
+                    let pool = self.writer();
+                    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+                    Some((pool.size(), idle))
+                }
+
                 async fn retry_parked(&self, ids: Option<&[Id]>) -> Result<u64, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "retry_parked", async {
                         match ids {

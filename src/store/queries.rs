@@ -360,6 +360,20 @@ where
         Ok(u64::try_from(parked).unwrap_or(0))
     }
 
+    pub(crate) async fn oldest_unpublished<'c, E>(
+        db: E,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            "created",
+            Table::Outbox,
+            "WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT 1",
+        );
+        Self::optional(db, sqlx::query(&sql), |row| row.time("created")).await
+    }
+
     /// Puts one parked row (`Some(id)`) or all of them back in the publish order; returns
     /// how many went back.
     pub(crate) async fn retry_parked<'c, E>(db: E, id: Option<Id>) -> Result<u64, StoreError>

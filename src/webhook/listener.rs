@@ -39,6 +39,18 @@ async fn receive(
     Path(path): Path<String>,
     request: Request,
 ) -> Response {
+    let response = answer(&registry, &path, request).await;
+    // Counted per sensor: requests to paths nobody serves have no sensor, and counting
+    // them by path would let any client create series.
+    if let Some(route) = registry.route(path.trim_matches('/')) {
+        registry
+            .metrics
+            .webhook_request(&route.sensor_ref, response.status().as_u16());
+    }
+    response
+}
+
+async fn answer(registry: &WebhookRegistry, path: &str, request: Request) -> Response {
     let path = path.trim_matches('/');
     let Some(route) = registry.route(path) else {
         return error(
@@ -92,7 +104,14 @@ async fn receive(
         idempotency_key: key,
         traceparent: crate::trace::traceparent(&parts.headers),
     };
-    match tokio::time::timeout(route.answer_timeout, route.sink.try_emit(payload, origin)).await {
+    let emitted =
+        tokio::time::timeout(route.answer_timeout, route.sink.try_emit(payload, origin)).await;
+    match &emitted {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => registry.metrics.event_refused(Some(error)),
+        Err(_) => registry.metrics.event_refused(None),
+    }
+    match emitted {
         Ok(Ok(EventWrite::Stored(event))) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"event_id": event.id})),

@@ -47,6 +47,8 @@ pub struct WebhookRegistry {
     /// the map stays consistent even if a panic poisoned the lock.
     routes: Mutex<HashMap<String, (u64, Arc<WebhookRoute>)>>,
     next_id: AtomicU64,
+    /// Counts requests by sensor and status code.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for WebhookRegistry {
@@ -61,6 +63,14 @@ impl std::fmt::Debug for WebhookRegistry {
 impl WebhookRegistry {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A registry whose listener counts into `metrics`.
+    pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            ..Self::default()
+        })
     }
 
     /// Serves `path` for this route until the returned registration is dropped. A path

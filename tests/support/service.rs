@@ -62,6 +62,7 @@ impl Default for TempDatabase {
 pub struct Builder {
     autoload: Vec<PathBuf>,
     token: Option<String>,
+    metrics_public: bool,
     yaml: Vec<String>,
 }
 
@@ -75,6 +76,12 @@ impl Builder {
     /// Requires `Authorization: Bearer <token>` on the admin API.
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Serves `GET /metrics` without the token.
+    pub fn metrics_public(mut self) -> Self {
+        self.metrics_public = true;
         self
     }
 
@@ -94,7 +101,7 @@ impl Builder {
         // YAML is a superset of JSON, so JSON strings quote paths safely.
         let mut yaml = format!(
             "database: {{url: {url}}}\n\
-             admin: {{bind: \"127.0.0.1:0\", token: {token}}}\n\
+             admin: {{bind: \"127.0.0.1:0\", token: {token}, metrics_public: {public}}}\n\
              webhook: {{bind: \"127.0.0.1:0\"}}\n\
              packs: {{autoload: [{autoload}]}}\n\
              log: {{level: warn}}\n\
@@ -104,6 +111,7 @@ impl Builder {
             url = serde_json::to_string(&database.url).expect("url as JSON"),
             token = serde_json::to_string(self.token.as_deref().unwrap_or("")).expect("json"),
             autoload = autoload.join(", "),
+            public = self.metrics_public,
         );
         for extra in &self.yaml {
             // Later sources override earlier ones key by key.
@@ -157,6 +165,8 @@ impl TestService {
             last_backlog: Default::default(),
             answer_timeout: self.settings.pipeline.answer_timeout.0,
             dedup_window: self.settings.dedup.window.0,
+            metrics: Default::default(),
+            metrics_public: self.settings.admin.metrics_public,
         })
     }
 

@@ -8,6 +8,7 @@
 mod bus;
 mod context;
 mod intake;
+mod metrics;
 mod sensor;
 mod store;
 
@@ -17,5 +18,6 @@ pub use intake::{
     Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Permit,
     check_storable, json_size,
 };
+pub use metrics::{NoMetrics, PipelineMetrics};
 pub use sensor::{SensorDriver, SensorDriverFactory, SensorFailure};
 pub use store::{Store, StoreError};

@@ -1,6 +1,7 @@
 //! The storage port: everything the actor tree reads from and writes to the database.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::{
@@ -111,6 +112,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many outbox rows are parked.
     async fn parked_count(&self) -> Result<u64, StoreError>;
+
+    /// When the oldest outbox row waiting to be published was written (`None`: none
+    /// waits).
+    async fn oldest_unpublished(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Connections of the pool: `(open, idle)`, for metrics; `None` when not pooled.
+    fn pool_usage(&self) -> Option<(u32, u32)> {
+        None
+    }
 
     /// Puts parked rows back into the publish order with their attempts reset: those
     /// listed, or every parked row when `ids` is `None`. Returns how many went back.

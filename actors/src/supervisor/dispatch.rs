@@ -32,6 +32,7 @@ impl Actor for Supervisor {
             store: args.store,
             publisher: args.publisher,
             factory: args.factory,
+            metrics: args.metrics,
             refs,
             outbox_health,
             sensors: BTreeMap::new(),

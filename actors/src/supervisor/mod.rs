@@ -34,7 +34,7 @@ pub use shutdown::PAST_DEADLINE;
 
 use crate::outbox::OutboxHealth;
 use crate::pipeline::{PipelineRefs, SystemEvents};
-use crate::ports::{Publisher, SensorDriverFactory, Store};
+use crate::ports::{PipelineMetrics, Publisher, SensorDriverFactory, Store};
 use crate::status::{StatusFeed, TreeSnapshot, TreeStatus};
 use children::{Child, PipelineEntry, SensorEntry};
 
@@ -43,6 +43,9 @@ pub struct SupervisorArgs {
     pub store: Arc<dyn Store>,
     pub publisher: Arc<dyn Publisher>,
     pub factory: Arc<dyn SensorDriverFactory>,
+    /// Where the pipeline actors report what they measure ([`crate::ports::NoMetrics`]
+    /// keeps nothing).
+    pub metrics: Arc<dyn PipelineMetrics>,
 }
 
 /// Handles to a running tree.
@@ -112,6 +115,7 @@ pub struct SupervisorState {
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
     factory: Arc<dyn SensorDriverFactory>,
+    metrics: Arc<dyn PipelineMetrics>,
     refs: Arc<PipelineRefs>,
     outbox_health: Arc<OutboxHealth>,
     sensors: BTreeMap<String, SensorEntry>,

@@ -43,6 +43,7 @@ impl SupervisorState {
                     max_batch: self.config.max_batch,
                     max_batch_bytes: self.config.max_batch_bytes,
                     last_error,
+                    metrics: self.metrics.clone(),
                 };
                 spawn_live(EventGeneratorActor, args, &refs.generator, supervisor).await?
             }
@@ -52,6 +53,7 @@ impl SupervisorState {
                     outbox: refs.outbox.clone(),
                     max_batch: self.config.max_batch,
                     last_error,
+                    metrics: self.metrics.clone(),
                 };
                 spawn_live(RuleMatcherActor, args, &refs.matcher, supervisor).await?
             }
@@ -64,6 +66,7 @@ impl SupervisorState {
                     health: self.outbox_health.clone(),
                     max_attempts: self.config.outbox_max_attempts,
                     unroutable: self.config.unroutable,
+                    metrics: self.metrics.clone(),
                 };
                 spawn_live(OutboxPublisherActor, args, &refs.outbox, supervisor).await?
             }

@@ -438,6 +438,9 @@ impl Store for MemoryStore {
             .filter(|e| e.parked.is_some() && !e.published)
             .count() as u64)
     }
+    async fn oldest_unpublished(&self) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        Ok(None)
+    }
     async fn retry_parked(&self, ids: Option<&[Id]>) -> Result<u64, StoreError> {
         self.check()?;
         let mut count = 0;

@@ -37,11 +37,12 @@ pub const ENTRYPOINT: &str = "file_watch";
 
 pub struct FileWatcher {
     config: FileWatchConfig,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl FileWatcher {
-    pub fn new(config: FileWatchConfig) -> Self {
-        Self { config }
+    pub fn new(config: FileWatchConfig, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { config, metrics }
     }
 
     fn wanted(&self, change: &Change, root: &Path) -> bool {
@@ -237,6 +238,7 @@ impl SensorDriver for FileWatcher {
                         ))
                     })?;
                     sink.record_poll();
+                    self.metrics.file_notification(&sink.sensor().r#ref);
                     kernel_lost_events |= event.need_rescan();
                     debouncer.observe(&event, Instant::now());
                     taken += 1;

@@ -126,10 +126,11 @@ pub struct ProcessSettings {
     pub stop_grace: Duration,
     /// One permit per running sensor process (`sensor.max_concurrent_sensors`).
     pub slots: Arc<Semaphore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ProcessSettings {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub fn from_settings(settings: &Settings, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let split = |command: &str| command.split_whitespace().map(str::to_owned).collect();
         Self {
             python: split(&settings.runtimes.python),
@@ -141,6 +142,7 @@ impl ProcessSettings {
             slots: Arc::new(Semaphore::new(
                 usize::try_from(settings.sensor.max_concurrent_sensors).unwrap_or(usize::MAX),
             )),
+            metrics,
         }
     }
 
@@ -692,6 +694,7 @@ impl ProcessSensor {
                 return Ok(());
             }
             if outcome.timed_out {
+                self.settings.metrics.process_timeout(&sink.sensor().r#ref);
                 return Err(self.failure(
                     sink,
                     format!(
