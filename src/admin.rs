@@ -49,6 +49,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// `GET /metrics` without the token (`admin.metrics_public`), for a scraper.
     pub metrics_public: bool,
+    /// What retention removed, for `/status`.
+    pub retention: Arc<crate::retention::PruneStats>,
 }
 
 /// The header that makes `POST /events` idempotent.
@@ -203,6 +205,7 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
             "connected": state.publisher.is_connected(),
             "last_error": state.tree.outbox_health.last_error(),
         },
+        "retention": state.retention.snapshot(),
         "database": {"url": state.database_url},
         "mq": {"url": state.mq_url},
     }))

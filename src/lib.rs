@@ -12,6 +12,7 @@ pub mod json_errors;
 pub mod metrics;
 pub mod outbox_cli;
 pub mod packs;
+pub mod retention;
 pub mod rule_test;
 pub mod runtimes;
 pub mod secrets;

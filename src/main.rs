@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use attune_sensor::client::{AdminClient, render_status};
 use attune_sensor::config::{LogFormat, Settings};
 use attune_sensor::outbox_cli::{self, RetryTarget};
+use attune_sensor::retention::{self, RetentionPolicy};
 use attune_sensor::rule_test::{self, RuleSource};
 use attune_sensor::service::Service;
 use attune_sensor::{packs, store};
@@ -63,6 +64,13 @@ enum Command {
     Rule {
         #[command(subcommand)]
         command: RuleCommand,
+    },
+    /// Delete what retention no longer keeps (as the running service does every
+    /// retention.interval), once, and print what went per table.
+    Prune {
+        /// Count what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Outbox rows the broker would not take (read from and written to the database).
     Outbox {
@@ -253,6 +261,20 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rule { command } => test_rule(&settings, command).await,
+        Command::Prune { dry_run } => {
+            let store = store::open_with(&settings.database.url, settings.store_options())
+                .await
+                .context("cannot open the database")?;
+            let policy = RetentionPolicy::from_settings(&settings);
+            let now = chrono::Utc::now();
+            let count = if dry_run {
+                store.count_prunable(policy.cutoffs(now)).await?
+            } else {
+                retention::prune_all(store.as_ref(), &policy, now).await?
+            };
+            print!("{}", retention::render(&count, dry_run));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Outbox { command } => {
             let store = store::open_with(&settings.database.url, settings.store_options())
                 .await

@@ -56,6 +56,8 @@ pub struct Metrics {
     database_up: IntGauge,
     broker_up: IntGauge,
     pool_in_use: IntGauge,
+    pruned: IntCounterVec,
+    last_prune: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -277,6 +279,17 @@ impl Metrics {
                 "database_pool_connections_in_use",
                 "Database pool connections in use.",
             ),
+            pruned: counter_vec(
+                r,
+                "pruned_rows_total",
+                "Rows deleted by retention, by table.",
+                &["table"],
+            ),
+            last_prune: gauge(
+                r,
+                "last_prune_timestamp_seconds",
+                "When the last prune started (Unix time; 0 before the first).",
+            ),
             registry,
         }
     }
@@ -293,6 +306,23 @@ impl Metrics {
             Some(IntakeError::Store(_)) => "database",
         };
         self.events_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// A prune that started at `at` removed `count`.
+    pub fn pruned(
+        &self,
+        count: &attune_actors::domain::PruneCount,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        for (table, n) in [
+            ("outbox", count.outbox),
+            ("event", count.events),
+            ("enforcement", count.enforcements),
+            ("idempotency_key", count.idempotency_keys),
+        ] {
+            self.pruned.with_label_values(&[table]).inc_by(n);
+        }
+        self.last_prune.set(at.timestamp());
     }
 
     pub fn webhook_request(&self, sensor_ref: &str, code: u16) {

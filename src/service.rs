@@ -18,6 +18,7 @@ use crate::bus::{self, InProcessBus, redact_url};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::packs;
+use crate::retention::{self, PruneStats, RetentionPolicy};
 use crate::runtimes::RuntimeFactory;
 use crate::store;
 use crate::webhook;
@@ -64,6 +65,7 @@ pub struct Service {
     admin_stop: oneshot::Sender<()>,
     admin_task: JoinHandle<()>,
     supervisor_task: JoinHandle<()>,
+    pruner: JoinHandle<()>,
     shutdown_timeout: Duration,
 }
 
@@ -122,6 +124,13 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;
 
+        let retention_stats = Arc::new(PruneStats::default());
+        let pruner = retention::spawn(
+            store.clone(),
+            RetentionPolicy::from_settings(settings),
+            retention_stats.clone(),
+            metrics.clone(),
+        );
         let app = admin::router(AdminState {
             tree: tree.clone(),
             store: store.clone(),
@@ -134,6 +143,7 @@ impl Service {
             dedup_window: settings.dedup.window.0,
             metrics: metrics.clone(),
             metrics_public: settings.admin.metrics_public,
+            retention: retention_stats.clone(),
         });
         let (admin_stop, stopped) = oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {
@@ -175,6 +185,7 @@ impl Service {
             admin_stop,
             admin_task,
             supervisor_task,
+            pruner,
             shutdown_timeout: settings.shutdown_timeout(),
         })
     }
@@ -195,6 +206,8 @@ impl Service {
         // still up) and new ones are refused at the socket rather than with a 404. A third
         // of the time at most: a client that stalls mid-request must not take it all.
         let _ = self.webhook_stop.send(());
+        // A prune in progress is one batch in a transaction: stopping it rolls that back.
+        self.pruner.abort();
         let left = deadline.saturating_duration_since(Instant::now());
         let mut webhook_task = self.webhook_task;
         if tokio::time::timeout(left / 3, &mut webhook_task)

@@ -312,6 +312,7 @@ async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
         dedup_window: std::time::Duration::from_secs(3600),
         metrics: Default::default(),
         metrics_public: false,
+        retention: Default::default(),
     });
     let (code, body) = get(&app, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");

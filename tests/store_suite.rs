@@ -131,6 +131,8 @@ suite!(
         a_repeated_idempotency_key_stores_nothing_and_answers_the_first_event,
         an_idempotency_key_is_forgotten_after_its_window,
         outbox_rows_are_parked_counted_and_retried,
+        retention_removes_only_old_published_and_matched_rows,
+        retention_keeps_events_the_matcher_has_not_matched,
     ],
     ignored: [throughput]
 );
@@ -807,6 +809,123 @@ mod cases {
         assert_eq!(pending.len(), 3);
         assert!(pending.iter().all(|r| r.attempts == 0), "{pending:?}");
         assert_eq!(h.store.retry_parked(None).await.unwrap(), 0);
+    }
+
+    pub async fn retention_removes_only_old_published_and_matched_rows(h: &Harness) {
+        use attune_actors::domain::PruneCount;
+        use attune_sensor::retention::{RetentionPolicy, prune_all};
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        let store = h.store.as_ref();
+        // Old: five events with an enforcement each; all but the last published, all but
+        // the last two matched (the watermark stops at the third).
+        let old = store
+            .create_plain((0..5).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .unwrap();
+        let enforcements: Vec<_> = old
+            .iter()
+            .map(|e| new_enforcement(rule.id, &rule.r#ref, e.id))
+            .collect();
+        store.create_enforcements(enforcements).await.unwrap();
+        store.set_matched_through(old[2].id).await.unwrap();
+        let rows = store.pending_outbox(100).await.unwrap();
+        assert_eq!(rows.len(), 10);
+        let unpublished = rows[9].id;
+        let published: Vec<Id> = rows[..9].iter().map(|r| r.id).collect();
+        store.mark_published(&published).await.unwrap();
+        let old_key = keyed_event(9, "api", "old-key", std::time::Duration::from_secs(1));
+        store.create_events(vec![old_key]).await.unwrap();
+
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let cut = chrono::Utc::now();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+        // New: stored, matched and published after the cut.
+        let new = store
+            .create_plain((10..12).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .unwrap();
+        store.set_matched_through(new[1].id).await.unwrap();
+        let fresh: Vec<Id> = store
+            .pending_outbox(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| *id != unpublished)
+            .collect();
+        // The new rows and the old keyed event's row are published after the cut. (The
+        // watermark is past every event now; unmatched events have a case of their own.)
+        store.mark_published(&fresh).await.unwrap();
+
+        // A policy whose "now" puts the cut at `cut` for both ages.
+        let age = std::time::Duration::from_secs(30 * 86_400);
+        let policy = RetentionPolicy {
+            outbox: Some(age),
+            events: Some(age),
+            keys: age,
+            batch: 2,
+            interval: std::time::Duration::from_secs(60),
+            pause: std::time::Duration::from_millis(1),
+        };
+        let now = cut + chrono::Duration::from_std(age).unwrap();
+        let counted = store.count_prunable(policy.cutoffs(now)).await.unwrap();
+        let removed = prune_all(store, &policy, now).await.expect("prune");
+        assert_eq!(
+            PruneCount {
+                idempotency_keys: 0,
+                ..removed
+            },
+            counted,
+            "a dry run counts what a prune removes"
+        );
+        // The rows published before the cut went: the old events' and enforcements'
+        // messages but the unpublished one; the old key went with its short window.
+        assert_eq!(removed.outbox, 9);
+        assert_eq!(removed.events, 6, "five old events and the old keyed one");
+        assert_eq!(removed.enforcements, 5);
+        assert_eq!(removed.idempotency_keys, 1);
+        let left = store.pending_outbox(100).await.unwrap();
+        assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), [unpublished]);
+        for event in &new {
+            assert!(
+                store.get_event(event.id).await.unwrap().is_some(),
+                "new rows stay"
+            );
+        }
+        for event in &old {
+            assert!(store.get_event(event.id).await.unwrap().is_none());
+        }
+        assert_eq!(prune_all(store, &policy, now).await.unwrap().total(), 0);
+    }
+
+    pub async fn retention_keeps_events_the_matcher_has_not_matched(h: &Harness) {
+        use attune_sensor::retention::{RetentionPolicy, prune_all};
+        let store = h.store.as_ref();
+        let events = store
+            .create_plain((0..4).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .unwrap();
+        store.set_matched_through(events[1].id).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let age = std::time::Duration::from_secs(86_400);
+        let policy = RetentionPolicy {
+            outbox: None,
+            events: Some(age),
+            keys: age,
+            batch: 1000,
+            interval: std::time::Duration::from_secs(60),
+            pause: std::time::Duration::from_millis(1),
+        };
+        let now = chrono::Utc::now() + chrono::Duration::from_std(age).unwrap();
+        let removed = prune_all(store, &policy, now).await.unwrap();
+        assert_eq!(removed.events, 2);
+        assert_eq!(removed.outbox, 0, "outbox: 0 keeps every row");
+        for (i, event) in events.iter().enumerate() {
+            let kept = store.get_event(event.id).await.unwrap().is_some();
+            assert_eq!(kept, i >= 2, "event {i}");
+        }
     }
 
     pub async fn sensor_state_round_trips_and_is_replaced(h: &Harness) {

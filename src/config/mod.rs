@@ -50,7 +50,23 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub outbox: OutboxSettings,
     pub dedup: DedupSettings,
+    pub retention: RetentionSettings,
     pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Published outbox rows older than this are deleted (`0`: kept forever).
+    pub outbox: duration::Seconds,
+    /// Events and their enforcements older than this are deleted (`0`: kept forever).
+    pub events: duration::Seconds,
+    /// Rows of each kind deleted per batch.
+    pub batch: u32,
+    /// Between two prunes.
+    pub interval: duration::Seconds,
+    /// Between two batches of one prune.
+    pub pause: duration::Seconds,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +417,12 @@ impl Settings {
         }
         if self.dedup.window.0 <= Duration::ZERO {
             return invalid("dedup.window", "must be longer than 0 s");
+        }
+        if !(1..=100_000).contains(&self.retention.batch) {
+            return invalid("retention.batch", "must be between 1 and 100000");
+        }
+        if self.retention.interval.0 < Duration::from_secs(1) {
+            return invalid("retention.interval", "must be at least 1 s");
         }
         let answer = self.pipeline.answer_timeout.0;
         if answer < Duration::from_millis(100) || answer > Duration::from_secs(600) {

@@ -368,6 +368,73 @@ macro_rules! impl_store {
                     .await
                 }
 
+                async fn prune(
+                    &self,
+                    cutoffs: ::attune_actors::domain::PruneCutoffs,
+                    limit: u32,
+                ) -> Result<::attune_actors::domain::PruneCount, StoreError> {
+                    let mut count = ::attune_actors::domain::PruneCount::default();
+                    if let Some(before) = cutoffs.outbox_before {
+                        count.outbox = $crate::store::adapter::within(
+                            self.deadline(),
+                            "prune outbox",
+                            async { Shared::prune_outbox(self.writer(), before, limit).await },
+                        )
+                        .await?;
+                    }
+                    if let Some(before) = cutoffs.keys_before {
+                        count.idempotency_keys =
+                            $crate::store::adapter::within(self.deadline(), "prune keys", async {
+                                Shared::prune_keys(self.writer(), before, limit).await
+                            })
+                            .await?;
+                    }
+                    if let Some(before) = cutoffs.events_before {
+                        let (enforcements, events) = $crate::store::adapter::within(
+                            $crate::store::adapter::commit_deadline(self.deadline()),
+                            "prune events",
+                            async {
+                                let mut tx = self.begin_write().await?;
+                                let enforcements =
+                                    Shared::prune_enforcements_of_events(&mut *tx, before, limit)
+                                        .await?;
+                                let events = Shared::prune_events(&mut *tx, before, limit).await?;
+                                tx.commit().await.map_err($crate::store::store_error)?;
+                                Ok((enforcements, events))
+                            },
+                        )
+                        .await?;
+                        count.enforcements = enforcements;
+                        count.events = events;
+                    }
+                    Ok(count)
+                }
+
+                async fn count_prunable(
+                    &self,
+                    cutoffs: ::attune_actors::domain::PruneCutoffs,
+                ) -> Result<::attune_actors::domain::PruneCount, StoreError> {
+                    // A cut-off of "never" counts nothing: the beginning of time is before
+                    // every row.
+                    let never = ::chrono::DateTime::<::chrono::Utc>::UNIX_EPOCH;
+                    let (outbox, events, enforcements) =
+                        $crate::store::adapter::within(self.deadline(), "count_prunable", async {
+                            Shared::count_prunable(
+                                self.reader(),
+                                cutoffs.outbox_before.unwrap_or(never),
+                                cutoffs.events_before.unwrap_or(never),
+                            )
+                            .await
+                        })
+                        .await?;
+                    Ok(::attune_actors::domain::PruneCount {
+                        outbox,
+                        events,
+                        enforcements,
+                        idempotency_keys: 0,
+                    })
+                }
+
                 fn pool_usage(&self) -> Option<(u32, u32)> {
                     let pool = self.writer();
                     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);

@@ -23,12 +23,15 @@ pub(crate) enum Fate {
     SameAs(usize),
 }
 
-/// The oldest creation time at which a key still counts, `window` before `now`.
+/// The oldest creation time at which a key still counts, `window` before `now`; never
+/// before 1970, which every database can store (PostgreSQL's timestamps end in 4713 BC).
 pub(crate) fn since(now: DateTime<Utc>, key: &IdempotencyKey) -> DateTime<Utc> {
     chrono::Duration::from_std(key.window)
         .ok()
         .and_then(|window| now.checked_sub_signed(window))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |at| {
+            at.max(DateTime::<Utc>::UNIX_EPOCH)
+        })
 }
 
 /// Decides the fates of a batch's events in order, asking the database only about keys
@@ -188,6 +191,6 @@ mod tests {
         let key = IdempotencyKey::new("api", "k", Duration::from_secs(3600)).unwrap();
         assert_eq!(since(now, &key), now - chrono::Duration::hours(1));
         let forever = IdempotencyKey::new("api", "k", Duration::MAX).unwrap();
-        assert_eq!(since(now, &forever), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(since(now, &forever), DateTime::<Utc>::UNIX_EPOCH);
     }
 }

@@ -374,6 +374,134 @@ where
         Self::optional(db, sqlx::query(&sql), |row| row.time("created")).await
     }
 
+    /// Deletes up to `limit` outbox rows published before `before`; returns how many.
+    pub(crate) async fn prune_outbox<'c, E>(
+        db: E,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let outbox = DB::DIALECT.table(Table::Outbox);
+        let sql = format!(
+            "DELETE FROM {outbox} WHERE id IN (SELECT id FROM {outbox} \
+             WHERE published_at IS NOT NULL AND published_at < $1 ORDER BY id LIMIT $2)"
+        );
+        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// The oldest `limit` events stored before `before` and already matched (at or below
+    /// the matcher's watermark), as a subquery of their ids.
+    fn prunable_events() -> String {
+        format!(
+            "SELECT id FROM {event} WHERE created < $1 \
+             AND id <= (SELECT matched_through FROM {progress} WHERE id = 1) \
+             ORDER BY id LIMIT $2",
+            event = DB::DIALECT.table(Table::Event),
+            progress = DB::DIALECT.table(Table::MatcherProgress),
+        )
+    }
+
+    /// Deletes the enforcements of the prunable events (see `prunable_events`).
+    pub(crate) async fn prune_enforcements_of_events<'c, E>(
+        db: E,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "DELETE FROM {} WHERE event IN ({})",
+            DB::DIALECT.table(Table::Enforcement),
+            Self::prunable_events()
+        );
+        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// Deletes the prunable events themselves (their idempotency keys go with them).
+    pub(crate) async fn prune_events<'c, E>(
+        db: E,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "DELETE FROM {} WHERE id IN ({})",
+            DB::DIALECT.table(Table::Event),
+            Self::prunable_events()
+        );
+        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// Deletes up to `limit` idempotency keys written before `before`.
+    pub(crate) async fn prune_keys<'c, E>(
+        db: E,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let keys = DB::DIALECT.table(Table::IdempotencyKey);
+        let sql = format!(
+            "DELETE FROM {keys} WHERE (scope, key_value) IN (SELECT scope, key_value FROM {keys} \
+             WHERE created < $1 ORDER BY created LIMIT $2)"
+        );
+        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// How many rows a prune with these cut-offs would remove, per table:
+    /// `(outbox, events, enforcements)` (no batch limit).
+    pub(crate) async fn count_prunable<'c, E>(
+        db: E,
+        outbox_before: DateTime<Utc>,
+        events_before: DateTime<Utc>,
+    ) -> Result<(u64, u64, u64), StoreError>
+    where
+        E: Executor<'c, Database = DB> + Copy,
+    {
+        let outbox = Self::select(
+            "count(*) AS n",
+            Table::Outbox,
+            "WHERE published_at IS NOT NULL AND published_at < $1",
+        );
+        let events_where = format!(
+            "WHERE created < $1 AND id <= (SELECT matched_through FROM {} WHERE id = 1)",
+            DB::DIALECT.table(Table::MatcherProgress)
+        );
+        let events = Self::select("count(*) AS n", Table::Event, &events_where);
+        let enforcements = Self::select(
+            "count(*) AS n",
+            Table::Enforcement,
+            &format!(
+                "WHERE event IN (SELECT id FROM {} {events_where})",
+                DB::DIALECT.table(Table::Event)
+            ),
+        );
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let o = Self::int(db, sqlx::query(&outbox).bind(Stamp(outbox_before)), "n").await?;
+        let e = Self::int(db, sqlx::query(&events).bind(Stamp(events_before)), "n").await?;
+        let f = Self::int(
+            db,
+            sqlx::query(&enforcements).bind(Stamp(events_before)),
+            "n",
+        )
+        .await?;
+        Ok((count(o), count(e), count(f)))
+    }
+
     /// Puts one parked row (`Some(id)`) or all of them back in the publish order; returns
     /// how many went back.
     pub(crate) async fn retry_parked<'c, E>(db: E, id: Option<Id>) -> Result<u64, StoreError>

@@ -167,6 +167,7 @@ impl TestService {
             dedup_window: self.settings.dedup.window.0,
             metrics: Default::default(),
             metrics_public: self.settings.admin.metrics_public,
+            retention: Default::default(),
         })
     }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::domain::{
     Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
-    PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
+    PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs, Rule, Sensor, Trigger,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,14 @@ pub trait Store: Send + Sync + 'static {
     /// When the oldest outbox row waiting to be published was written (`None`: none
     /// waits).
     async fn oldest_unpublished(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Removes one batch of what retention no longer keeps: at most `limit` rows of each
+    /// kind past its cut-off. Never an unpublished outbox row, never an event the matcher
+    /// has not matched yet; enforcements go with their events.
+    async fn prune(&self, cutoffs: PruneCutoffs, limit: u32) -> Result<PruneCount, StoreError>;
+
+    /// How many rows [`Store::prune`] would remove in all (idempotency keys not counted).
+    async fn count_prunable(&self, cutoffs: PruneCutoffs) -> Result<PruneCount, StoreError>;
 
     /// Connections of the pool: `(open, idle)`, for metrics; `None` when not pooled.
     fn pool_usage(&self) -> Option<(u32, u32)> {

@@ -438,6 +438,12 @@ impl Store for MemoryStore {
             .filter(|e| e.parked.is_some() && !e.published)
             .count() as u64)
     }
+    async fn prune(&self, _cutoffs: PruneCutoffs, _limit: u32) -> Result<PruneCount, StoreError> {
+        Ok(PruneCount::default())
+    }
+    async fn count_prunable(&self, _cutoffs: PruneCutoffs) -> Result<PruneCount, StoreError> {
+        Ok(PruneCount::default())
+    }
     async fn oldest_unpublished(&self) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
         Ok(None)
     }
