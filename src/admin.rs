@@ -81,6 +81,7 @@ pub fn router(state: AdminState) -> Router {
     let protected =
         protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(page))
         .route("/health", get(health))
         .merge(public)
         .merge(protected)
@@ -142,6 +143,33 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The live status page: one file, embedded, with no build step and no CDN. It holds no
+/// data itself; what it shows it fetches from the protected endpoints, with the token it
+/// asks for.
+const PAGE: &str = include_str!("admin_page.html");
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// Who serves this: for the page's header and for telling instances apart.
+fn instance() -> Value {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    json!({"host": host, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")})
+}
+
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -195,6 +223,7 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
     };
     let (backlog, parked) = (last.map(|c| c.0), last.map(|c| c.1));
     Ok(Json(json!({
+        "instance": instance(),
         "sensors": tree.sensors,
         "pipeline": tree.pipeline,
         "outbox": {
