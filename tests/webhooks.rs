@@ -495,10 +495,26 @@ async fn a_redelivery_named_by_the_dedup_header_is_stored_once() {
     client.wait_served("deliveries").await;
     let baseline = events(&service, "hooks.hit").await.len();
 
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let first = client
-        .post("deliveries", r#"{"n":1}"#, &[("x-delivery", "d-1")])
+        .post(
+            "deliveries",
+            r#"{"n":1}"#,
+            &[("x-delivery", "d-1"), ("traceparent", traceparent)],
+        )
         .await;
     assert_eq!(first.0, StatusCode::ACCEPTED, "{first:?}");
+    let stored = service
+        .store
+        .get_event(first.1["event_id"].as_i64().expect("id"))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        stored.traceparent.as_deref(),
+        Some(traceparent),
+        "kept for the messages"
+    );
     let again = client
         .post("deliveries", r#"{"n":1}"#, &[("X-Delivery", "d-1")])
         .await;
