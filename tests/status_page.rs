@@ -89,6 +89,16 @@ async fn browser(driver: &Driver) -> Client {
     }
 }
 
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
 /// The text of `css` inside the row of `sensor`, once it satisfies `done`.
 async fn cell_until(
     client: &Client,
@@ -147,13 +157,7 @@ async fn the_page_asks_for_the_token_shows_the_timer_and_restarts_it() {
         "no sensor is shown before the token"
     );
     token.send_keys("wrong").await.expect("type");
-    client
-        .find(Locator::Id("login-submit"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("submit");
+    click(&client, "#login-submit").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let error = client
@@ -174,13 +178,7 @@ async fn the_page_asks_for_the_token_shows_the_timer_and_restarts_it() {
     }
     token.clear().await.expect("clear");
     token.send_keys("page-t0ken").await.expect("type");
-    client
-        .find(Locator::Id("login-submit"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("submit");
+    click(&client, "#login-submit").await;
 
     // The running timer, and its restart button.
     cell_until(&client, "timer.every_second", ".state", |s| s == "running").await;
@@ -190,15 +188,11 @@ async fn the_page_asks_for_the_token_shows_the_timer_and_restarts_it() {
     .await
     .parse()
     .expect("a count");
-    client
-        .find(Locator::Css(
-            "tr[data-sensor='timer.every_second'] button[data-action='restart']",
-        ))
-        .await
-        .expect("restart button")
-        .click()
-        .await
-        .expect("click restart");
+    click(
+        &client,
+        "tr[data-sensor='timer.every_second'] button[data-action='restart']",
+    )
+    .await;
     cell_until(&client, "timer.every_second", ".restarts", |s| {
         s.parse::<u32>().is_ok_and(|n| n > before)
     })

@@ -88,6 +88,18 @@ where
         Ok(())
     }
 
+    /// Runs `statement` for its effect and returns how many rows it changed.
+    pub(crate) async fn changed<'c, E>(
+        db: E,
+        statement: Statement<'_, DB>,
+    ) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let done = statement.execute(db).await.map_err(store_error)?;
+        Ok(DB::rows_affected(&done))
+    }
+
     /// Runs `statement`, which yields one row, and reads its integer `column`.
     pub(crate) async fn int<'c, E>(
         db: E,
@@ -389,8 +401,7 @@ where
              WHERE published_at IS NOT NULL AND published_at < $1 ORDER BY id LIMIT $2)"
         );
         let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
-        let done = statement.execute(db).await.map_err(store_error)?;
-        Ok(DB::rows_affected(&done))
+        Self::changed(db, statement).await
     }
 
     /// The oldest `limit` events stored before `before` and already matched (at or below
@@ -420,8 +431,7 @@ where
             Self::prunable_events()
         );
         let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
-        let done = statement.execute(db).await.map_err(store_error)?;
-        Ok(DB::rows_affected(&done))
+        Self::changed(db, statement).await
     }
 
     /// Deletes the prunable events themselves (their idempotency keys go with them).
@@ -439,8 +449,7 @@ where
             Self::prunable_events()
         );
         let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
-        let done = statement.execute(db).await.map_err(store_error)?;
-        Ok(DB::rows_affected(&done))
+        Self::changed(db, statement).await
     }
 
     /// Deletes up to `limit` idempotency keys written before `before`.
@@ -458,8 +467,7 @@ where
              WHERE created < $1 ORDER BY created LIMIT $2)"
         );
         let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
-        let done = statement.execute(db).await.map_err(store_error)?;
-        Ok(DB::rows_affected(&done))
+        Self::changed(db, statement).await
     }
 
     /// How many rows a prune with these cut-offs would remove, per table:
@@ -516,8 +524,7 @@ where
         let statement = sqlx::query(&sql)
             .bind(i64::from(id.is_none()))
             .bind(id.unwrap_or(0));
-        let done = statement.execute(db).await.map_err(store_error)?;
-        Ok(DB::rows_affected(&done))
+        Self::changed(db, statement).await
     }
 
     pub(crate) async fn sensor_state<'c, E>(
@@ -600,8 +607,7 @@ where
             .bind(event)
             .bind(Stamp(now))
             .bind(Stamp(expired_before));
-        let done = statement.execute(db).await.map_err(store_error)?;
-        Ok(DB::rows_affected(&done) > 0)
+        Ok(Self::changed(db, statement).await? > 0)
     }
 
     /// `(id, ref)` of the enabled sensors or rules of a pack, for the pack writer.
