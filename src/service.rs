@@ -93,7 +93,12 @@ impl Service {
             cert_file: &settings.mq.tls.cert_file,
             key_file: &settings.mq.tls.key_file,
         };
-        let (publisher, in_process_bus) = bus::open(&settings.mq.url, &settings.mq.exchange, tls)?;
+        let (publisher, in_process_bus) = bus::open(
+            &settings.mq.url,
+            &settings.mq.exchange,
+            tls,
+            &settings.bus_routes(),
+        )?;
         tracing::info!(bus = publisher.kind(), mq = %redact_url(&settings.mq.url), "message bus configured");
 
         // Bound before the actor tree starts, so a taken port leaves nothing running.

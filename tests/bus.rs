@@ -337,7 +337,8 @@ async fn rabbitmq_publish_throughput() {
 
 #[tokio::test]
 async fn in_process_bus_delivers_by_topic_pattern() {
-    let (publisher, local) = bus::open("", "", bus::TlsFiles::default()).expect("in-process bus");
+    let (publisher, local) =
+        bus::open("", "", bus::TlsFiles::default(), &[]).expect("in-process bus");
     let bus: std::sync::Arc<InProcessBus> = local.expect("concrete in-process bus");
     assert_eq!(publisher.kind(), "in-process");
     assert!(publisher.is_connected());
@@ -388,8 +389,64 @@ fn topic_patterns() {
 
 #[test]
 fn open_refuses_unknown_schemes_without_leaking_secrets() {
-    let err = bus::open("kafka://u:topsecret@host/", "x", bus::TlsFiles::default())
-        .err()
-        .expect("no Kafka bus");
+    let err = bus::open(
+        "kafka://u:topsecret@host/",
+        "x",
+        bus::TlsFiles::default(),
+        &[],
+    )
+    .err()
+    .expect("no Kafka bus");
     assert!(!err.to_string().contains("topsecret"), "{err}");
+}
+
+/// Every exchange a route names is declared durable when the publisher connects, so a
+/// routed message has somewhere to go before any consumer declared it.
+#[tokio::test]
+async fn routed_exchanges_are_declared_on_connect() {
+    let url = require_rabbitmq().await;
+    let exchange = unique_exchange();
+    let routed = unique_exchange();
+    let options = RabbitOptions {
+        routes: vec![bus::Route {
+            message_type: "EnforcementCreated".into(),
+            exchange: routed.clone(),
+            routing_key: None,
+        }],
+        ..RabbitOptions::default()
+    };
+    let publisher = RabbitPublisher::with_options(&url, &exchange, options);
+    assert_eq!(
+        publisher.exchanges(),
+        vec![exchange.as_str(), routed.as_str()]
+    );
+    publisher.connect_now().await.expect("connect");
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            routed.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("the routed exchange exists (a passive declare fails with 404 otherwise)");
+    let mut queue = TestQueue::bind(&routed, "#").await;
+    let mut message = message(1, "enforcement.created");
+    message.message_type = "EnforcementCreated".into();
+    let report = publisher.publish(std::slice::from_ref(&message)).await;
+    assert!(
+        report.error.is_none() && report.refused.is_empty(),
+        "{report:?}"
+    );
+    queue.wait_for_ids(&ids(&[message]), WAIT).await;
+    queue.finish().await;
+    publisher.close().await;
 }

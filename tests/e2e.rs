@@ -378,3 +378,64 @@ async fn enforcements_carry_their_event_message_id_and_the_traceparent() {
     service.shutdown().await;
     queue.finish().await;
 }
+
+/// `mq.routes`: `EnforcementCreated` goes to an exchange of its own (declared by the
+/// service), with a routing key of its own; `EventCreated` stays on `mq.exchange`.
+#[tokio::test]
+async fn a_routed_message_type_arrives_on_its_own_exchange() {
+    let amqp = require_rabbitmq().await;
+    let db = TestDatabase::create().await;
+    let exchange = unique_exchange();
+    let executions = unique_exchange();
+    let mut events = TestQueue::bind(&exchange, "#").await;
+    let mut routed = TestQueue::bind(&executions, "#").await;
+    let mut config = settings(&db.url, &amqp, &exchange);
+    config.mq.routes.insert(
+        "EnforcementCreated".into(),
+        attune_sensor::config::RouteSetting::Full {
+            exchange: executions.clone(),
+            routing_key: Some("execution.request".into()),
+        },
+    );
+    let service = Service::start(&config).await.expect("service starts");
+    let outcome = service
+        .tree
+        .system_events
+        .emit("e2e.manual", json!({"branch": "main"}))
+        .await
+        .expect("emitted");
+    let enforcement = routed.wait_for(1, DEADLINE).await[0].clone();
+    assert_eq!(enforcement.routing_key, "execution.request");
+    assert_eq!(
+        enforcement.message_type.as_deref(),
+        Some("EnforcementCreated")
+    );
+    assert_eq!(
+        body(&enforcement.body)["payload"]["event_id"],
+        outcome.event_id
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let received = events.received_now().to_vec();
+        if received
+            .iter()
+            .any(|m| body(&m.body)["payload"]["event_id"] == outcome.event_id)
+        {
+            assert!(
+                received
+                    .iter()
+                    .all(|m| m.routing_key != "enforcement.created"),
+                "no enforcement on the default exchange: {received:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "EventCreated never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.shutdown().await;
+    routed.finish().await;
+    events.finish().await;
+}

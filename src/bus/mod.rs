@@ -15,7 +15,7 @@
 //! use attune_sensor::bus;
 //!
 //! // Empty URL: the in-process bus, which also lets the service subscribe locally.
-//! let (publisher, local) = bus::open("", bus::DEFAULT_EXCHANGE, bus::TlsFiles::default())?;
+//! let (publisher, local) = bus::open("", bus::DEFAULT_EXCHANGE, bus::TlsFiles::default(), &[])?;
 //! let mut events = local.expect("in-process bus").subscribe("event.#");
 //! # let _ = (publisher, events.recv().await);
 //! # Ok(()) }
@@ -30,7 +30,7 @@ pub mod rabbitmq;
 pub mod tls;
 
 pub use in_process::{DeliveredMessage, InProcessBus, topic_matches};
-pub use rabbitmq::{RabbitOptions, RabbitPublisher};
+pub use rabbitmq::{RabbitOptions, RabbitPublisher, Route};
 pub use tls::TlsFiles;
 
 /// The exchange used when none is configured.
@@ -67,7 +67,15 @@ pub type OpenedBus = (Arc<dyn Publisher>, Option<Arc<InProcessBus>>);
 /// * `amqps://...` is the same over TLS (rustls): the system's CAs plus `tls.ca_file`, an
 ///   optional client certificate, the broker's host name always verified. The files are
 ///   read now, so a bad one fails here, naming its setting.
-pub fn open(url: &str, exchange: &str, tls: TlsFiles<'_>) -> Result<OpenedBus, OpenError> {
+///
+/// `routes` sends some message types to other exchanges (RabbitMQ only: the in-process bus
+/// routes by routing key alone).
+pub fn open(
+    url: &str,
+    exchange: &str,
+    tls: TlsFiles<'_>,
+    routes: &[Route],
+) -> Result<OpenedBus, OpenError> {
     let url = url.trim();
     if url.is_empty() {
         let bus = Arc::new(InProcessBus::new());
@@ -75,12 +83,21 @@ pub fn open(url: &str, exchange: &str, tls: TlsFiles<'_>) -> Result<OpenedBus, O
         return Ok((publisher, Some(bus)));
     }
     // Scheme names are case-insensitive (RFC 3986).
+    let routes = routes.to_vec();
     if url.len() > 7 && url[..7].eq_ignore_ascii_case("amqp://") {
-        return Ok((Arc::new(RabbitPublisher::new(url, exchange)), None));
+        let options = RabbitOptions {
+            routes,
+            ..RabbitOptions::default()
+        };
+        return Ok((
+            Arc::new(RabbitPublisher::with_options(url, exchange, options)),
+            None,
+        ));
     }
     if url.len() > 8 && url[..8].eq_ignore_ascii_case("amqps://") {
         let options = RabbitOptions {
             tls: Some(tls.load()?),
+            routes,
             ..RabbitOptions::default()
         };
         return Ok((
@@ -231,7 +248,7 @@ mod tests {
 
     #[test]
     fn open_picks_the_bus_from_the_url() {
-        let (publisher, local) = open("", "", TlsFiles::default()).expect("in-process");
+        let (publisher, local) = open("", "", TlsFiles::default(), &[]).expect("in-process");
         assert_eq!(publisher.kind(), "in-process");
         assert!(local.is_some());
 
@@ -239,12 +256,13 @@ mod tests {
             "amqp://guest:guest@127.0.0.1:1/%2f",
             "x",
             TlsFiles::default(),
+            &[],
         )
         .expect("rabbitmq");
         assert_eq!(publisher.kind(), "rabbitmq");
         assert!(local.is_none());
 
-        let err = open("kafka://u:pw@host", "x", TlsFiles::default())
+        let err = open("kafka://u:pw@host", "x", TlsFiles::default(), &[])
             .err()
             .expect("refused");
         assert!(!err.to_string().contains("pw@"), "{err}");

@@ -52,6 +52,18 @@ pub struct RabbitOptions {
     /// CA certificates and client identity for `amqps://` (see `bus::tls`); `None`: the
     /// system's CAs and no client certificate.
     pub tls: Option<OwnedTLSConfig>,
+    /// Message types published elsewhere than the publisher's exchange (`mq.routes`).
+    pub routes: Vec<Route>,
+}
+
+/// Where one message type goes instead of the default exchange and its own routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `EventCreated`, `EnforcementCreated`, ...
+    pub message_type: String,
+    pub exchange: String,
+    /// `None`: the message's own routing key (`event.created`, ...).
+    pub routing_key: Option<String>,
 }
 
 impl Default for RabbitOptions {
@@ -62,6 +74,7 @@ impl Default for RabbitOptions {
             max_in_flight: 256,
             connection_name: "attune-sensor".to_owned(),
             tls: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -167,9 +180,37 @@ impl RabbitPublisher {
         }
     }
 
-    /// The exchange messages are published to.
+    /// The exchange messages are published to (unless `routes` sends their type elsewhere).
     pub fn exchange(&self) -> &str {
         &self.exchange
+    }
+
+    /// Every exchange this publisher sends to, the default one first; each is declared
+    /// (durable) on connect.
+    pub fn exchanges(&self) -> Vec<&str> {
+        let mut exchanges = vec![self.exchange.as_str()];
+        for route in &self.options.routes {
+            if !exchanges.contains(&route.exchange.as_str()) {
+                exchanges.push(route.exchange.as_str());
+            }
+        }
+        exchanges
+    }
+
+    /// The exchange and routing key of `msg`.
+    fn destination<'m>(&'m self, msg: &'m OutboxMessage) -> (&'m str, &'m str) {
+        match self
+            .options
+            .routes
+            .iter()
+            .find(|r| r.message_type == msg.message_type)
+        {
+            Some(route) => (
+                route.exchange.as_str(),
+                route.routing_key.as_deref().unwrap_or(&msg.routing_key),
+            ),
+            None => (self.exchange.as_str(), msg.routing_key.as_str()),
+        }
     }
 
     /// The broker URL with its password masked, fit for logs and status output.
@@ -235,8 +276,14 @@ impl RabbitPublisher {
     }
 
     async fn connect(&self) -> Result<Link, String> {
-        let exchange = ShortString::try_new(self.exchange.as_str())
-            .map_err(|e| format!("invalid exchange name: {e}"))?;
+        let exchanges = self
+            .exchanges()
+            .into_iter()
+            .map(|name| {
+                ShortString::try_new(name)
+                    .map_err(|e| format!("invalid exchange name '{name}': {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let properties = ConnectionProperties::default()
             .with_connection_name(self.options.connection_name.clone().into());
         let attempt = async {
@@ -247,17 +294,19 @@ impl RabbitPublisher {
                 .connect()
                 .await?;
             let channel = connection.create_channel().await?;
-            channel
-                .exchange_declare(
-                    exchange,
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            for exchange in exchanges {
+                channel
+                    .exchange_declare(
+                        exchange,
+                        ExchangeKind::Topic,
+                        ExchangeDeclareOptions {
+                            durable: true,
+                            ..ExchangeDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
@@ -299,13 +348,6 @@ impl RabbitPublisher {
     async fn publish_on(&self, channel: &Channel, batch: &[OutboxMessage]) -> PublishReport {
         let window = self.options.max_in_flight;
         let mut report = PublishReport::default();
-        let exchange = match ShortString::try_new(self.exchange.as_str()) {
-            Ok(exchange) => exchange,
-            Err(e) => {
-                let error = BusError::Unavailable(format!("invalid exchange name: {e}"));
-                return PublishReport::failed(error);
-            }
-        };
         let mut in_flight: VecDeque<Slot<'_>> = VecDeque::with_capacity(window.min(batch.len()));
         let mut returned = Returned::new();
         let mut broken = None;
@@ -317,7 +359,7 @@ impl RabbitPublisher {
                 broken = Some(failure);
                 break;
             }
-            match self.send(channel, &exchange, msg).await {
+            match self.send(channel, msg).await {
                 Ok(slot) => in_flight.push_back(slot),
                 Err(failure) => {
                     broken = Some(failure);
@@ -368,7 +410,6 @@ impl RabbitPublisher {
     async fn send<'a>(
         &self,
         channel: &'a Channel,
-        exchange: &ShortString,
         msg: &'a OutboxMessage,
     ) -> Result<Slot<'a>, Broken> {
         let refused = |what: &str, e: lapin::types::ShortStringError| {
@@ -377,7 +418,12 @@ impl RabbitPublisher {
                 reason: format!("{what} cannot be sent over AMQP: {e}"),
             })
         };
-        let routing_key = match ShortString::try_new(msg.routing_key.as_str()) {
+        let (exchange, routing_key) = self.destination(msg);
+        let exchange = match ShortString::try_new(exchange) {
+            Ok(exchange) => exchange,
+            Err(e) => return Ok(refused("exchange name", e)),
+        };
+        let routing_key = match ShortString::try_new(routing_key) {
             Ok(key) => key,
             Err(e) => return Ok(refused("routing key", e)),
         };
@@ -397,7 +443,7 @@ impl RabbitPublisher {
             ..BasicPublishOptions::default()
         };
         let mut publish: Writing<'a> = Box::pin(channel.basic_publish(
-            exchange.clone(),
+            exchange,
             routing_key,
             options,
             msg.body.as_bytes(),
@@ -461,7 +507,10 @@ impl RabbitPublisher {
         if let Some(message) = message {
             let reason = format!(
                 "returned by the broker ({} {}): no queue is bound to exchange '{}' for routing key '{}'",
-                message.reply_code, message.reply_text, self.exchange, message.delivery.routing_key
+                message.reply_code,
+                message.reply_text,
+                message.delivery.exchange,
+                message.delivery.routing_key
             );
             match message.delivery.properties.message_id() {
                 Some(id) => {

@@ -130,7 +130,25 @@ pub struct MqSettings {
     pub tls: MqTlsSettings,
     /// What becomes of a message no queue takes: `park`, `retry` or `drop`.
     pub unroutable: Unroutable,
+    /// Message types published to another exchange (and routing key) than `exchange`.
+    pub routes: std::collections::BTreeMap<String, RouteSetting>,
 }
+
+/// `EnforcementCreated: attune.executions`, or with a routing key of its own:
+/// `EnforcementCreated: {exchange: attune.executions, routing_key: execution.request}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RouteSetting {
+    Exchange(String),
+    Full {
+        exchange: String,
+        #[serde(default)]
+        routing_key: Option<String>,
+    },
+}
+
+/// The message types `mq.routes` may name: those the service publishes.
+const ROUTABLE_TYPES: [&str; 2] = ["EventCreated", "EnforcementCreated"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -371,6 +389,36 @@ impl Settings {
         if self.mq.exchange.trim().is_empty() {
             return invalid("mq.exchange", "must not be empty");
         }
+        for (message_type, route) in &self.mq.routes {
+            if !ROUTABLE_TYPES.contains(&message_type.as_str()) {
+                return invalid(
+                    "mq.routes",
+                    &format!(
+                        "unknown message type '{message_type}' (the service publishes {})",
+                        ROUTABLE_TYPES.join(" and ")
+                    ),
+                );
+            }
+            let (exchange, key) = match route {
+                RouteSetting::Exchange(exchange) => (exchange, None),
+                RouteSetting::Full {
+                    exchange,
+                    routing_key,
+                } => (exchange, routing_key.as_ref()),
+            };
+            if exchange.trim().is_empty() || exchange.len() > 255 {
+                return invalid(
+                    "mq.routes",
+                    &format!("the exchange of {message_type} must be 1 to 255 characters"),
+                );
+            }
+            if key.is_some_and(|k| k.is_empty() || k.len() > 255) {
+                return invalid(
+                    "mq.routes",
+                    &format!("the routing key of {message_type} must be 1 to 255 characters"),
+                );
+            }
+        }
         if self.admin.bind.parse::<SocketAddr>().is_err() {
             return invalid(
                 "admin.bind",
@@ -500,6 +548,28 @@ impl Settings {
 
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin.token.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// `mq.routes` as the publisher takes them.
+    pub fn bus_routes(&self) -> Vec<crate::bus::Route> {
+        self.mq
+            .routes
+            .iter()
+            .map(|(message_type, route)| {
+                let (exchange, routing_key) = match route {
+                    RouteSetting::Exchange(exchange) => (exchange.clone(), None),
+                    RouteSetting::Full {
+                        exchange,
+                        routing_key,
+                    } => (exchange.clone(), routing_key.clone()),
+                };
+                crate::bus::Route {
+                    message_type: message_type.clone(),
+                    exchange,
+                    routing_key,
+                }
+            })
+            .collect()
     }
 
     pub fn store_options(&self) -> crate::store::StoreOptions {

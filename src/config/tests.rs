@@ -163,3 +163,28 @@ fn invalid_value_is_refused_with_its_key() {
         .to_string();
     assert!(error.contains("poll_interval"), "{error}");
 }
+
+#[test]
+fn routes_name_a_published_type_and_an_exchange() {
+    let settings = Settings::from_yaml(
+        "mq:\n  routes:\n    EnforcementCreated: attune.executions\n    EventCreated: {exchange: audit, routing_key: sensor.event}\n",
+    )
+    .expect("valid routes");
+    let routes = settings.bus_routes();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0].message_type, "EnforcementCreated");
+    assert_eq!(routes[0].exchange, "attune.executions");
+    assert_eq!(routes[0].routing_key, None);
+    assert_eq!(routes[1].routing_key.as_deref(), Some("sensor.event"));
+    let error = Settings::from_yaml("mq:\n  routes:\n    ExecutionRequested: x\n")
+        .expect_err("not published by this service")
+        .to_string();
+    assert!(
+        error.contains("mq.routes") && error.contains("ExecutionRequested"),
+        "{error}"
+    );
+    let error = Settings::from_yaml("mq:\n  routes:\n    EventCreated: \"\"\n")
+        .expect_err("empty exchange")
+        .to_string();
+    assert!(error.contains("mq.routes"), "{error}");
+}
