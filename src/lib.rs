@@ -15,6 +15,7 @@ pub mod packs;
 pub mod retention;
 pub mod rule_test;
 pub mod runtimes;
+pub mod schemas;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -57,6 +57,13 @@ struct TriggerFile {
     description: Option<String>,
     param_schema: Option<Value>,
     payload_schema: Option<Value>,
+    /// `false`: `payload_schema` documents payloads but is not enforced.
+    #[serde(default = "enforced")]
+    validate_payloads: bool,
+}
+
+fn enforced() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,12 +259,17 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         let trigger: TriggerFile = parse_yaml(&file)?;
         let r#ref = full_ref(&definition.r#ref, &trigger.r#ref, &file)?;
         unique("trigger", &r#ref, &file)?;
+        if let Some(schema) = &trigger.payload_schema {
+            crate::schemas::compile(schema)
+                .map_err(|e| invalid(&file, Some("payload_schema"), e))?;
+        }
         definition.triggers.push(TriggerDefinition {
             label: trigger.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
             description: trigger.description,
             param_schema: trigger.param_schema,
             payload_schema: trigger.payload_schema,
+            validate_payloads: trigger.validate_payloads,
         });
     }
 

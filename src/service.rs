@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::packs;
 use crate::retention::{self, PruneStats, RetentionPolicy};
 use crate::runtimes::RuntimeFactory;
+use crate::schemas::SchemaCache;
 use crate::store;
 use crate::webhook;
 
@@ -125,6 +126,7 @@ impl Service {
             publisher: publisher.clone(),
             factory: Arc::new(factory),
             metrics: metrics.clone(),
+            schemas: Arc::new(SchemaCache::default()),
         })
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;

@@ -144,6 +144,7 @@ fn trigger(r: &str) -> TriggerDefinition {
         description: Some(format!("{r} description")),
         param_schema: Some(json!({"type": "object", "properties": {"n": {"type": "integer"}}})),
         payload_schema: None,
+        validate_payloads: true,
     }
 }
 

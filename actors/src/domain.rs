@@ -25,8 +25,15 @@ pub struct Trigger {
     pub enabled: bool,
     pub param_schema: Option<Value>,
     pub payload_schema: Option<Value>,
+    /// Whether `payload_schema` is enforced where events enter.
+    #[serde(default = "enforced")]
+    pub validate_payloads: bool,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
+}
+
+fn enforced() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -321,6 +328,8 @@ pub struct TriggerDefinition {
     pub description: Option<String>,
     pub param_schema: Option<Value>,
     pub payload_schema: Option<Value>,
+    /// `false` turns the enforcement of `payload_schema` off.
+    pub validate_payloads: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

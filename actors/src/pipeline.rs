@@ -16,8 +16,8 @@ use crate::live_ref::LiveRef;
 use crate::matcher::MatcherMsg;
 use crate::outbox::OutboxMsg;
 use crate::ports::{
-    Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Store,
-    check_storable,
+    Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, PayloadSchemas,
+    Store, check_storable,
 };
 use crate::sync::{read, write};
 
@@ -31,16 +31,19 @@ pub struct PipelineRefs {
     triggers: RwLock<HashMap<String, Arc<Trigger>>>,
     /// Bounds the events waiting to be stored (`pipeline.max_pending`).
     admission: Admission,
+    /// Triggers' payload schemas, checked before an event takes room.
+    schemas: Arc<dyn PayloadSchemas>,
 }
 
 impl PipelineRefs {
-    pub fn new(max_pending: usize) -> Self {
+    pub fn new(max_pending: usize, schemas: Arc<dyn PayloadSchemas>) -> Self {
         Self {
             generator: LiveRef::default(),
             matcher: LiveRef::default(),
             outbox: LiveRef::default(),
             triggers: RwLock::default(),
             admission: Admission::new(max_pending),
+            schemas,
         }
     }
 
@@ -74,6 +77,12 @@ impl EventIntake for PipelineRefs {
 
     fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    fn check_payload(&self, trigger: &Trigger, payload: &Value) -> Result<(), IntakeError> {
+        self.schemas
+            .check(trigger, payload)
+            .map_err(IntakeError::InvalidPayload)
     }
 }
 
@@ -112,7 +121,6 @@ impl SystemEvents {
         origin: EventOrigin,
     ) -> Result<MatchOutcome, IntakeError> {
         check_storable(&payload)?;
-        let permit = self.refs.admission.try_admit()?;
         let trigger = match self.refs.cached_trigger(trigger_ref) {
             Some(trigger) => trigger,
             None => {
@@ -126,6 +134,8 @@ impl SystemEvents {
                 trigger
             }
         };
+        self.refs.check_payload(&trigger, &payload)?;
+        let permit = self.refs.admission.try_admit()?;
         let (reply, outcome) = oneshot::channel();
         self.refs.submit(EventRequest {
             event: NewEvent {

@@ -45,6 +45,7 @@ async fn start(refusal: RefusalKind, unroutable: UnroutablePolicy) -> Harness {
         publisher: Arc::new(publisher.clone()),
         factory: Arc::new(ScriptedFactory::default()),
         metrics: Arc::new(attune_actors::ports::NoMetrics),
+        schemas: Arc::new(attune_actors::ports::NoSchemas),
     })
     .await
     .expect("tree starts");

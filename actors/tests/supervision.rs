@@ -40,6 +40,7 @@ async fn start(store: MemoryStore, config: SupervisorConfig) -> Harness {
         publisher: Arc::new(publisher.clone()),
         factory: Arc::new(factory.clone()),
         metrics: Arc::new(attune_actors::ports::NoMetrics),
+        schemas: Arc::new(attune_actors::ports::NoSchemas),
     })
     .await
     .expect("tree starts");

@@ -9,6 +9,7 @@
 //! `catch_up` says.
 
 use attune_actors::ports::DetectionSink;
+use attune_actors::ports::IntakeError;
 use attune_actors::ports::SensorFailure;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -274,9 +275,15 @@ async fn fire(
             map.insert("missed_count_capped".into(), Value::Bool(true));
         }
     }
-    sink.emit(payload)
-        .await
-        .map_err(|e| SensorFailure::new(format!("timer could not emit: {e}")))?;
+    match sink.emit(payload).await {
+        Ok(_) => {}
+        // The trigger's schema refuses what this timer sends: retrying cannot help, so
+        // the fire is logged and counted as done.
+        Err(IntakeError::InvalidPayload(reason)) => {
+            tracing::error!(sensor = %sink.sensor().r#ref, %reason, "timer event refused; not stored");
+        }
+        Err(e) => return Err(SensorFailure::new(format!("timer could not emit: {e}"))),
+    }
     state.last_fire = Some(scheduled_at);
     state.execution_count += 1;
     save(sink, state).await

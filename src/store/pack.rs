@@ -288,6 +288,7 @@ async fn write_trigger<T: PackTx>(
         enabled: true,
         param_schema: definition.param_schema.clone(),
         payload_schema: definition.payload_schema.clone(),
+        validate_payloads: definition.validate_payloads,
         created: stored.as_ref().map_or(now, |t| t.created),
         updated: stored.as_ref().map_or(now, |t| t.updated),
     };

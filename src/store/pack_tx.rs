@@ -116,8 +116,8 @@ where
     async fn insert_trigger(&mut self, t: &Trigger) -> Result<Id, StoreError> {
         let sql = format!(
             "INSERT INTO {} (ref, pack, pack_ref, label, description, enabled, param_schema, \
-                 payload_schema, created, updated) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                 payload_schema, created, updated, validate_payloads) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             Self::table(Table::Trigger)
         );
         let statement = sqlx::query(&sql)
@@ -130,14 +130,16 @@ where
             .bind(&t.param_schema)
             .bind(&t.payload_schema)
             .bind(Stamp(t.created))
-            .bind(Stamp(t.updated));
+            .bind(Stamp(t.updated))
+            .bind(t.validate_payloads);
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
     async fn update_trigger(&mut self, t: &Trigger) -> Result<(), StoreError> {
         let sql = format!(
             "UPDATE {} SET pack = $2, pack_ref = $3, label = $4, description = $5, \
-                 enabled = $6, param_schema = $7, payload_schema = $8, updated = $9 \
+                 enabled = $6, param_schema = $7, payload_schema = $8, updated = $9, \
+                 validate_payloads = $10 \
              WHERE id = $1",
             Self::table(Table::Trigger)
         );
@@ -150,7 +152,8 @@ where
             .bind(t.enabled)
             .bind(&t.param_schema)
             .bind(&t.payload_schema)
-            .bind(Stamp(t.updated));
+            .bind(Stamp(t.updated))
+            .bind(t.validate_payloads);
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 

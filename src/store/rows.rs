@@ -17,7 +17,7 @@ use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use super::pack::PackRow;
 
 pub(crate) const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, enabled,
-    param_schema, payload_schema, created, updated"#;
+    param_schema, payload_schema, validate_payloads, created, updated"#;
 pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description,
     entrypoint, runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
     param_schema, config, pack_path, mode, pass_env, created, updated"#;
@@ -101,6 +101,7 @@ pub(crate) fn trigger(row: &impl StoredRow) -> Result<Trigger, sqlx::Error> {
         enabled: row.flag("enabled")?,
         param_schema: row.opt_json("param_schema")?,
         payload_schema: row.opt_json("payload_schema")?,
+        validate_payloads: row.flag("validate_payloads")?,
         created: row.time("created")?,
         updated: row.time("updated")?,
     })

@@ -98,6 +98,7 @@ impl DetectionSink {
     /// sensor that detects faster than the database stores is slowed, not buffered.
     pub async fn emit(&self, payload: Value) -> Result<Event, IntakeError> {
         check_storable(&payload)?;
+        self.intake.check_payload(&self.trigger, &payload)?;
         let permit = self.intake.admission().admit().await?;
         Ok(self
             .submit(payload, EventOrigin::default(), permit)
@@ -115,6 +116,7 @@ impl DetectionSink {
         origin: EventOrigin,
     ) -> Result<EventWrite, IntakeError> {
         check_storable(&payload)?;
+        self.intake.check_payload(&self.trigger, &payload)?;
         let permit = self.intake.admission().try_admit()?;
         self.submit(payload, origin, permit).await
     }

@@ -11,8 +11,25 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::domain::{EventWrite, Id, NewEvent};
+use crate::domain::{EventWrite, Id, NewEvent, Trigger};
 use crate::ports::StoreError;
+
+/// Checks payloads against their trigger's `payload_schema` (the adapter compiles the
+/// schemas; the core only asks).
+pub trait PayloadSchemas: Send + Sync + 'static {
+    /// `Err` says where the payload fails the schema (a JSON pointer) and why.
+    fn check(&self, trigger: &Trigger, payload: &Value) -> Result<(), String>;
+}
+
+/// Accepts every payload.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSchemas;
+
+impl PayloadSchemas for NoSchemas {
+    fn check(&self, _trigger: &Trigger, _payload: &Value) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 /// Where events are submitted: in the running tree, the current event generator.
 pub trait EventIntake: Send + Sync + 'static {
@@ -22,6 +39,11 @@ pub trait EventIntake: Send + Sync + 'static {
 
     /// Room for the events waiting to be stored (`pipeline.max_pending`).
     fn admission(&self) -> &Admission;
+
+    /// Refuses a payload its trigger's schema does not accept, before it takes any room.
+    fn check_payload(&self, _trigger: &Trigger, _payload: &Value) -> Result<(), IntakeError> {
+        Ok(())
+    }
 }
 
 /// Bounds the events that wait in memory to be stored: each carries a permit from here

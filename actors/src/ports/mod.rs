@@ -15,8 +15,8 @@ mod store;
 pub use bus::{BusError, PublishReport, Publisher, Refusal, RefusalKind};
 pub use context::DetectionSink;
 pub use intake::{
-    Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, Permit,
-    check_storable, json_size,
+    Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, NoSchemas,
+    PayloadSchemas, Permit, check_storable, json_size,
 };
 pub use metrics::{NoMetrics, PipelineMetrics};
 pub use sensor::{SensorDriver, SensorDriverFactory, SensorFailure};

@@ -34,7 +34,7 @@ pub use shutdown::PAST_DEADLINE;
 
 use crate::outbox::OutboxHealth;
 use crate::pipeline::{PipelineRefs, SystemEvents};
-use crate::ports::{PipelineMetrics, Publisher, SensorDriverFactory, Store};
+use crate::ports::{PayloadSchemas, PipelineMetrics, Publisher, SensorDriverFactory, Store};
 use crate::status::{StatusFeed, TreeSnapshot, TreeStatus};
 use children::{Child, PipelineEntry, SensorEntry};
 
@@ -46,6 +46,9 @@ pub struct SupervisorArgs {
     /// Where the pipeline actors report what they measure ([`crate::ports::NoMetrics`]
     /// keeps nothing).
     pub metrics: Arc<dyn PipelineMetrics>,
+    /// Checks payloads against their trigger's schema ([`crate::ports::NoSchemas`]
+    /// accepts all).
+    pub schemas: Arc<dyn PayloadSchemas>,
 }
 
 /// Handles to a running tree.
@@ -65,7 +68,10 @@ impl Tree {
     pub async fn start(
         args: SupervisorArgs,
     ) -> Result<(Tree, tokio::task::JoinHandle<()>), SpawnErr> {
-        let refs = Arc::new(PipelineRefs::new(args.config.max_pending));
+        let refs = Arc::new(PipelineRefs::new(
+            args.config.max_pending,
+            args.schemas.clone(),
+        ));
         let outbox_health = Arc::new(OutboxHealth::default());
         let system_events = SystemEvents {
             refs: refs.clone(),

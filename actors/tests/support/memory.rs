@@ -90,6 +90,7 @@ impl MemoryStore {
             enabled: true,
             param_schema: None,
             payload_schema: None,
+            validate_payloads: true,
             created: now,
             updated: now,
         });

@@ -21,7 +21,7 @@ pub use debounce::{Change, Debouncer};
 
 use async_trait::async_trait;
 use attune_actors::ports::DetectionSink;
-use attune_actors::ports::{SensorDriver, SensorFailure};
+use attune_actors::ports::{IntakeError, SensorDriver, SensorFailure};
 use notify::{RecursiveMode, Watcher};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -277,9 +277,17 @@ impl SensorDriver for FileWatcher {
                     continue;
                 }
                 let payload = Self::payload(&change, &sink.sensor().r#ref, rescan);
-                sink.emit(payload)
-                    .await
-                    .map_err(|e| SensorFailure::new(format!("file watcher could not emit: {e}")))?;
+                match sink.emit(payload).await {
+                    Ok(_) => {}
+                    Err(IntakeError::InvalidPayload(reason)) => {
+                        tracing::error!(sensor = %sink.sensor().r#ref, path = %change.path.display(), %reason, "file event refused; not stored");
+                    }
+                    Err(e) => {
+                        return Err(SensorFailure::new(format!(
+                            "file watcher could not emit: {e}"
+                        )));
+                    }
+                }
             }
             // Keeps the watch alive for as long as the loop runs.
             let _ = &watcher;
