@@ -25,10 +25,13 @@ pub fn compile(schema: &Value) -> Result<Validator, String> {
     })
 }
 
-/// The compiled schemas of the triggers seen so far, keyed by trigger id and version.
+/// A trigger version: its id and when it was last updated.
+type TriggerVersion = (Id, DateTime<Utc>);
+
+/// The compiled schemas of the triggers seen so far, keyed by trigger version.
 #[derive(Default)]
 pub struct SchemaCache {
-    compiled: RwLock<HashMap<(Id, DateTime<Utc>), Arc<Validator>>>,
+    compiled: RwLock<HashMap<TriggerVersion, Arc<Validator>>>,
 }
 
 impl SchemaCache {
