@@ -97,6 +97,8 @@ pub struct RuleFile {
     pub trigger: String,
     pub action: String,
     pub conditions: Option<Value>,
+    /// Parameters for the action; string values may be templates over the event.
+    pub action_params: Option<Value>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
 }
@@ -183,6 +185,10 @@ pub fn rule_definition(
     let conditions = rule.conditions.unwrap_or(Value::Null);
     CompiledConditions::compile(&conditions)
         .map_err(|e| invalid(file, Some("conditions"), format!("rule {ref}: {e}")))?;
+    if let Some(params) = &rule.action_params {
+        attune_actors::params::ActionParams::compile(params)
+            .map_err(|e| invalid(file, Some("action_params"), format!("rule {ref}: {e}")))?;
+    }
     Ok(RuleDefinition {
         label: rule.label.unwrap_or_else(|| r#ref.clone()),
         r#ref,
@@ -190,6 +196,7 @@ pub fn rule_definition(
         trigger_ref: rule.trigger,
         action_ref: rule.action,
         conditions,
+        action_params: rule.action_params,
         enabled: rule.enabled,
     })
 }

@@ -174,6 +174,7 @@ fn rule(r: &str, trigger_ref: &str) -> RuleDefinition {
         trigger_ref: trigger_ref.into(),
         action_ref: "core.echo".into(),
         conditions: json!({"all": [{"field": "payload.n", "op": "gt", "value": 1}]}),
+        action_params: Some(json!({"n": "{{ payload.n }}"})),
         enabled: true,
     }
 }
@@ -232,6 +233,9 @@ fn new_enforcement(rule_id: i64, rule_ref: &str, event: i64) -> NewEnforcement {
         conditions: json!([{"field": "payload.n", "op": "gt", "value": 1}]),
         correlation_id: Some(uuid::Uuid::from_u128(u128::from(event.unsigned_abs()))),
         traceparent: Some(format!("00-{:032x}-{:016x}-01", event + 1, event + 1)),
+        action_ref: "core.echo".into(),
+        action_params: Some(json!({"event": event})),
+        error: (event % 2 == 0).then(|| "an odd error".to_owned()),
     }
 }
 

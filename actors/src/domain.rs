@@ -77,6 +77,9 @@ pub struct Rule {
     pub trigger: Id,
     pub trigger_ref: String,
     pub conditions: Value,
+    /// Parameters for the action, string values being templates over the event.
+    #[serde(default)]
+    pub action_params: Option<Value>,
     pub enabled: bool,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
@@ -222,6 +225,9 @@ impl NewEvent {
 /// on from there.
 pub const ENFORCEMENT_CREATED: &str = "created";
 
+/// The status of an enforcement whose action parameters could not be rendered.
+pub const ENFORCEMENT_FAILED: &str = "failed";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enforcement {
     pub id: Id,
@@ -242,6 +248,15 @@ pub struct Enforcement {
     /// Its event's `traceparent`.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// The action the rule asks for.
+    #[serde(default)]
+    pub action_ref: String,
+    /// The rule's `action_params`, rendered for this event.
+    #[serde(default)]
+    pub action_params: Option<Value>,
+    /// Why the parameters could not be rendered (the status is then `failed`).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// An enforcement not yet stored. Storing is idempotent on `(rule, event)`.
@@ -258,6 +273,10 @@ pub struct NewEnforcement {
     pub correlation_id: Option<uuid::Uuid>,
     #[serde(default)]
     pub traceparent: Option<String>,
+    pub action_ref: String,
+    pub action_params: Option<Value>,
+    /// Set when the parameters could not be rendered: the enforcement is stored `failed`.
+    pub error: Option<String>,
 }
 
 impl NewEnforcement {
@@ -269,13 +288,21 @@ impl NewEnforcement {
             rule_ref: self.rule_ref.clone(),
             trigger_ref: self.trigger_ref.clone(),
             event: self.event,
-            status: ENFORCEMENT_CREATED.to_owned(),
+            status: if self.error.is_some() {
+                ENFORCEMENT_FAILED
+            } else {
+                ENFORCEMENT_CREATED
+            }
+            .to_owned(),
             payload: self.payload.clone(),
             condition: self.condition.clone(),
             conditions: self.conditions.clone(),
             created,
             correlation_id: self.correlation_id,
             traceparent: self.traceparent.clone(),
+            action_ref: self.action_ref.clone(),
+            action_params: self.action_params.clone(),
+            error: self.error.clone(),
         }
     }
 }
@@ -360,6 +387,8 @@ pub struct RuleDefinition {
     /// by ref only.
     pub action_ref: String,
     pub conditions: Value,
+    /// Parameters for the action; string values are templates over the event.
+    pub action_params: Option<Value>,
     pub enabled: bool,
 }
 

@@ -23,6 +23,7 @@ pub mod live_ref;
 pub mod matcher;
 pub mod messages;
 pub mod outbox;
+pub mod params;
 pub mod pipeline;
 pub mod ports;
 pub mod sensor;

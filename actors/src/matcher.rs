@@ -15,6 +15,7 @@ use crate::conditions::{CompiledConditions, evaluation_context};
 use crate::domain::{Event, NewEnforcement, Rule};
 use crate::live_ref::LiveRef;
 use crate::outbox::OutboxMsg;
+use crate::params::ActionParams;
 use crate::ports::{IntakeError, MatchOutcome, PipelineMetrics, Store, StoreError};
 use crate::sync::set_error;
 
@@ -55,6 +56,24 @@ pub struct MatcherArgs {
 struct CompiledRule {
     rule: Rule,
     conditions: CompiledConditions,
+    /// `Err` holds why the stored parameters do not compile: every enforcement of the
+    /// rule is then `failed` with it (the pack loader refuses such rules, so only rows
+    /// written some other way get here).
+    params: Option<Result<ActionParams, String>>,
+}
+
+impl CompiledRule {
+    /// The rule's parameters rendered for one event: `(params, error)`.
+    fn render(&self, context: &serde_json::Value) -> (Option<serde_json::Value>, Option<String>) {
+        match &self.params {
+            None => (None, None),
+            Some(Err(error)) => (None, Some(error.clone())),
+            Some(Ok(params)) => match params.render(context) {
+                Ok(rendered) => (Some(rendered), None),
+                Err(error) => (None, Some(error)),
+            },
+        }
+    }
 }
 
 pub struct MatcherState {
@@ -239,7 +258,14 @@ impl MatcherState {
         let compiled: Vec<CompiledRule> = rules
             .into_iter()
             .filter_map(|rule| match CompiledConditions::compile(&rule.conditions) {
-                Ok(conditions) => Some(CompiledRule { rule, conditions }),
+                Ok(conditions) => {
+                    let params = rule.action_params.as_ref().map(ActionParams::compile);
+                    Some(CompiledRule {
+                        rule,
+                        conditions,
+                        params,
+                    })
+                }
                 Err(error) => {
                     tracing::error!(rule = %rule.r#ref, %error, "rule skipped: its conditions are invalid");
                     None
@@ -275,6 +301,10 @@ impl MatcherState {
             }
             let context = evaluation_context(event);
             for compiled in rules.iter().filter(|r| r.conditions.matches(&context)) {
+                let (action_params, error) = compiled.render(&context);
+                if let Some(error) = &error {
+                    tracing::warn!(rule = %compiled.rule.r#ref, event = event.id, %error, "enforcement stored as failed: its action parameters could not be rendered");
+                }
                 new.push(NewEnforcement {
                     rule: compiled.rule.id,
                     rule_ref: compiled.rule.r#ref.clone(),
@@ -285,6 +315,9 @@ impl MatcherState {
                     conditions: compiled.rule.conditions.clone(),
                     correlation_id: event.message_id,
                     traceparent: event.traceparent.clone(),
+                    action_ref: compiled.rule.action_ref.clone(),
+                    action_params,
+                    error,
                 });
                 owners.push(index);
             }

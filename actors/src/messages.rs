@@ -107,6 +107,16 @@ pub struct EnforcementCreated {
     pub event_id: Id,
     pub trigger_ref: String,
     pub payload: Value,
+    /// The action to run, and its parameters rendered for this event.
+    #[serde(default)]
+    pub action_ref: String,
+    #[serde(default)]
+    pub action_params: Value,
+    /// `created`, or `failed` when the parameters could not be rendered (see `error`).
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +221,13 @@ impl Envelope {
                 event_id: enforcement.event,
                 trigger_ref: enforcement.trigger_ref.clone(),
                 payload: enforcement.payload.clone(),
+                action_ref: enforcement.action_ref.clone(),
+                action_params: enforcement
+                    .action_params
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                status: enforcement.status.clone(),
+                error: enforcement.error.clone(),
             }),
         );
         envelope

@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by layer, lowest first; a module may use only lower layers.
 const LAYERS: &[&[&str]] = &[
     &["domain", "sync"],
-    &["messages", "status", "conditions", "live_ref", "batch"],
+    &[
+        "messages",
+        "status",
+        "conditions",
+        "params",
+        "live_ref",
+        "batch",
+    ],
     &["ports"],
     &["outbox", "sensor"],
     &["matcher"],

@@ -274,6 +274,9 @@ mod tests {
             conditions: serde_json::Value::Null,
             correlation_id: None,
             traceparent: None,
+            action_ref: String::new(),
+            action_params: None,
+            error: None,
         };
         let deduped = dedup_enforcements(&[item(1, 1), item(2, 1), item(1, 1)]);
         assert_eq!(deduped.unique, vec![0, 1]);

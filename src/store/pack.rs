@@ -383,6 +383,7 @@ async fn write_rule<T: PackTx>(
         trigger,
         trigger_ref: definition.trigger_ref.clone(),
         conditions: definition.conditions.clone(),
+        action_params: definition.action_params.clone(),
         enabled: definition.enabled,
         created: stored.as_ref().map_or(now, |r| r.created),
         updated: stored.as_ref().map_or(now, |r| r.updated),

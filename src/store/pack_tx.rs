@@ -232,8 +232,9 @@ where
     async fn insert_rule(&mut self, r: &Rule) -> Result<Id, StoreError> {
         let sql = format!(
             r#"INSERT INTO {} (ref, pack, pack_ref, label, description, "action", action_ref,
-                   "trigger", trigger_ref, conditions, enabled, created, updated)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id"#,
+                   "trigger", trigger_ref, conditions, enabled, created, updated, action_params)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+               RETURNING id"#,
             Self::table(Table::Rule)
         );
         let statement = sqlx::query(&sql)
@@ -249,7 +250,8 @@ where
             .bind(&r.conditions)
             .bind(r.enabled)
             .bind(Stamp(r.created))
-            .bind(Stamp(r.updated));
+            .bind(Stamp(r.updated))
+            .bind(&r.action_params);
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
@@ -257,7 +259,7 @@ where
         let sql = format!(
             r#"UPDATE {} SET pack = $2, pack_ref = $3, label = $4, description = $5,
                    "action" = $6, action_ref = $7, "trigger" = $8, trigger_ref = $9,
-                   conditions = $10, enabled = $11, updated = $12
+                   conditions = $10, enabled = $11, updated = $12, action_params = $13
                WHERE id = $1"#,
             Self::table(Table::Rule)
         );
@@ -273,7 +275,8 @@ where
             .bind(&r.trigger_ref)
             .bind(&r.conditions)
             .bind(r.enabled)
-            .bind(Stamp(r.updated));
+            .bind(Stamp(r.updated))
+            .bind(&r.action_params);
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 

@@ -318,16 +318,27 @@ impl Adapter for PgStore {
             .iter()
             .map(|e| e.traceparent.as_deref())
             .collect();
+        let statuses: Vec<&str> = candidates.iter().map(|e| e.status.as_str()).collect();
+        let action_refs: Vec<&str> = candidates.iter().map(|e| e.action_ref.as_str()).collect();
+        let action_params: Vec<Option<&Value>> = candidates
+            .iter()
+            .map(|e| e.action_params.as_ref())
+            .collect();
+        let errors: Vec<Option<&str>> = candidates.iter().map(|e| e.error.as_deref()).collect();
         let inserted: HashSet<Id> = sqlx::query_scalar(
             r#"INSERT INTO attune.enforcement
                    (id, rule, rule_ref, trigger_ref, event, status, payload, condition,
-                    conditions, created, correlation_id, traceparent)
-               SELECT id, rule, rule_ref, trigger_ref, event, $8, payload, condition,
-                      conditions, $9, correlation_id, traceparent
+                    conditions, created, correlation_id, traceparent, action_ref,
+                    action_params, error)
+               SELECT id, rule, rule_ref, trigger_ref, event, status, payload, condition,
+                      conditions, $9, correlation_id, traceparent, action_ref,
+                      action_params, error
                FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                           $6::jsonb[], $7::text[], $10::jsonb[], $11::uuid[], $12::text[])
+                           $6::jsonb[], $7::text[], $10::jsonb[], $11::uuid[], $12::text[],
+                           $8::text[], $13::text[], $14::jsonb[], $15::text[])
                     AS u(id, rule, rule_ref, trigger_ref, event, payload, condition, conditions,
-                         correlation_id, traceparent)
+                         correlation_id, traceparent, status, action_ref, action_params,
+                         error)
                ON CONFLICT (rule, event) DO NOTHING
                RETURNING id"#,
         )
@@ -338,11 +349,14 @@ impl Adapter for PgStore {
         .bind(&event_ids)
         .bind(payloads)
         .bind(conditions)
-        .bind(attune_actors::domain::ENFORCEMENT_CREATED)
+        .bind(statuses)
         .bind(created)
         .bind(condition_sets)
         .bind(correlation_ids)
         .bind(traceparents)
+        .bind(action_refs)
+        .bind(action_params)
+        .bind(errors)
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?

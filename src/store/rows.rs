@@ -22,12 +22,12 @@ pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, descr
     entrypoint, runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
     param_schema, config, pack_path, mode, pass_env, created, updated"#;
 pub(crate) const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action",
-    action_ref, "trigger", trigger_ref, conditions, enabled, created, updated"#;
+    action_ref, "trigger", trigger_ref, conditions, action_params, enabled, created, updated"#;
 pub(crate) const EVENT_COLUMNS: &str = r#"id, "trigger", trigger_ref, config, payload, source,
     source_ref, created, CAST(message_id AS TEXT) AS message_id, traceparent"#;
 pub(crate) const ENFORCEMENT_COLUMNS: &str = r#"id, rule, rule_ref, trigger_ref, event, status,
     payload, condition, conditions, created, CAST(correlation_id AS TEXT) AS correlation_id,
-    traceparent"#;
+    traceparent, action_ref, action_params, error"#;
 pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, created, updated";
 /// The message id is `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text:
 /// read as text, both decode one way, and the body goes out as the database holds it.
@@ -146,6 +146,7 @@ pub(crate) fn rule(row: &impl StoredRow) -> Result<Rule, sqlx::Error> {
         trigger: row.int("trigger")?,
         trigger_ref: row.text("trigger_ref")?,
         conditions: row.json("conditions")?,
+        action_params: row.opt_json("action_params")?,
         enabled: row.flag("enabled")?,
         created: row.time("created")?,
         updated: row.time("updated")?,
@@ -181,6 +182,9 @@ pub(crate) fn enforcement(row: &impl StoredRow) -> Result<Enforcement, sqlx::Err
         created: row.time("created")?,
         correlation_id: opt_uuid(row, "correlation_id")?,
         traceparent: row.opt_text("traceparent")?,
+        action_ref: row.opt_text("action_ref")?.unwrap_or_default(),
+        action_params: row.opt_json("action_params")?,
+        error: row.opt_text("error")?,
     })
 }
 

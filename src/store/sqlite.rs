@@ -203,6 +203,10 @@ struct EnforcementJson<'a> {
     cs: String,
     ci: Option<String>,
     tp: Option<&'a str>,
+    st: &'a str,
+    ar: &'a str,
+    ap: Option<String>,
+    er: Option<&'a str>,
 }
 
 /// Ids of `n` rows just inserted by one `INSERT ... SELECT` into an AUTOINCREMENT table,
@@ -355,18 +359,27 @@ impl Adapter for SqliteStore {
                     cs: e.conditions.to_string(),
                     ci: e.correlation_id.map(|id| id.to_string()),
                     tp: e.traceparent.as_deref(),
+                    st: if e.error.is_some() {
+                        attune_actors::domain::ENFORCEMENT_FAILED
+                    } else {
+                        attune_actors::domain::ENFORCEMENT_CREATED
+                    },
+                    ar: &e.action_ref,
+                    ap: e.action_params.as_ref().map(serde_json::Value::to_string),
+                    er: e.error.as_deref(),
                 })
                 .collect();
             let outcome = sqlx::query(
                 "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
-                     condition, conditions, created, correlation_id, traceparent) \
-                 SELECT value ->> 'rule', value ->> 'rr', value ->> 'tr', value ->> 'ev', $2, \
-                     value ->> 'p', value ->> 'c', value ->> 'cs', $3, value ->> 'ci', \
-                     value ->> 'tp' \
+                     condition, conditions, created, correlation_id, traceparent, action_ref, \
+                     action_params, error) \
+                 SELECT value ->> 'rule', value ->> 'rr', value ->> 'tr', value ->> 'ev', \
+                     value ->> 'st', value ->> 'p', value ->> 'c', value ->> 'cs', $2, \
+                     value ->> 'ci', value ->> 'tp', value ->> 'ar', value ->> 'ap', \
+                     value ->> 'er' \
                  FROM json_each($1) ORDER BY key",
             )
             .bind(batch_json(&rows)?)
-            .bind(attune_actors::domain::ENFORCEMENT_CREATED)
             .bind(Stamp(created))
             .execute(&mut *tx)
             .await

@@ -158,6 +158,7 @@ impl MemoryStore {
             trigger: 0,
             trigger_ref: trigger_ref.into(),
             conditions,
+            action_params: None,
             enabled: true,
             created: now,
             updated: now,
