@@ -139,6 +139,37 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     Ok(files)
 }
 
+/// A digest of the code in a pack's `sensors/` directory: every file but the YAML
+/// definitions, by name and content, in name order. A process sensor's entrypoint and
+/// whatever it imports from beside it are in there, so editing any of them changes the
+/// digest, and with it the sensor's definition.
+fn code_digest(dir: &Path) -> Result<String, PackError> {
+    use sha2::{Digest, Sha256};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_file())
+        .filter(|path| {
+            !matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
+        })
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let content =
+            std::fs::read(&file).map_err(|e| invalid(&file, None, format!("cannot read: {e}")))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        hasher.update(name.unwrap_or_default().as_bytes());
+        hasher.update([0]);
+        hasher.update((content.len() as u64).to_le_bytes());
+        hasher.update(&content);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
 fn is_name(text: &str) -> bool {
     !text.is_empty()
         && text
@@ -311,7 +342,12 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             pack_path: Some(pack_path.clone()),
             mode: sensor.mode,
             pass_env: sensor.pass_env,
+            code_digest: None,
         };
+        let mut sensor_definition = sensor_definition;
+        if runtimes::process::is_process_runtime(&sensor_definition.runtime_ref) {
+            sensor_definition.code_digest = Some(code_digest(&dir.join("sensors"))?);
+        }
         runtimes::validate(&sensor_definition).map_err(|e| {
             invalid(
                 &file,

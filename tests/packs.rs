@@ -295,3 +295,88 @@ async fn a_directory_without_pack_yaml_is_refused() {
         "the message names the missing file: {error}"
     );
 }
+
+/// Editing a process sensor's code (not its YAML) and loading the pack again changes
+/// its definition, so the next reconcile restarts it and the new code runs.
+#[tokio::test]
+async fn a_code_change_alone_restarts_the_process_sensor() {
+    use attune_actors::SupervisorMsg;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pack = dir.path().join("code");
+    for sub in ["triggers", "sensors"] {
+        std::fs::create_dir_all(pack.join(sub)).expect("mkdir");
+    }
+    std::fs::write(pack.join("pack.yaml"), "ref: code\n").expect("pack");
+    std::fs::write(pack.join("triggers/out.yaml"), "ref: out\n").expect("trigger");
+    std::fs::write(
+        pack.join("sensors/live.yaml"),
+        "ref: live\nruntime: shell\nentrypoint: live.sh\ntrigger: code.out\nmode: stream\n",
+    )
+    .expect("sensor");
+    let script = |version: u32| {
+        format!(
+            "echo '{{\"payload\": {{\"version\": {version}}}}}'\nwhile true; do sleep 1; done\n"
+        )
+    };
+    std::fs::write(pack.join("sensors/live.sh"), script(1)).expect("script");
+    let database = dir.path().join("attune.db");
+    let yaml = serde_json::json!({
+        "database": {"url": format!("sqlite://{}", database.display())},
+        "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
+        "packs": {"autoload": [pack.clone()]},
+        "log": {"level": "warn"},
+        "sensor": {"reconcile_interval": 3600, "stop_grace": 1},
+        "shutdown": {"timeout": 3},
+    });
+    let settings = attune_sensor::config::Settings::from_yaml(&yaml.to_string()).expect("settings");
+    let service = attune_sensor::service::Service::start(&settings)
+        .await
+        .expect("starts");
+    let versions = || async {
+        service
+            .store
+            .recent_events(Some("code.out"), 100)
+            .await
+            .expect("events")
+            .iter()
+            .filter_map(|e| e.payload["version"].as_u64())
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !versions().await.contains(&1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version 1 never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let unchanged = attune_sensor::packs::install_pack(service.store.as_ref(), &pack)
+        .await
+        .expect("load again");
+    assert_eq!(unchanged.updated, 0, "nothing changed yet: {unchanged:?}");
+
+    std::fs::write(pack.join("sensors/live.sh"), script(2)).expect("edit the code");
+    let summary = attune_sensor::packs::install_pack(service.store.as_ref(), &pack)
+        .await
+        .expect("load the edited pack");
+    assert_eq!(
+        summary.updated, 1,
+        "the sensor's definition changed: {summary:?}"
+    );
+    let report = ractor::call!(service.tree.supervisor, |reply| SupervisorMsg::Reconcile(
+        Some(reply)
+    ))
+    .expect("supervisor answers")
+    .expect("reconcile");
+    assert_eq!(report.restarted, vec!["code.live".to_owned()], "{report:?}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !versions().await.contains(&2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new code never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    service.shutdown().await;
+}

@@ -163,6 +163,7 @@ fn sensor(r: &str, trigger_ref: &str) -> SensorDefinition {
         pack_path: Some("/srv/packs/demo".into()),
         mode: Some("stream".into()),
         pass_env: vec!["DEMO_TOKEN".into(), "HTTPS_PROXY".into()],
+        code_digest: Some("sha256:0123".into()),
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Sensor {
     pub mode: Option<String>,
     /// Environment variables a sensor process may see besides the fixed ones.
     pub pass_env: Vec<String>,
+    /// For process sensors: a digest of the code, so that a change to the code alone is a
+    /// changed definition (and the sensor restarts at the next reconcile).
+    #[serde(default)]
+    pub code_digest: Option<String>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
@@ -375,6 +379,8 @@ pub struct SensorDefinition {
     pub pack_path: Option<String>,
     pub mode: Option<String>,
     pub pass_env: Vec<String>,
+    /// A digest of a process sensor's code (see [`Sensor::code_digest`]).
+    pub code_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

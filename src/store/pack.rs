@@ -342,6 +342,7 @@ async fn write_sensor<T: PackTx>(
         pack_path: definition.pack_path.clone(),
         mode: definition.mode.clone(),
         pass_env: definition.pass_env.clone(),
+        code_digest: definition.code_digest.clone(),
         created: stored.as_ref().map_or(now, |s| s.created),
         updated: stored.as_ref().map_or(now, |s| s.updated),
     };

@@ -165,9 +165,9 @@ where
         let sql = format!(
             r#"INSERT INTO {} (ref, pack, pack_ref, label, description, entrypoint, runtime,
                    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema,
-                   config, created, updated, pack_path, mode, pass_env)
+                   config, created, updated, pack_path, mode, pass_env, code_digest)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19)
+                   $17, $18, $19, $20)
                RETURNING id"#,
             Self::table(Table::Sensor)
         );
@@ -190,7 +190,8 @@ where
             .bind(Stamp(s.updated))
             .bind(&s.pack_path)
             .bind(&s.mode)
-            .bind(serde_json::json!(s.pass_env));
+            .bind(serde_json::json!(s.pass_env))
+            .bind(&s.code_digest);
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
@@ -199,7 +200,8 @@ where
             r#"UPDATE {} SET pack = $2, pack_ref = $3, label = $4, description = $5,
                    entrypoint = $6, runtime = $7, runtime_ref = $8, "trigger" = $9,
                    trigger_ref = $10, enabled = $11, poll_interval = $12, param_schema = $13,
-                   config = $14, updated = $15, pack_path = $16, mode = $17, pass_env = $18
+                   config = $14, updated = $15, pack_path = $16, mode = $17, pass_env = $18,
+                   code_digest = $19
                WHERE id = $1"#,
             Self::table(Table::Sensor)
         );
@@ -221,7 +223,8 @@ where
             .bind(Stamp(s.updated))
             .bind(&s.pack_path)
             .bind(&s.mode)
-            .bind(serde_json::json!(s.pass_env));
+            .bind(serde_json::json!(s.pass_env))
+            .bind(&s.code_digest);
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 

@@ -20,7 +20,7 @@ pub(crate) const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, desc
     param_schema, payload_schema, validate_payloads, created, updated"#;
 pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description,
     entrypoint, runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
-    param_schema, config, pack_path, mode, pass_env, created, updated"#;
+    param_schema, config, pack_path, mode, pass_env, code_digest, created, updated"#;
 pub(crate) const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action",
     action_ref, "trigger", trigger_ref, conditions, action_params, enabled, created, updated"#;
 pub(crate) const EVENT_COLUMNS: &str = r#"id, "trigger", trigger_ref, config, payload, source,
@@ -128,6 +128,7 @@ pub(crate) fn sensor(row: &impl StoredRow) -> Result<Sensor, sqlx::Error> {
         mode: row.opt_text("mode")?,
         // A JSON array of strings; anything else reads as empty.
         pass_env: serde_json::from_value(row.json("pass_env")?).unwrap_or_default(),
+        code_digest: row.opt_text("code_digest")?,
         created: row.time("created")?,
         updated: row.time("updated")?,
     })

@@ -82,6 +82,7 @@ mod tests {
             pack_path: None,
             mode: None,
             pass_env: Vec::new(),
+            code_digest: None,
             created: now,
             updated: now,
         }

@@ -128,6 +128,7 @@ impl MemoryStore {
             pack_path: None,
             mode: None,
             pass_env: Vec::new(),
+            code_digest: None,
             created: now,
             updated: now,
         });
