@@ -139,30 +139,38 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     Ok(files)
 }
 
-/// A digest of the code in a pack's `sensors/` directory: every file but the YAML
-/// definitions, by name and content, in name order. A process sensor's entrypoint and
+/// A digest of the code in a pack's `sensors/` directory and its subdirectories: every
+/// file but the YAML definitions, by relative path and content, in path order. A process sensor's entrypoint and
 /// whatever it imports from beside it are in there, so editing any of them changes the
 /// digest, and with it the sensor's definition.
 fn code_digest(dir: &Path) -> Result<String, PackError> {
     use sha2::{Digest, Sha256};
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| invalid(dir, None, format!("cannot list: {e}")))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.is_file())
-        .filter(|path| {
-            !matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            )
-        })
-        .collect();
+    // Subdirectories too (an entrypoint may be `lib/sensor.py`), by relative path.
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(current) = dirs.pop() {
+        let entries = std::fs::read_dir(&current)
+            .map_err(|e| invalid(&current, None, format!("cannot list: {e}")))?;
+        for path in entries.filter_map(|entry| entry.ok().map(|e| e.path())) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.is_file()
+                && !matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml")
+                )
+            {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     let mut hasher = Sha256::new();
     for file in files {
         let content =
             std::fs::read(&file).map_err(|e| invalid(&file, None, format!("cannot read: {e}")))?;
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-        hasher.update(name.unwrap_or_default().as_bytes());
+        let name = file.strip_prefix(dir).unwrap_or(&file).to_string_lossy();
+        hasher.update(name.as_bytes());
         hasher.update([0]);
         hasher.update((content.len() as u64).to_le_bytes());
         hasher.update(&content);

@@ -187,6 +187,7 @@ async fn the_prune_command_reports_what_it_would_remove_and_removes_it() {
             // Every published row is past a one-second window by now.
             .env("ATTUNE__RETENTION__OUTBOX", "0.001")
             .env("ATTUNE__RETENTION__EVENTS", "0.001")
+            .env("ATTUNE__DEDUP__WINDOW", "0.001")
             .output()
             .expect("run");
         assert!(output.status.success(), "{output:?}");

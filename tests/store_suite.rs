@@ -889,7 +889,10 @@ mod cases {
         // The rows published before the cut went: the old events' and enforcements'
         // messages but the unpublished one; the old key went with its short window.
         assert_eq!(removed.outbox, 9);
-        assert_eq!(removed.events, 6, "five old events and the old keyed one");
+        assert_eq!(
+            removed.events, 5,
+            "the five old events; the old keyed one is newer than the unpublished row, so it stays"
+        );
         assert_eq!(removed.enforcements, 5);
         assert_eq!(removed.idempotency_keys, 1);
         let left = store.pending_outbox(100).await.unwrap();
@@ -903,6 +906,10 @@ mod cases {
         for event in &old {
             assert!(store.get_event(event.id).await.unwrap().is_none());
         }
+        // Once the unpublished row goes out, what was held back behind it goes too.
+        store.mark_published(&[unpublished]).await.unwrap();
+        let later = prune_all(store, &policy, now).await.expect("prune");
+        assert_eq!(later.events, 1, "the old keyed event");
         assert_eq!(prune_all(store, &policy, now).await.unwrap().total(), 0);
     }
 
@@ -914,6 +921,15 @@ mod cases {
             .await
             .unwrap();
         store.set_matched_through(events[1].id).await.unwrap();
+        // Published, so only the watermark holds them back.
+        let rows: Vec<Id> = store
+            .pending_outbox(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        store.mark_published(&rows).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let age = std::time::Duration::from_secs(86_400);
         let policy = RetentionPolicy {

@@ -11,13 +11,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
 
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
-use crate::domain::{Event, EventWrite};
 use crate::live_ref::LiveRef;
 use crate::matcher::{MatchRequest, MatcherMsg};
 use crate::outbox::OutboxMsg;
 use crate::ports::{
-    EventAck, EventRequest, IntakeError, MatchOutcome, PipelineMetrics, Store, StoreError,
-    json_size,
+    EventAck, EventRequest, IntakeError, PipelineMetrics, Store, StoreError, json_size,
 };
 use crate::sync::set_error;
 
@@ -131,13 +129,9 @@ impl GroupCommit for GeneratorState {
                     tracing::debug!(count = stored, repeats = writes.len() - stored, first_id = first.event().id, last_id = last.event().id, trigger = %first.event().trigger_ref, "events stored");
                 }
                 set_error(&self.args.last_error, None);
-                let mut to_match = Vec::with_capacity(stored);
+                let mut to_match = Vec::with_capacity(writes.len());
                 for (request, write) in batch.into_iter().zip(writes) {
-                    if let EventWrite::Repeat(first) = &write {
-                        // Stored (and matched) with the key's first request already.
-                        answer_repeat(request.ack, first);
-                        continue;
-                    }
+                    let repeat = write.is_repeat();
                     let reply = match request.ack {
                         EventAck::None => None,
                         EventAck::Stored(reply) => {
@@ -146,9 +140,14 @@ impl GroupCommit for GeneratorState {
                         }
                         EventAck::Matched(reply) => Some(reply),
                     };
+                    // A repeat goes to the matcher too: when the first request's commit
+                    // succeeded but its answer was lost, the retry is the one that finds
+                    // the key, and the event was never matched. Matching an event again
+                    // is a no-op for the enforcements it has.
                     to_match.push(MatchRequest {
                         event: write.into_event(),
                         reply,
+                        repeat,
                     });
                 }
                 // A publisher that is down finds the rows when it is back.
@@ -180,23 +179,6 @@ impl GroupCommit for GeneratorState {
                 set_error(&self.args.last_error, Some(error.to_string()));
                 Err(self.batcher.requeue(batch))
             }
-        }
-    }
-}
-
-/// Tells the submitter of a repeated idempotency key which event its key stored first.
-fn answer_repeat(ack: EventAck, first: &Event) {
-    match ack {
-        EventAck::None => {}
-        EventAck::Stored(reply) => {
-            let _ = reply.send(Ok(EventWrite::Repeat(first.clone())));
-        }
-        EventAck::Matched(reply) => {
-            let _ = reply.send(Ok(MatchOutcome {
-                event_id: first.id,
-                enforcement_ids: Vec::new(),
-                repeat: true,
-            }));
         }
     }
 }

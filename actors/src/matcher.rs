@@ -24,6 +24,10 @@ use crate::sync::set_error;
 pub struct MatchRequest {
     pub event: Event,
     pub reply: Option<oneshot::Sender<Result<MatchOutcome, IntakeError>>>,
+    /// The event is the first of a repeated idempotency key: matched again (a no-op when
+    /// its enforcements exist, the recovery when an uncertain commit kept it from the
+    /// matcher), and answered as a repeat.
+    pub repeat: bool,
 }
 
 /// What the rule matcher hears.
@@ -223,7 +227,11 @@ impl MatcherState {
                         };
                         let requests = events
                             .into_iter()
-                            .map(|event| MatchRequest { event, reply: None })
+                            .map(|event| MatchRequest {
+                                event,
+                                reply: None,
+                                repeat: false,
+                            })
                             .collect();
                         self.enqueue(myself, requests)?;
                         Ok(())
@@ -373,7 +381,7 @@ impl GroupCommit for MatcherState {
                         let _ = reply.send(Ok(MatchOutcome {
                             event_id: request.event.id,
                             enforcement_ids,
-                            repeat: false,
+                            repeat: request.repeat,
                         }));
                     }
                 }

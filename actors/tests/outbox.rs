@@ -153,3 +153,41 @@ async fn with_the_drop_policy_an_unroutable_message_counts_as_published() {
     assert_eq!(h.parked().await, 0);
     assert_eq!(h.published("event.created"), 0);
 }
+
+/// An uncertain commit: the batch with an idempotency key is committed but the answer is
+/// lost, so the generator writes it again and the store answers a repeat. The event must
+/// still be matched (its enforcement created), and the submitter hears of it.
+#[tokio::test]
+async fn an_event_whose_commit_answer_was_lost_is_still_matched() {
+    use attune_actors::domain::{EventOrigin, IdempotencyKey};
+    let h = start(RefusalKind::Nacked, UnroutablePolicy::Park).await;
+    h.publisher.refuse.lock().unwrap().clear();
+    h.store
+        .lose_next_commit_answer
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let key = IdempotencyKey::new("api", "order-1", Duration::from_secs(60)).unwrap();
+    let outcome = h
+        .tree
+        .system_events
+        .emit_from(
+            "test.tick",
+            json!({"n": 1}),
+            EventOrigin {
+                idempotency_key: Some(key),
+                traceparent: None,
+            },
+        )
+        .await
+        .expect("answered");
+    assert!(
+        outcome.repeat,
+        "the retry found the committed key: {outcome:?}"
+    );
+    assert_eq!(
+        outcome.enforcement_ids.len(),
+        1,
+        "the event was matched after all: {outcome:?}"
+    );
+    assert_eq!(h.store.enforcements().len(), 1);
+    assert_eq!(h.store.events().len(), 1, "stored once");
+}

@@ -466,6 +466,13 @@ impl Settings {
         if self.dedup.window.0 <= Duration::ZERO {
             return invalid("dedup.window", "must be longer than 0 s");
         }
+        let events_kept = self.retention.events.0;
+        if !events_kept.is_zero() && events_kept < self.dedup.window.0 {
+            return invalid(
+                "retention.events",
+                "must not be shorter than dedup.window (an idempotency key goes with its event)",
+            );
+        }
         if !(1..=100_000).contains(&self.retention.batch) {
             return invalid("retention.batch", "must be between 1 and 100000");
         }

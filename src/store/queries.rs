@@ -416,6 +416,20 @@ where
         )
     }
 
+    /// When the oldest outbox row not yet published (parked ones included) was written:
+    /// events from then on are kept, so no message outlives the rows it announces.
+    pub(crate) async fn oldest_unsent<'c, E>(db: E) -> Result<Option<DateTime<Utc>>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            "created",
+            Table::Outbox,
+            "WHERE published_at IS NULL ORDER BY id LIMIT 1",
+        );
+        Self::optional(db, sqlx::query(&sql), |row| row.time("created")).await
+    }
+
     /// Deletes the enforcements of the prunable events (see `prunable_events`).
     pub(crate) async fn prune_enforcements_of_events<'c, E>(
         db: E,

@@ -61,6 +61,9 @@ pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     /// While true, every write fails as if the database were down.
     pub down: Arc<AtomicBool>,
+    /// The next batch of events is committed but answered with an error, as when the
+    /// connection breaks after the commit (an uncertain commit).
+    pub lose_next_commit_answer: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -278,6 +281,11 @@ impl Store for MemoryStore {
                 .push(OutboxEntry::new(outbox_row(outbox_id, &envelope)));
             inner.events.push(event.clone());
             stored.push(EventWrite::Stored(event));
+        }
+        if self.lose_next_commit_answer.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "connection lost after commit".into(),
+            ));
         }
         Ok(stored)
     }
