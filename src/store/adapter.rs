@@ -98,6 +98,7 @@ macro_rules! impl_store {
             use ::attune_actors::ports::{Store, StoreError};
             use ::serde_json::Value;
             use $crate::store::adapter::Adapter;
+            use $crate::store::dialect::Table;
 
             type Shared = $crate::store::queries::Queries<<$store as Adapter>::Db>;
 
@@ -389,33 +390,28 @@ macro_rules! impl_store {
                             })
                             .await?;
                     }
-                    // An event is kept while any message is still to be sent (a parked
-                    // row included), so a retried message never announces a pruned row.
-                    let unsent = match cutoffs.events_before {
-                        Some(_) => {
-                            $crate::store::adapter::within(
-                                self.deadline(),
-                                "oldest unsent",
-                                async { Shared::oldest_unsent(self.reader()).await },
-                            )
-                            .await?
-                        }
-                        None => None,
-                    };
-                    let events_before = match (cutoffs.events_before, unsent) {
-                        (Some(before), Some(unsent)) => Some(before.min(unsent)),
-                        (before, _) => before,
-                    };
-                    if let Some(before) = events_before {
+                    if let Some(before) = cutoffs.events_before {
                         let (enforcements, events) = $crate::store::adapter::within(
                             $crate::store::adapter::commit_deadline(self.deadline()),
                             "prune events",
                             async {
                                 let mut tx = self.begin_write().await?;
-                                let enforcements =
-                                    Shared::prune_enforcements_of_events(&mut *tx, before, limit)
-                                        .await?;
-                                let events = Shared::prune_events(&mut *tx, before, limit).await?;
+                                let enforcements = Shared::prune_of_events(
+                                    &mut *tx,
+                                    Table::Enforcement,
+                                    "event",
+                                    before,
+                                    limit,
+                                )
+                                .await?;
+                                let events = Shared::prune_of_events(
+                                    &mut *tx,
+                                    Table::Event,
+                                    "id",
+                                    before,
+                                    limit,
+                                )
+                                .await?;
                                 tx.commit().await.map_err($crate::store::store_error)?;
                                 Ok((enforcements, events))
                             },
@@ -434,28 +430,12 @@ macro_rules! impl_store {
                     // A cut-off of "never" counts nothing: the beginning of time is before
                     // every row.
                     let never = ::chrono::DateTime::<::chrono::Utc>::UNIX_EPOCH;
-                    // The same clamp as `prune`: nothing newer than an unsent message.
-                    let unsent = match cutoffs.events_before {
-                        Some(_) => {
-                            $crate::store::adapter::within(
-                                self.deadline(),
-                                "oldest unsent",
-                                async { Shared::oldest_unsent(self.reader()).await },
-                            )
-                            .await?
-                        }
-                        None => None,
-                    };
-                    let events_before = match (cutoffs.events_before, unsent) {
-                        (Some(before), Some(unsent)) => Some(before.min(unsent)),
-                        (before, _) => before,
-                    };
                     let (outbox, events, enforcements) =
                         $crate::store::adapter::within(self.deadline(), "count_prunable", async {
                             Shared::count_prunable(
                                 self.reader(),
                                 cutoffs.outbox_before.unwrap_or(never),
-                                events_before.unwrap_or(never),
+                                cutoffs.events_before.unwrap_or(never),
                             )
                             .await
                         })

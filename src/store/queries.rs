@@ -404,35 +404,27 @@ where
         Self::changed(db, statement).await
     }
 
-    /// The oldest `limit` events stored before `before` and already matched (at or below
-    /// the matcher's watermark), as a subquery of their ids.
-    fn prunable_events() -> String {
+    /// The events retention may remove: stored before `$1`, already matched (at or below
+    /// the matcher's watermark), and older than the oldest outbox row not yet published
+    /// (parked ones included), so no message outlives the rows it announces.
+    fn prunable_events_where() -> String {
         format!(
-            "SELECT id FROM {event} WHERE created < $1 \
+            "WHERE created < $1 \
              AND id <= (SELECT matched_through FROM {progress} WHERE id = 1) \
-             ORDER BY id LIMIT $2",
-            event = DB::DIALECT.table(Table::Event),
+             AND created < COALESCE((SELECT created FROM {outbox} \
+                 WHERE published_at IS NULL ORDER BY id LIMIT 1), $1)",
             progress = DB::DIALECT.table(Table::MatcherProgress),
+            outbox = DB::DIALECT.table(Table::Outbox),
         )
     }
 
-    /// When the oldest outbox row not yet published (parked ones included) was written:
-    /// events from then on are kept, so no message outlives the rows it announces.
-    pub(crate) async fn oldest_unsent<'c, E>(db: E) -> Result<Option<DateTime<Utc>>, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            "created",
-            Table::Outbox,
-            "WHERE published_at IS NULL ORDER BY id LIMIT 1",
-        );
-        Self::optional(db, sqlx::query(&sql), |row| row.time("created")).await
-    }
-
-    /// Deletes the enforcements of the prunable events (see `prunable_events`).
-    pub(crate) async fn prune_enforcements_of_events<'c, E>(
+    /// Deletes the rows of `table` whose `column` names one of the oldest `limit`
+    /// prunable events (see `prunable_events_where`): their enforcements (`event`), then
+    /// the events themselves (`id`; their idempotency keys go with them).
+    pub(crate) async fn prune_of_events<'c, E>(
         db: E,
+        table: Table,
+        column: &str,
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, StoreError>
@@ -440,27 +432,10 @@ where
         E: Executor<'c, Database = DB>,
     {
         let sql = format!(
-            "DELETE FROM {} WHERE event IN ({})",
-            DB::DIALECT.table(Table::Enforcement),
-            Self::prunable_events()
-        );
-        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
-        Self::changed(db, statement).await
-    }
-
-    /// Deletes the prunable events themselves (their idempotency keys go with them).
-    pub(crate) async fn prune_events<'c, E>(
-        db: E,
-        before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<u64, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = format!(
-            "DELETE FROM {} WHERE id IN ({})",
+            "DELETE FROM {} WHERE {column} IN (SELECT id FROM {} {} ORDER BY id LIMIT $2)",
+            DB::DIALECT.table(table),
             DB::DIALECT.table(Table::Event),
-            Self::prunable_events()
+            Self::prunable_events_where()
         );
         let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
         Self::changed(db, statement).await
@@ -499,10 +474,7 @@ where
             Table::Outbox,
             "WHERE published_at IS NOT NULL AND published_at < $1",
         );
-        let events_where = format!(
-            "WHERE created < $1 AND id <= (SELECT matched_through FROM {} WHERE id = 1)",
-            DB::DIALECT.table(Table::MatcherProgress)
-        );
+        let events_where = Self::prunable_events_where();
         let events = Self::select("count(*) AS n", Table::Event, &events_where);
         let enforcements = Self::select(
             "count(*) AS n",
