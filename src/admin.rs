@@ -163,11 +163,17 @@ async fn page() -> Response {
 }
 
 /// Who serves this: for the page's header and for telling instances apart.
+/// Read once: the page asks for `/status` every two seconds.
 fn instance() -> Value {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
-    json!({"host": host, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")})
+    static INSTANCE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    INSTANCE
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".to_owned());
+            json!({"host": host, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")})
+        })
+        .clone()
 }
 
 async fn health() -> Json<Value> {

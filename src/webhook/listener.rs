@@ -39,25 +39,23 @@ async fn receive(
     Path(path): Path<String>,
     request: Request,
 ) -> Response {
-    let response = answer(&registry, &path, request).await;
-    // Counted per sensor: requests to paths nobody serves have no sensor, and counting
-    // them by path would let any client create series.
-    if let Some(route) = registry.route(path.trim_matches('/')) {
-        registry
-            .metrics
-            .webhook_request(&route.sensor_ref, response.status().as_u16());
-    }
-    response
-}
-
-async fn answer(registry: &WebhookRegistry, path: &str, request: Request) -> Response {
     let path = path.trim_matches('/');
     let Some(route) = registry.route(path) else {
+        // Not counted: requests to paths nobody serves have no sensor, and counting them
+        // by path would let any client create series.
         return error(
             StatusCode::NOT_FOUND,
             format!("no webhook sensor serves '{path}'"),
         );
     };
+    let response = answer(&registry, &route, request).await;
+    registry
+        .metrics
+        .webhook_request(&route.sensor_ref, response.status().as_u16());
+    response
+}
+
+async fn answer(registry: &WebhookRegistry, route: &WebhookRoute, request: Request) -> Response {
     let source_ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -95,7 +93,7 @@ async fn answer(registry: &WebhookRegistry, path: &str, request: Request) -> Res
         Ok(body) => body,
         Err(reason) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason),
     };
-    let key = match delivery_key(&route, &parts.headers) {
+    let key = match delivery_key(route, &parts.headers) {
         Ok(key) => key,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
