@@ -20,7 +20,7 @@ use attune_sensor::config::Settings;
 use attune_sensor::service::Service;
 use serde_json::{Value, json};
 use support::postgres::TestDatabase;
-use support::processes::processes_in;
+use support::processes::{processes_in, run_service};
 use support::proxy::TcpProxy;
 use support::rabbitmq::{amqp_addr, amqp_url_via, unique_exchange};
 use support::service::{TempDatabase, fixture, wait_for};
@@ -298,17 +298,10 @@ async fn sigterm_exits_within_the_timeout_plus_two_seconds_in_the_worst_case() {
     });
     std::fs::write(&config, yaml.to_string()).expect("write config");
     let log = pack_dir.join("service.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attune-sensor"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the service");
+    let mut child = run_service(
+        &config,
+        std::fs::File::create(&log).expect("log file").into(),
+    );
     let service_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The stubborn shell, its sleep, a sub-shell and its sleep.

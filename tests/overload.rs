@@ -5,6 +5,7 @@
 
 mod support {
     pub mod postgres;
+    pub mod processes;
     pub mod proxy;
     pub mod service;
 }
@@ -16,6 +17,7 @@ use attune_sensor::config::Settings;
 use attune_sensor::service::Service;
 use serde_json::json;
 use support::postgres::TestDatabase;
+use support::processes::run_service;
 use support::proxy::TcpProxy;
 use support::service::fixture;
 
@@ -151,16 +153,7 @@ async fn a_flood_of_impatient_clients_leaves_memory_bounded_by_max_pending() {
         "shutdown": {"timeout": 3},
     });
     std::fs::write(&config, yaml.to_string()).expect("write config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attune-sensor"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the service");
+    let mut child = run_service(&config, std::process::Stdio::inherit());
     let pid = child.id().expect("pid");
     let client = reqwest::Client::new();
     let url = format!("http://{admin}/events");

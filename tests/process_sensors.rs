@@ -27,7 +27,7 @@ use attune_sensor::service::Service;
 use ractor::rpc::CallResult;
 use serde_json::{Value, json};
 use support::postgres::TestDatabase;
-use support::processes::processes_in;
+use support::processes::{processes_in, run_service};
 use support::service::{TempDatabase, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -514,16 +514,7 @@ async fn the_service_process_leaves_no_sensor_process_after_sigterm() {
         "shutdown": {"timeout": 5},
     });
     std::fs::write(&config, yaml.to_string()).expect("write config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attune-sensor"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the service");
+    let mut child = run_service(&config, std::process::Stdio::null());
     // The stubborn shell with its three children, and node.
     wait_for("5 sensor processes", DEADLINE, || async {
         (processes_in(&pack.path()).len() >= 5).then_some(())

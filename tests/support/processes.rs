@@ -1,7 +1,7 @@
 #![allow(dead_code)]
-//! Finding sensor processes: every sensor process runs with its pack directory as its
-//! working directory, so "no sensor process is left" means no live process has its cwd
-//! inside that directory.
+//! The real binary as a process, and the sensor processes it starts: every sensor
+//! process runs with its pack directory as its working directory, so "no sensor process is
+//! left" means no live process has its cwd inside that directory.
 
 use std::path::Path;
 
@@ -46,4 +46,21 @@ pub fn processes_in(dir: &Path) -> Vec<(u32, String)> {
         found.push((pid, cmdline));
     }
     found
+}
+
+/// Starts the real `attune-sensor run` with `config` (YAML), stdin and stdout closed,
+/// `RUST_LOG` unset (the config's `log.level` rules) and stderr where the caller wants it;
+/// the process is killed when the handle is dropped.
+pub fn run_service(config: &Path, stderr: std::process::Stdio) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_attune-sensor"))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the service")
 }
