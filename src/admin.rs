@@ -72,7 +72,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/sensors/{sensor_ref}/{action}", post(control_sensor))
         .route("/reload", post(reload))
         .route("/events", post(emit_event).get(recent_events))
-        .route("/enforcements", get(recent_enforcements));
+        .route("/enforcements", get(recent_enforcements))
+        .route("/throttles", get(throttle_windows));
     let (protected, public) = if state.metrics_public {
         (protected, Router::new().route("/metrics", get(metrics)))
     } else {
@@ -232,6 +233,7 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
         "instance": instance(),
         "sensors": tree.sensors,
         "pipeline": tree.pipeline,
+        "throttled": tree.throttled,
         "outbox": {
             "backlog": backlog,
             "backlog_current": backlog_current,
@@ -462,4 +464,18 @@ async fn recent_enforcements(
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(enforcements).into_response())
+}
+
+/// Most windows `GET /throttles` lists.
+const THROTTLE_LIST_LIMIT: u32 = 1000;
+
+/// The throttled rules' open windows, soonest to close first: per group, how many matches
+/// it counted (the first included) and when it ends.
+async fn throttle_windows(State(state): State<AdminState>) -> ApiResult {
+    let windows = state
+        .store
+        .throttle_windows(THROTTLE_LIST_LIMIT)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(windows).into_response())
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod json_errors;
 pub mod metrics;
 pub mod outbox_cli;
+pub mod pack_limits;
 pub mod packs;
 pub mod retention;
 pub mod rule_test;

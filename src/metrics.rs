@@ -32,6 +32,7 @@ pub struct Metrics {
     event_repeats: IntCounter,
     events_refused: IntCounterVec,
     enforcements_created: IntCounterVec,
+    enforcements_throttled: IntCounterVec,
     event_commit: Histogram,
     event_batch: Histogram,
     match_seconds: Histogram,
@@ -145,7 +146,7 @@ impl Metrics {
             event_repeats: counter(
                 r,
                 "event_repeats_total",
-                "Requests whose idempotency key was seen within dedup.window: answered with the first event, nothing stored.",
+                "Events not stored because they repeated an idempotency key within dedup.window, or the content key of an event stored within its dedup window: answered with the first event.",
             ),
             events_refused: counter_vec(
                 r,
@@ -157,6 +158,12 @@ impl Metrics {
                 r,
                 "enforcements_created_total",
                 "Enforcements stored, by rule.",
+                &["rule"],
+            ),
+            enforcements_throttled: counter_vec(
+                r,
+                "enforcements_throttled_total",
+                "Matches of throttled rules that created no enforcement when they matched (suppressed within a window, or held for a once_after window), by rule.",
                 &["rule"],
             ),
             event_commit: histogram(
@@ -435,6 +442,12 @@ impl PipelineMetrics for Metrics {
         }
         self.enforcement_commit.observe(took.as_secs_f64());
         self.enforcement_batch.observe(rules.len() as f64);
+    }
+
+    fn enforcements_throttled(&self, rules: &[&str]) {
+        for rule in rules {
+            self.enforcements_throttled.with_label_values(&[rule]).inc();
+        }
     }
 
     fn messages_published(&self, count: usize, took: Duration) {

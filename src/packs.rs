@@ -13,6 +13,7 @@ use attune_actors::domain::{
 };
 use attune_actors::ports::{Store, StoreError};
 
+use crate::pack_limits::{DedupFile, ThrottleFile};
 use crate::runtimes;
 
 /// A refused pack, naming the file and (where it applies) the field.
@@ -60,6 +61,8 @@ struct TriggerFile {
     /// `false`: `payload_schema` documents payloads but is not enforced.
     #[serde(default = "enforced")]
     validate_payloads: bool,
+    /// Stores an event only if none with the same key values was stored within the window.
+    dedup: Option<DedupFile>,
 }
 
 fn enforced() -> bool {
@@ -85,6 +88,8 @@ struct SensorFile {
     /// Environment variables the sensor process may see besides the fixed ones.
     #[serde(default)]
     pass_env: Vec<String>,
+    /// Like a trigger's `dedup`, for this sensor's events (it wins over the trigger's).
+    dedup: Option<DedupFile>,
 }
 
 /// A rule as written in a pack's `rules/*.yaml`.
@@ -99,6 +104,8 @@ pub struct RuleFile {
     pub conditions: Option<Value>,
     /// Parameters for the action; string values may be templates over the event.
     pub action_params: Option<Value>,
+    /// At most one enforcement per group and window.
+    pub throttle: Option<ThrottleFile>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
 }
@@ -228,6 +235,11 @@ pub fn rule_definition(
         attune_actors::params::ActionParams::compile(params)
             .map_err(|e| invalid(file, Some("action_params"), format!("rule {ref}: {e}")))?;
     }
+    let throttle = rule
+        .throttle
+        .map(ThrottleFile::into_throttle)
+        .transpose()
+        .map_err(|e| invalid(file, Some("throttle"), format!("rule {ref}: {e}")))?;
     Ok(RuleDefinition {
         label: rule.label.unwrap_or_else(|| r#ref.clone()),
         r#ref,
@@ -236,6 +248,7 @@ pub fn rule_definition(
         action_ref: rule.action,
         conditions,
         action_params: rule.action_params,
+        throttle,
         enabled: rule.enabled,
     })
 }
@@ -309,6 +322,11 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             crate::schemas::compile(schema)
                 .map_err(|e| invalid(&file, Some("payload_schema"), e))?;
         }
+        let dedup = trigger
+            .dedup
+            .map(DedupFile::into_dedup)
+            .transpose()
+            .map_err(|e| invalid(&file, Some("dedup"), format!("trigger {ref}: {e}")))?;
         definition.triggers.push(TriggerDefinition {
             label: trigger.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
@@ -316,6 +334,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             param_schema: trigger.param_schema,
             payload_schema: trigger.payload_schema,
             validate_payloads: trigger.validate_payloads,
+            dedup,
         });
     }
 
@@ -336,6 +355,11 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
         let config = sensor
             .config
             .unwrap_or_else(|| Value::Object(Default::default()));
+        let dedup = sensor
+            .dedup
+            .map(DedupFile::into_dedup)
+            .transpose()
+            .map_err(|e| invalid(&file, Some("dedup"), format!("sensor {ref}: {e}")))?;
         let sensor_definition = SensorDefinition {
             label: sensor.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
@@ -351,6 +375,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             mode: sensor.mode,
             pass_env: sensor.pass_env,
             code_digest: None,
+            dedup,
         };
         let mut sensor_definition = sensor_definition;
         if runtimes::process::is_process_runtime(&sensor_definition.runtime_ref) {

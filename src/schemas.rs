@@ -96,6 +96,7 @@ mod tests {
             param_schema: None,
             payload_schema: Some(schema),
             validate_payloads: validate,
+            dedup: None,
             created: Utc::now(),
             updated: Utc::now(),
         }

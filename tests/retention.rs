@@ -50,6 +50,7 @@ async fn prune_while_the_pipeline_runs(database_url: &str) {
                 source: None,
                 source_ref: None,
                 idempotency_key: None,
+                dedup_key: None,
                 traceparent: None,
             })
             .collect();

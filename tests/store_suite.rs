@@ -14,8 +14,8 @@ mod support {
 use std::sync::Arc;
 
 use attune_actors::domain::{
-    Event, EventWrite, Id, IdempotencyKey, NewEnforcement, NewEvent, PackDefinition,
-    RuleDefinition, SensorDefinition, TriggerDefinition,
+    ContentDedup, Event, EventWrite, Id, IdempotencyKey, NewEnforcement, NewEvent, PackDefinition,
+    RuleDefinition, SensorDefinition, Throttle, ThrottleMode, TriggerDefinition,
 };
 use attune_actors::ports::{Store, StoreError};
 use serde_json::{Value, json};
@@ -145,6 +145,10 @@ fn trigger(r: &str) -> TriggerDefinition {
         param_schema: Some(json!({"type": "object", "properties": {"n": {"type": "integer"}}})),
         payload_schema: None,
         validate_payloads: true,
+        dedup: Some(ContentDedup {
+            key: vec!["payload.id".into()],
+            window_secs: 600,
+        }),
     }
 }
 
@@ -164,6 +168,10 @@ fn sensor(r: &str, trigger_ref: &str) -> SensorDefinition {
         mode: Some("stream".into()),
         pass_env: vec!["DEMO_TOKEN".into(), "HTTPS_PROXY".into()],
         code_digest: Some("sha256:0123".into()),
+        dedup: Some(ContentDedup {
+            key: vec!["payload.alert".into(), "payload.host".into()],
+            window_secs: 60,
+        }),
     }
 }
 
@@ -176,6 +184,11 @@ fn rule(r: &str, trigger_ref: &str) -> RuleDefinition {
         action_ref: "core.echo".into(),
         conditions: json!({"all": [{"field": "payload.n", "op": "gt", "value": 1}]}),
         action_params: Some(json!({"n": "{{ payload.n }}"})),
+        throttle: Some(Throttle {
+            mode: ThrottleMode::OnceWithin,
+            window_secs: 300,
+            group_by: vec!["payload.host".into()],
+        }),
         enabled: true,
     }
 }
@@ -212,6 +225,7 @@ fn new_event(trigger_id: Option<i64>, trigger_ref: &str, n: usize) -> NewEvent {
         source: None,
         source_ref: None,
         idempotency_key: None,
+        dedup_key: None,
         traceparent: None,
     }
 }
@@ -219,6 +233,7 @@ fn new_event(trigger_id: Option<i64>, trigger_ref: &str, n: usize) -> NewEvent {
 fn keyed_event(n: usize, scope: &str, key: &str, window: std::time::Duration) -> NewEvent {
     NewEvent {
         idempotency_key: Some(IdempotencyKey::new(scope, key, window).expect("valid key")),
+        dedup_key: None,
         ..new_event(None, "demo.tick", n)
     }
 }
@@ -237,7 +252,19 @@ fn new_enforcement(rule_id: i64, rule_ref: &str, event: i64) -> NewEnforcement {
         action_ref: "core.echo".into(),
         action_params: Some(json!({"event": event})),
         error: (event % 2 == 0).then(|| "an odd error".to_owned()),
+        throttle: None,
+        summary: None,
     }
+}
+
+/// The enforcements of a write none of whose rules is throttled.
+fn enforced(
+    written: Vec<Option<attune_actors::domain::Enforcement>>,
+) -> Vec<attune_actors::domain::Enforcement> {
+    written
+        .into_iter()
+        .map(|e| e.expect("no throttle, so every enforcement is created"))
+        .collect()
 }
 
 fn body(message: &attune_actors::domain::OutboxMessage) -> Value {
@@ -568,6 +595,7 @@ mod cases {
             .store
             .create_enforcements(vec![new_enforcement(rule.id, &rule.r#ref, events[0].id)])
             .await
+            .map(enforced)
             .expect("first");
         assert_eq!(first[0].status, "created");
         assert_eq!(first[0].condition, "all");
@@ -576,6 +604,7 @@ mod cases {
             .store
             .create_enforcements(vec![new_enforcement(rule.id, &rule.r#ref, events[0].id)])
             .await
+            .map(enforced)
             .expect("again");
         assert_eq!(again, first, "an existing pair comes back as stored");
 
@@ -588,6 +617,7 @@ mod cases {
                 new_enforcement(rule.id, &rule.r#ref, events[1].id),
             ])
             .await
+            .map(enforced)
             .expect("mixed");
         assert_eq!(mixed[1], first[0]);
         assert_eq!(mixed[0], mixed[2]);

@@ -8,8 +8,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod dedup;
+mod retention;
+mod throttle;
+
+pub use dedup::ContentDedup;
+pub use retention::{PruneCount, PruneCutoffs};
+pub use throttle::{
+    Throttle, ThrottleClaim, ThrottleMode, ThrottleStep, ThrottleSummary, ThrottleWindow, decide,
+};
+
 /// Primary key of every table.
 pub type Id = i64;
+
+/// The latest moment stored anywhere (9999-12-31T23:59:59Z): "never" for windows and
+/// expiries, within what every database and the fixed-width SQLite text can hold.
+pub fn far_future() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 /// The runtime ref of built-in sensors (timers, webhooks, file watches).
 pub const BUILTIN_RUNTIME: &str = "builtin";
@@ -28,6 +44,9 @@ pub struct Trigger {
     /// Whether `payload_schema` is enforced where events enter.
     #[serde(default = "enforced")]
     pub validate_payloads: bool,
+    /// Content dedup for every event of the trigger (a sensor's own `dedup` wins).
+    #[serde(default)]
+    pub dedup: Option<ContentDedup>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
@@ -64,6 +83,9 @@ pub struct Sensor {
     /// changed definition (and the sensor restarts at the next reconcile).
     #[serde(default)]
     pub code_digest: Option<String>,
+    /// Content dedup for the events of this sensor.
+    #[serde(default)]
+    pub dedup: Option<ContentDedup>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
@@ -84,6 +106,9 @@ pub struct Rule {
     /// Parameters for the action, string values being templates over the event.
     #[serde(default)]
     pub action_params: Option<Value>,
+    /// At most one enforcement per group and window.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
     pub enabled: bool,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
@@ -124,6 +149,10 @@ pub struct NewEvent {
     /// nothing and answers with the first event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The key of its content (`dedup` of its sensor or trigger): a duplicate within the
+    /// window is not stored, like a repeated idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<IdempotencyKey>,
     /// The W3C `traceparent` of the request that caused it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -261,6 +290,9 @@ pub struct Enforcement {
     /// Why the parameters could not be rendered (the status is then `failed`).
     #[serde(default)]
     pub error: Option<String>,
+    /// For a `once_after` rule: the window this enforcement sums up.
+    #[serde(default)]
+    pub throttle: Option<ThrottleSummary>,
 }
 
 /// An enforcement not yet stored. Storing is idempotent on `(rule, event)`.
@@ -281,6 +313,13 @@ pub struct NewEnforcement {
     pub action_params: Option<Value>,
     /// Set when the parameters could not be rendered: the enforcement is stored `failed`.
     pub error: Option<String>,
+    /// Its rule's throttle and the event's group: the store decides, in the same
+    /// transaction, whether it is created now, held for its window or suppressed.
+    #[serde(default)]
+    pub throttle: Option<ThrottleClaim>,
+    /// The window it sums up, once a held (`once_after`) enforcement goes out.
+    #[serde(default)]
+    pub summary: Option<ThrottleSummary>,
 }
 
 impl NewEnforcement {
@@ -307,6 +346,7 @@ impl NewEnforcement {
             action_ref: self.action_ref.clone(),
             action_params: self.action_params.clone(),
             error: self.error.clone(),
+            throttle: self.summary.clone(),
         }
     }
 }
@@ -361,6 +401,7 @@ pub struct TriggerDefinition {
     pub payload_schema: Option<Value>,
     /// `false` turns the enforcement of `payload_schema` off.
     pub validate_payloads: bool,
+    pub dedup: Option<ContentDedup>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -381,6 +422,7 @@ pub struct SensorDefinition {
     pub pass_env: Vec<String>,
     /// A digest of a process sensor's code (see [`Sensor::code_digest`]).
     pub code_digest: Option<String>,
+    pub dedup: Option<ContentDedup>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -395,6 +437,7 @@ pub struct RuleDefinition {
     pub conditions: Value,
     /// Parameters for the action; string values are templates over the event.
     pub action_params: Option<Value>,
+    pub throttle: Option<Throttle>,
     pub enabled: bool,
 }
 
@@ -432,37 +475,4 @@ pub fn config_snapshot(trigger: &Trigger, sensor: Option<&Sensor>) -> Value {
             "config": s.config,
         })),
     })
-}
-
-/// What retention no longer keeps: rows older than these moments (`None`: kept forever).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PruneCutoffs {
-    /// Outbox rows published before this.
-    pub outbox_before: Option<DateTime<Utc>>,
-    /// Events stored before this (and already matched), with their enforcements.
-    pub events_before: Option<DateTime<Utc>>,
-    /// Idempotency keys written before this (past `dedup.window`).
-    pub keys_before: Option<DateTime<Utc>>,
-}
-
-/// Rows removed (or that would be), per table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PruneCount {
-    pub outbox: u64,
-    pub events: u64,
-    pub enforcements: u64,
-    pub idempotency_keys: u64,
-}
-
-impl PruneCount {
-    pub fn total(&self) -> u64 {
-        self.outbox + self.events + self.enforcements + self.idempotency_keys
-    }
-
-    pub fn add(&mut self, other: PruneCount) {
-        self.outbox += other.outbox;
-        self.events += other.events;
-        self.enforcements += other.enforcements;
-        self.idempotency_keys += other.idempotency_keys;
-    }
 }

@@ -19,6 +19,7 @@ mod batch;
 pub mod conditions;
 pub mod domain;
 pub mod generator;
+pub mod grouping;
 pub mod live_ref;
 pub mod matcher;
 pub mod messages;

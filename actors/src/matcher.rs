@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
-use crate::conditions::{CompiledConditions, evaluation_context};
-use crate::domain::{Event, NewEnforcement, Rule};
+use crate::conditions::evaluation_context;
+use crate::domain::{Event, NewEnforcement};
 use crate::live_ref::LiveRef;
 use crate::outbox::OutboxMsg;
-use crate::params::ActionParams;
 use crate::ports::{IntakeError, MatchOutcome, PipelineMetrics, Store, StoreError};
+use crate::status::ThrottleCounts;
 use crate::sync::set_error;
 
 /// A stored event to match, and who waits for its enforcements (the admin API's
@@ -44,7 +44,17 @@ pub enum MatcherMsg {
     /// One step of recovery: matching the events stored above the watermark that a
     /// previous run (or matcher) never matched.
     Recover,
+    /// Emits the enforcements of `once_after` windows that have ended, then waits for the
+    /// next one to end (checking at least every [`CLOSE_CHECK_MAX`]: another instance may
+    /// have opened one).
+    CloseWindows,
 }
+
+/// The longest the matcher waits between looks for ended throttle windows.
+pub const CLOSE_CHECK_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most windows closed in one transaction.
+const CLOSE_BATCH: u32 = 500;
 
 pub struct RuleMatcherActor;
 
@@ -55,30 +65,13 @@ pub struct MatcherArgs {
     pub max_batch: usize,
     pub last_error: Arc<Mutex<Option<String>>>,
     pub metrics: Arc<dyn PipelineMetrics>,
+    /// Matches each throttled rule suppressed or held, for the status.
+    pub throttled: Arc<ThrottleCounts>,
 }
 
-struct CompiledRule {
-    rule: Rule,
-    conditions: CompiledConditions,
-    /// `Err` holds why the stored parameters do not compile: every enforcement of the
-    /// rule is then `failed` with it (the pack loader refuses such rules, so only rows
-    /// written some other way get here).
-    params: Option<Result<ActionParams, String>>,
-}
+mod rules;
 
-impl CompiledRule {
-    /// The rule's parameters rendered for one event: `(params, error)`.
-    fn render(&self, context: &serde_json::Value) -> (Option<serde_json::Value>, Option<String>) {
-        match &self.params {
-            None => (None, None),
-            Some(Err(error)) => (None, Some(error.clone())),
-            Some(Ok(params)) => match params.render(context) {
-                Ok(rendered) => (Some(rendered), None),
-                Err(error) => (None, Some(error)),
-            },
-        }
-    }
-}
+use rules::CompiledRule;
 
 pub struct MatcherState {
     args: MatcherArgs,
@@ -120,6 +113,8 @@ impl Actor for RuleMatcherActor {
         _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_message(MatcherMsg::Recover)?;
+        // Windows that ended while the service was down go out now.
+        myself.send_message(MatcherMsg::CloseWindows)?;
         Ok(())
     }
 
@@ -155,6 +150,10 @@ impl Actor for RuleMatcherActor {
             MatcherMsg::Flush => on_flush(state, &myself, || MatcherMsg::Flush).await?,
             MatcherMsg::RefreshRules => state.rules.clear(),
             MatcherMsg::Recover => state.recover_step(&myself).await?,
+            MatcherMsg::CloseWindows => {
+                let wait = state.close_windows().await;
+                myself.send_after(wait, || MatcherMsg::CloseWindows);
+            }
             MatcherMsg::FlushAll(deadline, reply) => {
                 if state.recovery != Recovery::Done && !state.held.is_empty() {
                     state.watermark_frozen = true;
@@ -265,20 +264,7 @@ impl MatcherState {
             .await?;
         let compiled: Vec<CompiledRule> = rules
             .into_iter()
-            .filter_map(|rule| match CompiledConditions::compile(&rule.conditions) {
-                Ok(conditions) => {
-                    let params = rule.action_params.as_ref().map(ActionParams::compile);
-                    Some(CompiledRule {
-                        rule,
-                        conditions,
-                        params,
-                    })
-                }
-                Err(error) => {
-                    tracing::error!(rule = %rule.r#ref, %error, "rule skipped: its conditions are invalid");
-                    None
-                }
-            })
+            .filter_map(CompiledRule::compile)
             .collect();
         let compiled = Arc::new(compiled);
         self.rules.insert(trigger_ref.to_owned(), compiled.clone());
@@ -326,6 +312,8 @@ impl MatcherState {
                     action_ref: compiled.rule.action_ref.clone(),
                     action_params,
                     error,
+                    throttle: compiled.claim(&context),
+                    summary: None,
                 });
                 owners.push(index);
             }
@@ -342,11 +330,28 @@ impl MatcherState {
         // Enforcements first: a crash between the two writes re-matches the events on the
         // next start, and storing an enforcement again is a no-op.
         let writing = std::time::Instant::now();
+        let rule_refs: Vec<String> = new.iter().map(|e| e.rule_ref.clone()).collect();
         let stored = self.args.store.create_enforcements(new).await?;
-        let rules: Vec<&str> = stored.iter().map(|e| e.rule_ref.as_str()).collect();
+        let rules: Vec<&str> = stored
+            .iter()
+            .flatten()
+            .map(|e| e.rule_ref.as_str())
+            .collect();
         self.args
             .metrics
             .enforcements_committed(&rules, writing.elapsed());
+        let throttled: Vec<&str> = rule_refs
+            .iter()
+            .zip(&stored)
+            .filter(|(_, stored)| stored.is_none())
+            .map(|(rule, _)| rule.as_str())
+            .collect();
+        if !throttled.is_empty() {
+            self.args.metrics.enforcements_throttled(&throttled);
+            for rule in &throttled {
+                self.args.throttled.add(rule);
+            }
+        }
         self.advance_watermark(matched_through).await?;
         tracing::debug!(
             count = stored.len(),
@@ -354,9 +359,52 @@ impl MatcherState {
             "enforcements stored"
         );
         for (owner, enforcement) in owners.into_iter().zip(stored) {
-            per_event[owner].push(enforcement.id);
+            if let Some(enforcement) = enforcement {
+                per_event[owner].push(enforcement.id);
+            }
         }
         Ok(per_event)
+    }
+
+    /// Emits the enforcements of the `once_after` windows that ended; returns how long
+    /// to wait before looking again.
+    async fn close_windows(&mut self) -> std::time::Duration {
+        let now = chrono::Utc::now();
+        let writing = std::time::Instant::now();
+        match self
+            .args
+            .store
+            .close_throttle_windows(now, CLOSE_BATCH)
+            .await
+        {
+            Ok(closed) => {
+                if !closed.enforcements.is_empty() {
+                    let rules: Vec<&str> = closed
+                        .enforcements
+                        .iter()
+                        .map(|e| e.rule_ref.as_str())
+                        .collect();
+                    self.args
+                        .metrics
+                        .enforcements_committed(&rules, writing.elapsed());
+                    tracing::debug!(count = closed.enforcements.len(), "throttle windows closed");
+                    self.args.outbox.send(OutboxMsg::Wake);
+                    if closed.enforcements.len() >= CLOSE_BATCH as usize {
+                        return std::time::Duration::ZERO;
+                    }
+                }
+                closed.next_close.map_or(CLOSE_CHECK_MAX, |at| {
+                    (at - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .clamp(std::time::Duration::from_millis(20), CLOSE_CHECK_MAX)
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot close ended throttle windows yet; will retry");
+                CLOSE_CHECK_MAX
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use crate::domain::{Enforcement, Event, Id};
+use crate::domain::{Enforcement, Event, Id, ThrottleSummary};
 
 /// Routing key of [`EventCreated`].
 pub const EVENT_CREATED_KEY: &str = "event.created";
@@ -117,6 +117,10 @@ pub struct EnforcementCreated {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a `once_after` rule: how many events matched in the window, the first and
+    /// last of them, and the window (`event_id` is the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +232,7 @@ impl Envelope {
                     .unwrap_or_else(|| Value::Object(Default::default())),
                 status: enforcement.status.clone(),
                 error: enforcement.error.clone(),
+                throttle: enforcement.throttle.clone(),
             }),
         );
         envelope

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::{EventOrigin, NewEvent, Trigger, config_snapshot};
 use crate::generator::GeneratorMsg;
+use crate::grouping::DedupKey;
 use crate::live_ref::LiveRef;
 use crate::matcher::MatcherMsg;
 use crate::outbox::OutboxMsg;
@@ -136,6 +137,13 @@ impl SystemEvents {
         };
         self.refs.check_payload(&trigger, &payload)?;
         let permit = self.refs.admission.try_admit()?;
+        let dedup_key = DedupKey::of_source(&trigger, None).and_then(|dedup| {
+            dedup.key(&serde_json::json!({
+                "payload": payload,
+                "trigger": {"ref": trigger.r#ref},
+                "sensor": null,
+            }))
+        });
         let (reply, outcome) = oneshot::channel();
         self.refs.submit(EventRequest {
             event: NewEvent {
@@ -146,6 +154,7 @@ impl SystemEvents {
                 source: None,
                 source_ref: None,
                 idempotency_key: origin.idempotency_key,
+                dedup_key,
                 traceparent: origin.traceparent,
             },
             ack: EventAck::Matched(reply),

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -39,6 +40,9 @@ pub struct SensorActivity {
     pub last_poll: Option<DateTime<Utc>>,
     pub last_event_at: Option<DateTime<Utc>>,
     pub events_emitted: u64,
+    /// Events not stored because they repeated an idempotency key or, under `dedup`,
+    /// the content of an event stored within the window.
+    pub duplicates: u64,
     /// Output lines a sensor process wrote that were not valid protocol lines.
     pub bad_output_count: u64,
     /// The last lines a sensor process wrote to stderr, oldest first.
@@ -98,6 +102,8 @@ pub struct PipelineActorStatus {
 pub struct TreeStatus {
     pub sensors: Vec<SensorStatus>,
     pub pipeline: Vec<PipelineActorStatus>,
+    /// Matches each throttled rule suppressed or held since the service started.
+    pub throttled: BTreeMap<String, u64>,
 }
 
 impl TreeStatus {
@@ -115,6 +121,24 @@ pub struct TreeSnapshot {
     pub sensors: Vec<(SensorStatus, SharedActivity)>,
     /// Each pipeline actor's status (its `last_error` left empty) and its live last error.
     pub pipeline: Vec<(PipelineActorStatus, Arc<Mutex<Option<String>>>)>,
+    pub throttled: Arc<ThrottleCounts>,
+}
+
+/// Matches each throttled rule suppressed or held, counted by the rule matcher (across
+/// its restarts) and read by the status.
+#[derive(Debug, Default)]
+pub struct ThrottleCounts(Mutex<BTreeMap<String, u64>>);
+
+impl ThrottleCounts {
+    pub fn add(&self, rule_ref: &str) {
+        *crate::sync::lock(&self.0)
+            .entry(rule_ref.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        crate::sync::lock(&self.0).clone()
+    }
 }
 
 impl TreeSnapshot {
@@ -135,7 +159,11 @@ impl TreeSnapshot {
                 ..status.clone()
             })
             .collect();
-        TreeStatus { sensors, pipeline }
+        TreeStatus {
+            sensors,
+            pipeline,
+            throttled: self.throttled.snapshot(),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "live_ref",
         "batch",
     ],
+    &["grouping"],
     &["ports"],
     &["outbox", "sensor"],
     &["matcher"],

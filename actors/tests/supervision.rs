@@ -536,6 +536,7 @@ async fn events_stored_but_never_matched_are_matched_on_start() {
             source: None,
             source_ref: None,
             idempotency_key: None,
+            dedup_key: None,
             traceparent: None,
         })
         .collect();

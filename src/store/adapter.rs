@@ -41,11 +41,13 @@ pub(crate) trait Adapter: Send + Sync + 'static {
         created: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Event>, StoreError>;
 
-    /// Stores a non-empty batch of enforcements with their outbox rows, as
-    /// `Store::create_enforcements`.
-    async fn write_enforcements(
+    /// Inserts a non-empty batch of enforcements with their outbox rows in `tx`, in
+    /// order; a `(rule, event)` pair that exists comes back as stored, without a message.
+    async fn insert_enforcements(
         &self,
+        tx: &mut Transaction<'static, Self::Db>,
         enforcements: Vec<NewEnforcement>,
+        created: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Enforcement>, StoreError>;
 
     /// Stamps a non-empty list of outbox rows as published (if they are not yet).
@@ -92,8 +94,9 @@ macro_rules! impl_store {
         // A block of its own, so that its imports and `Shared` stay out of the adapter.
         const _: () = {
             use ::attune_actors::domain::{
-                Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage,
-                PackDefinition, PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
+                Enforcement, Event, EventWrite, Id, IdempotencyKey, NewEnforcement, NewEvent,
+                OutboxMessage, PackDefinition, PackUpsertSummary, ParkedMessage, Rule, Sensor,
+                Trigger,
             };
             use ::attune_actors::ports::{Store, StoreError};
             use ::serde_json::Value;
@@ -175,13 +178,21 @@ macro_rules! impl_store {
                             let mut tx = self.begin_write().await?;
                             let mut planner = Planner::default();
                             for event in &events {
-                                if let Some(key) = planner.next(event) {
+                                let keys = planner.next(event);
+                                if keys.is_empty() {
+                                    continue;
+                                }
+                                let mut stored = None;
+                                for key in &keys {
                                     let since = idempotency::since(created, key);
-                                    let stored =
+                                    stored =
                                         Shared::key_event(&mut *tx, &key.scope, &key.key, since)
                                             .await?;
-                                    planner.found(key, stored);
+                                    if stored.is_some() {
+                                        break;
+                                    }
                                 }
+                                planner.found(&keys, stored);
                             }
                             let fates = planner.fates();
                             let (fresh, keys) = idempotency::fresh(events, &fates);
@@ -190,11 +201,23 @@ macro_rules! impl_store {
                             } else {
                                 self.insert_events(&mut tx, fresh, created).await?
                             };
-                            for (key, event) in keys.iter().zip(&stored) {
-                                let Some(key) = key else { continue };
+                            let keyed: Vec<(&IdempotencyKey, Id)> = keys
+                                .iter()
+                                .zip(&stored)
+                                .flat_map(|(keys, event)| {
+                                    keys.iter().map(|key| (key, event.id)).collect::<Vec<_>>()
+                                })
+                                .collect();
+                            for (key, event_id) in keyed {
                                 let expired = idempotency::since(created, key);
                                 let kept = Shared::remember_key(
-                                    &mut *tx, &key.scope, &key.key, event.id, created, expired,
+                                    &mut *tx,
+                                    &key.scope,
+                                    &key.key,
+                                    event_id,
+                                    created,
+                                    expired,
+                                    idempotency::expires(created, key),
                                 )
                                 .await?;
                                 if !kept {
@@ -220,17 +243,52 @@ macro_rules! impl_store {
                 async fn create_enforcements(
                     &self,
                     enforcements: Vec<NewEnforcement>,
-                ) -> Result<Vec<Enforcement>, StoreError> {
+                ) -> Result<Vec<Option<Enforcement>>, StoreError> {
                     $crate::store::adapter::within(
                         $crate::store::adapter::commit_deadline(self.deadline()),
                         "create_enforcements",
-                        async {
-                            if enforcements.is_empty() {
-                                return Ok(Vec::new());
-                            }
-                            self.write_enforcements(enforcements).await
-                        },
+                        $crate::store::throttle_tx::create_enforcements(self, enforcements),
                     )
+                    .await
+                }
+
+                async fn close_throttle_windows(
+                    &self,
+                    now: ::chrono::DateTime<::chrono::Utc>,
+                    limit: u32,
+                ) -> Result<::attune_actors::ports::ClosedWindows, StoreError> {
+                    $crate::store::adapter::within(
+                        $crate::store::adapter::commit_deadline(self.deadline()),
+                        "close_throttle_windows",
+                        $crate::store::throttle_tx::close_windows(self, now, limit),
+                    )
+                    .await
+                }
+
+                async fn throttle_window(
+                    &self,
+                    rule_ref: &str,
+                    group: &str,
+                ) -> Result<Option<::attune_actors::domain::ThrottleWindow>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "throttle_window", async {
+                        Ok(Shared::throttle_window(self.reader(), rule_ref, group)
+                            .await?
+                            .map(|(window, _)| window))
+                    })
+                    .await
+                }
+
+                async fn throttle_windows(
+                    &self,
+                    limit: u32,
+                ) -> Result<Vec<::attune_actors::ports::StoredWindow>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "throttle_windows", async {
+                        Ok(Shared::all_windows(self.reader(), limit)
+                            .await?
+                            .into_iter()
+                            .map($crate::store::throttle::listed)
+                            .collect())
+                    })
                     .await
                 }
 

@@ -82,6 +82,7 @@ pub(crate) enum Table {
     SensorState,
     MatcherProgress,
     IdempotencyKey,
+    RuleThrottle,
 }
 
 impl Table {
@@ -100,6 +101,7 @@ impl Table {
             Self::SensorState => "sensor_state",
             Self::MatcherProgress => "matcher_progress",
             Self::IdempotencyKey => "idempotency_key",
+            Self::RuleThrottle => "rule_throttle",
         }
     }
 }

@@ -7,7 +7,7 @@
 //! statements run in `impl_store!`'s `create_events`, where the backend is concrete; the
 //! decisions are here, without a database.
 
-use attune_actors::domain::{Event, EventWrite, Id, IdempotencyKey, NewEvent};
+use attune_actors::domain::{Event, EventWrite, Id, IdempotencyKey, NewEvent, far_future};
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -34,6 +34,20 @@ pub(crate) fn since(now: DateTime<Utc>, key: &IdempotencyKey) -> DateTime<Utc> {
         })
 }
 
+/// When a content key (scope `dedup:...`) may be pruned: the end of its own window.
+/// Request keys answer `None` and go after `dedup.window`, which is their window.
+pub(crate) fn expires(now: DateTime<Utc>, key: &IdempotencyKey) -> Option<DateTime<Utc>> {
+    if !key.scope.starts_with("dedup:") {
+        return None;
+    }
+    Some(
+        chrono::Duration::from_std(key.window)
+            .ok()
+            .and_then(|window| now.checked_add_signed(window))
+            .map_or(far_future(), |at| at.min(far_future())),
+    )
+}
+
 /// Decides the fates of a batch's events in order, asking the database only about keys
 /// not already seen in the batch.
 #[derive(Debug, Default)]
@@ -42,35 +56,49 @@ pub(crate) struct Planner {
     fates: Vec<Fate>,
 }
 
+/// An event's keys: its idempotency key, then its content key (`dedup`).
+fn keys(event: &NewEvent) -> Vec<&IdempotencyKey> {
+    event
+        .idempotency_key
+        .iter()
+        .chain(event.dedup_key.iter())
+        .collect()
+}
+
+fn slot(key: &IdempotencyKey) -> (String, String) {
+    (key.scope.clone(), key.key.clone())
+}
+
 impl Planner {
-    /// The key of the next event that the database must be asked about; `None` when its
+    /// The keys of the next event that the database must be asked about; empty when its
     /// fate is already known (no key, or a key seen earlier in the batch), which is then
-    /// recorded.
-    pub(crate) fn next<'e>(&mut self, event: &'e NewEvent) -> Option<&'e IdempotencyKey> {
-        let Some(key) = &event.idempotency_key else {
+    /// recorded. A non-empty answer is followed by [`found`](Self::found).
+    pub(crate) fn next<'e>(&mut self, event: &'e NewEvent) -> Vec<&'e IdempotencyKey> {
+        let keys = keys(event);
+        if keys.is_empty() {
             self.fates.push(Fate::New);
-            return None;
-        };
-        match self
-            .first_with_key
-            .get(&(key.scope.clone(), key.key.clone()))
-        {
-            Some(first) => {
-                self.fates.push(Fate::SameAs(*first));
-                None
-            }
-            None => Some(key),
+            return keys;
         }
+        if let Some(first) = keys
+            .iter()
+            .find_map(|key| self.first_with_key.get(&slot(key)))
+        {
+            self.fates.push(Fate::SameAs(*first));
+            return Vec::new();
+        }
+        keys
     }
 
-    /// Records the database's answer for the key [`next`](Self::next) returned.
-    pub(crate) fn found(&mut self, key: &IdempotencyKey, stored: Option<Id>) {
+    /// Records the database's answer for the keys [`next`](Self::next) returned: the
+    /// stored event the first of them that is known names, if any.
+    pub(crate) fn found(&mut self, keys: &[&IdempotencyKey], stored: Option<Id>) {
         match stored {
             Some(id) => self.fates.push(Fate::RepeatOf(id)),
             None => {
                 let index = self.fates.len();
-                self.first_with_key
-                    .insert((key.scope.clone(), key.key.clone()), index);
+                for key in keys {
+                    self.first_with_key.insert(slot(key), index);
+                }
                 self.fates.push(Fate::New);
             }
         }
@@ -85,14 +113,19 @@ impl Planner {
 pub(crate) fn fresh(
     events: Vec<NewEvent>,
     fates: &[Fate],
-) -> (Vec<NewEvent>, Vec<Option<IdempotencyKey>>) {
+) -> (Vec<NewEvent>, Vec<Vec<IdempotencyKey>>) {
     events
         .into_iter()
         .zip(fates)
         .filter(|(_, fate)| **fate == Fate::New)
         .map(|(mut event, _)| {
-            let key = event.idempotency_key.take();
-            (event, key)
+            let keys = event
+                .idempotency_key
+                .take()
+                .into_iter()
+                .chain(event.dedup_key.take())
+                .collect();
+            (event, keys)
         })
         .unzip()
 }
@@ -151,6 +184,7 @@ mod tests {
             idempotency_key: key.map(|k| {
                 IdempotencyKey::new("api", k, Duration::from_secs(60)).expect("valid key")
             }),
+            dedup_key: None,
             traceparent: None,
         }
     }
@@ -166,10 +200,11 @@ mod tests {
         let mut planner = Planner::default();
         let mut asked = Vec::new();
         for e in &events {
-            if let Some(key) = planner.next(e) {
+            let keys = planner.next(e);
+            if let Some(key) = keys.first() {
                 asked.push(key.key.clone());
                 let stored = (key.key == "b").then_some(7);
-                planner.found(key, stored);
+                planner.found(&keys, stored);
             }
         }
         assert_eq!(asked, ["a", "b"]);
@@ -181,8 +216,53 @@ mod tests {
         let (fresh, keys) = fresh(events.to_vec(), &fates);
         assert_eq!(fresh.len(), 2);
         assert!(fresh.iter().all(|e| e.idempotency_key.is_none()));
-        assert_eq!(keys[0].as_ref().map(|k| k.key.as_str()), Some("a"));
-        assert!(keys[1].is_none());
+        assert_eq!(
+            keys[0].iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert!(keys[1].is_empty());
+    }
+
+    #[test]
+    fn an_event_repeats_another_by_either_of_its_keys() {
+        let content = |k: &str| {
+            IdempotencyKey::new("dedup:trigger:t", k, Duration::from_secs(60)).expect("valid")
+        };
+        let mut first = event(Some("a"));
+        first.dedup_key = Some(content("c1"));
+        // Another request key, the same content: the same event again.
+        let mut second = event(Some("b"));
+        second.dedup_key = Some(content("c1"));
+        // The first's request key with other content: a retry of the first.
+        let mut third = event(Some("a"));
+        third.dedup_key = Some(content("c2"));
+        let mut fourth = event(None);
+        fourth.dedup_key = Some(content("c3"));
+        let events = [first, second, third, fourth];
+        let mut planner = Planner::default();
+        for e in &events {
+            let keys = planner.next(e);
+            if !keys.is_empty() {
+                let stored = keys.iter().any(|k| k.key == "c3").then_some(42);
+                planner.found(&keys, stored);
+            }
+        }
+        let fates = planner.fates();
+        assert_eq!(
+            fates,
+            [
+                Fate::New,
+                Fate::SameAs(0),
+                Fate::SameAs(0),
+                Fate::RepeatOf(42)
+            ]
+        );
+        let (_, keys) = fresh(events.to_vec(), &fates);
+        assert_eq!(
+            keys[0].len(),
+            2,
+            "both keys are stored with the first event"
+        );
     }
 
     #[test]

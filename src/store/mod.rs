@@ -32,6 +32,8 @@ mod postgres;
 mod queries;
 mod rows;
 mod sqlite;
+mod throttle;
+mod throttle_tx;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -277,6 +279,8 @@ mod tests {
             action_ref: String::new(),
             action_params: None,
             error: None,
+            throttle: None,
+            summary: None,
         };
         let deduped = dedup_enforcements(&[item(1, 1), item(2, 1), item(1, 1)]);
         assert_eq!(deduped.unique, vec![0, 1]);

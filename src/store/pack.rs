@@ -289,6 +289,7 @@ async fn write_trigger<T: PackTx>(
         param_schema: definition.param_schema.clone(),
         payload_schema: definition.payload_schema.clone(),
         validate_payloads: definition.validate_payloads,
+        dedup: definition.dedup.clone(),
         created: stored.as_ref().map_or(now, |t| t.created),
         updated: stored.as_ref().map_or(now, |t| t.updated),
     };
@@ -343,6 +344,7 @@ async fn write_sensor<T: PackTx>(
         mode: definition.mode.clone(),
         pass_env: definition.pass_env.clone(),
         code_digest: definition.code_digest.clone(),
+        dedup: definition.dedup.clone(),
         created: stored.as_ref().map_or(now, |s| s.created),
         updated: stored.as_ref().map_or(now, |s| s.updated),
     };
@@ -385,6 +387,7 @@ async fn write_rule<T: PackTx>(
         trigger_ref: definition.trigger_ref.clone(),
         conditions: definition.conditions.clone(),
         action_params: definition.action_params.clone(),
+        throttle: definition.throttle.clone(),
         enabled: definition.enabled,
         created: stored.as_ref().map_or(now, |r| r.created),
         updated: stored.as_ref().map_or(now, |r| r.updated),

@@ -116,8 +116,8 @@ where
     async fn insert_trigger(&mut self, t: &Trigger) -> Result<Id, StoreError> {
         let sql = format!(
             "INSERT INTO {} (ref, pack, pack_ref, label, description, enabled, param_schema, \
-                 payload_schema, created, updated, validate_payloads) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                 payload_schema, created, updated, validate_payloads, dedup) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             Self::table(Table::Trigger)
         );
         let statement = sqlx::query(&sql)
@@ -131,7 +131,8 @@ where
             .bind(&t.payload_schema)
             .bind(Stamp(t.created))
             .bind(Stamp(t.updated))
-            .bind(t.validate_payloads);
+            .bind(t.validate_payloads)
+            .bind(as_json(&t.dedup));
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
@@ -139,7 +140,7 @@ where
         let sql = format!(
             "UPDATE {} SET pack = $2, pack_ref = $3, label = $4, description = $5, \
                  enabled = $6, param_schema = $7, payload_schema = $8, updated = $9, \
-                 validate_payloads = $10 \
+                 validate_payloads = $10, dedup = $11 \
              WHERE id = $1",
             Self::table(Table::Trigger)
         );
@@ -153,7 +154,8 @@ where
             .bind(&t.param_schema)
             .bind(&t.payload_schema)
             .bind(Stamp(t.updated))
-            .bind(t.validate_payloads);
+            .bind(t.validate_payloads)
+            .bind(as_json(&t.dedup));
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 
@@ -165,9 +167,9 @@ where
         let sql = format!(
             r#"INSERT INTO {} (ref, pack, pack_ref, label, description, entrypoint, runtime,
                    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema,
-                   config, created, updated, pack_path, mode, pass_env, code_digest)
+                   config, created, updated, pack_path, mode, pass_env, code_digest, dedup)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19, $20)
+                   $17, $18, $19, $20, $21)
                RETURNING id"#,
             Self::table(Table::Sensor)
         );
@@ -191,7 +193,8 @@ where
             .bind(&s.pack_path)
             .bind(&s.mode)
             .bind(serde_json::json!(s.pass_env))
-            .bind(&s.code_digest);
+            .bind(&s.code_digest)
+            .bind(as_json(&s.dedup));
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
@@ -201,7 +204,7 @@ where
                    entrypoint = $6, runtime = $7, runtime_ref = $8, "trigger" = $9,
                    trigger_ref = $10, enabled = $11, poll_interval = $12, param_schema = $13,
                    config = $14, updated = $15, pack_path = $16, mode = $17, pass_env = $18,
-                   code_digest = $19
+                   code_digest = $19, dedup = $20
                WHERE id = $1"#,
             Self::table(Table::Sensor)
         );
@@ -224,7 +227,8 @@ where
             .bind(&s.pack_path)
             .bind(&s.mode)
             .bind(serde_json::json!(s.pass_env))
-            .bind(&s.code_digest);
+            .bind(&s.code_digest)
+            .bind(as_json(&s.dedup));
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 
@@ -235,8 +239,9 @@ where
     async fn insert_rule(&mut self, r: &Rule) -> Result<Id, StoreError> {
         let sql = format!(
             r#"INSERT INTO {} (ref, pack, pack_ref, label, description, "action", action_ref,
-                   "trigger", trigger_ref, conditions, enabled, created, updated, action_params)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                   "trigger", trigger_ref, conditions, enabled, created, updated, action_params,
+                   throttle)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                RETURNING id"#,
             Self::table(Table::Rule)
         );
@@ -254,7 +259,8 @@ where
             .bind(r.enabled)
             .bind(Stamp(r.created))
             .bind(Stamp(r.updated))
-            .bind(&r.action_params);
+            .bind(&r.action_params)
+            .bind(as_json(&r.throttle));
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
@@ -262,7 +268,8 @@ where
         let sql = format!(
             r#"UPDATE {} SET pack = $2, pack_ref = $3, label = $4, description = $5,
                    "action" = $6, action_ref = $7, "trigger" = $8, trigger_ref = $9,
-                   conditions = $10, enabled = $11, updated = $12, action_params = $13
+                   conditions = $10, enabled = $11, updated = $12, action_params = $13,
+                   throttle = $14
                WHERE id = $1"#,
             Self::table(Table::Rule)
         );
@@ -279,7 +286,8 @@ where
             .bind(&r.conditions)
             .bind(r.enabled)
             .bind(Stamp(r.updated))
-            .bind(&r.action_params);
+            .bind(&r.action_params)
+            .bind(as_json(&r.throttle));
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 
@@ -298,4 +306,9 @@ where
     async fn disable_rule(&mut self, id: Id, now: DateTime<Utc>) -> Result<(), StoreError> {
         Queries::<DB>::disable(&mut *self.0, Table::Rule, id, now).await
     }
+}
+
+/// A domain value for a JSON column (`dedup`, `throttle`).
+fn as_json<T: serde::Serialize>(value: &Option<T>) -> Option<Value> {
+    value.as_ref().and_then(|v| serde_json::to_value(v).ok())
 }

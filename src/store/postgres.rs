@@ -284,15 +284,15 @@ impl Adapter for PgStore {
         Ok(stored)
     }
 
-    async fn write_enforcements(
+    async fn insert_enforcements(
         &self,
+        tx: &mut Transaction<'static, Postgres>,
         enforcements: Vec<NewEnforcement>,
+        created: DateTime<Utc>,
     ) -> Result<Vec<Enforcement>, StoreError> {
         let deduped = dedup_enforcements(&enforcements);
-        let created = now();
-        let mut tx = self.begin().await?;
         let (ids, outbox_ids) = Self::preallocate(
-            &mut tx,
+            tx,
             "attune.enforcement_id_seq",
             "attune.outbox_id_seq",
             deduped.unique.len(),
@@ -325,20 +325,28 @@ impl Adapter for PgStore {
             .map(|e| e.action_params.as_ref())
             .collect();
         let errors: Vec<Option<&str>> = candidates.iter().map(|e| e.error.as_deref()).collect();
+        let throttles: Vec<Option<Value>> = candidates
+            .iter()
+            .map(|e| {
+                e.throttle
+                    .as_ref()
+                    .and_then(|t| serde_json::to_value(t).ok())
+            })
+            .collect();
         let inserted: HashSet<Id> = sqlx::query_scalar(
             r#"INSERT INTO attune.enforcement
                    (id, rule, rule_ref, trigger_ref, event, status, payload, condition,
                     conditions, created, correlation_id, traceparent, action_ref,
-                    action_params, error)
+                    action_params, error, throttle)
                SELECT id, rule, rule_ref, trigger_ref, event, status, payload, condition,
                       conditions, $9, correlation_id, traceparent, action_ref,
-                      action_params, error
+                      action_params, error, throttle
                FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
                            $6::jsonb[], $7::text[], $10::jsonb[], $11::uuid[], $12::text[],
-                           $8::text[], $13::text[], $14::jsonb[], $15::text[])
+                           $8::text[], $13::text[], $14::jsonb[], $15::text[], $16::jsonb[])
                     AS u(id, rule, rule_ref, trigger_ref, event, payload, condition, conditions,
                          correlation_id, traceparent, status, action_ref, action_params,
-                         error)
+                         error, throttle)
                ON CONFLICT (rule, event) DO NOTHING
                RETURNING id"#,
         )
@@ -357,7 +365,8 @@ impl Adapter for PgStore {
         .bind(action_refs)
         .bind(action_params)
         .bind(errors)
-        .fetch_all(&mut *tx)
+        .bind(throttles)
+        .fetch_all(&mut **tx)
         .await
         .map_err(store_error)?
         .into_iter()
@@ -367,7 +376,7 @@ impl Adapter for PgStore {
         if inserted.len() < results.len() {
             // Pairs that already existed keep their stored row (and their one message).
             let existing = Queries::<Postgres>::all(
-                &mut *tx,
+                &mut **tx,
                 sqlx::query(&format!(
                     "SELECT {ENFORCEMENT_COLUMNS} FROM attune.enforcement
                      WHERE (rule, event) IN (SELECT * FROM UNNEST($1::bigint[], $2::bigint[]))"
@@ -399,8 +408,7 @@ impl Adapter for PgStore {
             .filter(|e| inserted.contains(&e.id))
             .map(|e| OutboxDraft::of(&Envelope::enforcement_created(e)))
             .collect();
-        Self::insert_outbox(&mut tx, &outbox_ids, &drafts, created).await?;
-        tx.commit().await.map_err(store_error)?;
+        Self::insert_outbox(tx, &outbox_ids, &drafts, created).await?;
         Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
     }
 

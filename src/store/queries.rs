@@ -441,7 +441,8 @@ where
         Self::changed(db, statement).await
     }
 
-    /// Deletes up to `limit` idempotency keys written before `before`.
+    /// Deletes up to `limit` idempotency keys: request keys written before `before`,
+    /// content keys past their own window.
     pub(crate) async fn prune_keys<'c, E>(
         db: E,
         before: DateTime<Utc>,
@@ -453,9 +454,12 @@ where
         let keys = DB::DIALECT.table(Table::IdempotencyKey);
         let sql = format!(
             "DELETE FROM {keys} WHERE (scope, key_value) IN (SELECT scope, key_value FROM {keys} \
-             WHERE created < $1 ORDER BY created LIMIT $2)"
+             WHERE (expires IS NULL AND created < $1) OR expires < $3 ORDER BY created LIMIT $2)"
         );
-        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
+        let statement = sqlx::query(&sql)
+            .bind(Stamp(before))
+            .bind(i64::from(limit))
+            .bind(Stamp(now()));
         Self::changed(db, statement).await
     }
 
@@ -569,6 +573,8 @@ where
 
     /// Stores an idempotency key for `event`, replacing one older than `expired_before`.
     /// False when a current one exists: another writer stored the same key meanwhile.
+    /// A content key (`expires` set) is pruned when it expires, a request key when it is
+    /// older than `dedup.window`.
     pub(crate) async fn remember_key<'c, E>(
         db: E,
         scope: &str,
@@ -576,14 +582,17 @@ where
         event: Id,
         now: DateTime<Utc>,
         expired_before: DateTime<Utc>,
+        expires: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError>
     where
         E: Executor<'c, Database = DB>,
+        Option<Stamp>: Bind<DB>,
     {
         let sql = format!(
-            "INSERT INTO {} AS k (scope, key_value, event, created) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO {} AS k (scope, key_value, event, created, expires) \
+             VALUES ($1, $2, $3, $4, $6) \
              ON CONFLICT (scope, key_value) DO UPDATE \
-             SET event = excluded.event, created = excluded.created \
+             SET event = excluded.event, created = excluded.created, expires = excluded.expires \
              WHERE k.created <= $5",
             DB::DIALECT.table(Table::IdempotencyKey)
         );
@@ -592,7 +601,8 @@ where
             .bind(key)
             .bind(event)
             .bind(Stamp(now))
-            .bind(Stamp(expired_before));
+            .bind(Stamp(expired_before))
+            .bind(expires.map(Stamp));
         Ok(Self::changed(db, statement).await? > 0)
     }
 

@@ -17,17 +17,18 @@ use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use super::pack::PackRow;
 
 pub(crate) const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, enabled,
-    param_schema, payload_schema, validate_payloads, created, updated"#;
+    param_schema, payload_schema, validate_payloads, dedup, created, updated"#;
 pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description,
     entrypoint, runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
-    param_schema, config, pack_path, mode, pass_env, code_digest, created, updated"#;
+    param_schema, config, pack_path, mode, pass_env, code_digest, dedup, created, updated"#;
 pub(crate) const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action",
-    action_ref, "trigger", trigger_ref, conditions, action_params, enabled, created, updated"#;
+    action_ref, "trigger", trigger_ref, conditions, action_params, throttle, enabled, created,
+    updated"#;
 pub(crate) const EVENT_COLUMNS: &str = r#"id, "trigger", trigger_ref, config, payload, source,
     source_ref, created, CAST(message_id AS TEXT) AS message_id, traceparent"#;
 pub(crate) const ENFORCEMENT_COLUMNS: &str = r#"id, rule, rule_ref, trigger_ref, event, status,
     payload, condition, conditions, created, CAST(correlation_id AS TEXT) AS correlation_id,
-    traceparent, action_ref, action_params, error"#;
+    traceparent, action_ref, action_params, error, throttle"#;
 pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, created, updated";
 /// The message id is `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text:
 /// read as text, both decode one way, and the body goes out as the database holds it.
@@ -90,6 +91,22 @@ where
     }
 }
 
+/// A JSON column holding a domain value (`dedup`, `throttle`); one that does not decode
+/// is an error naming the column, not a silent `None`.
+fn typed<T: serde::de::DeserializeOwned>(
+    row: &impl StoredRow,
+    column: &str,
+) -> Result<Option<T>, sqlx::Error> {
+    row.opt_json(column)?
+        .map(|value| {
+            serde_json::from_value(value).map_err(|e| sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: Box::new(e),
+            })
+        })
+        .transpose()
+}
+
 pub(crate) fn trigger(row: &impl StoredRow) -> Result<Trigger, sqlx::Error> {
     Ok(Trigger {
         id: row.int("id")?,
@@ -102,6 +119,7 @@ pub(crate) fn trigger(row: &impl StoredRow) -> Result<Trigger, sqlx::Error> {
         param_schema: row.opt_json("param_schema")?,
         payload_schema: row.opt_json("payload_schema")?,
         validate_payloads: row.flag("validate_payloads")?,
+        dedup: typed(row, "dedup")?,
         created: row.time("created")?,
         updated: row.time("updated")?,
     })
@@ -129,6 +147,7 @@ pub(crate) fn sensor(row: &impl StoredRow) -> Result<Sensor, sqlx::Error> {
         // A JSON array of strings; anything else reads as empty.
         pass_env: serde_json::from_value(row.json("pass_env")?).unwrap_or_default(),
         code_digest: row.opt_text("code_digest")?,
+        dedup: typed(row, "dedup")?,
         created: row.time("created")?,
         updated: row.time("updated")?,
     })
@@ -148,6 +167,7 @@ pub(crate) fn rule(row: &impl StoredRow) -> Result<Rule, sqlx::Error> {
         trigger_ref: row.text("trigger_ref")?,
         conditions: row.json("conditions")?,
         action_params: row.opt_json("action_params")?,
+        throttle: typed(row, "throttle")?,
         enabled: row.flag("enabled")?,
         created: row.time("created")?,
         updated: row.time("updated")?,
@@ -186,6 +206,7 @@ pub(crate) fn enforcement(row: &impl StoredRow) -> Result<Enforcement, sqlx::Err
         action_ref: row.opt_text("action_ref")?.unwrap_or_default(),
         action_params: row.opt_json("action_params")?,
         error: row.opt_text("error")?,
+        throttle: typed(row, "throttle")?,
     })
 }
 

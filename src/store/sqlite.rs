@@ -207,6 +207,7 @@ struct EnforcementJson<'a> {
     ar: &'a str,
     ap: Option<String>,
     er: Option<&'a str>,
+    th: Option<String>,
 }
 
 /// Ids of `n` rows just inserted by one `INSERT ... SELECT` into an AUTOINCREMENT table,
@@ -312,19 +313,19 @@ impl Adapter for SqliteStore {
         Ok(stored)
     }
 
-    async fn write_enforcements(
+    async fn insert_enforcements(
         &self,
+        tx: &mut Transaction<'static, Sqlite>,
         enforcements: Vec<NewEnforcement>,
+        created: DateTime<Utc>,
     ) -> Result<Vec<Enforcement>, StoreError> {
         let deduped = dedup_enforcements(&enforcements);
-        let created = now();
         let pairs: Vec<(Id, Id)> = deduped
             .unique
             .iter()
             .map(|i| (enforcements[*i].rule, enforcements[*i].event))
             .collect();
 
-        let mut tx = self.begin().await?;
         // The write lock is held since BEGIN IMMEDIATE, so what exists now is exactly
         // what the insert below would conflict with.
         let sql = format!(
@@ -333,7 +334,7 @@ impl Adapter for SqliteStore {
         );
         let statement = sqlx::query(&sql).bind(batch_json(&pairs)?);
         let existing: HashMap<(Id, Id), Enforcement> =
-            Queries::<Sqlite>::all(&mut *tx, statement, rows::enforcement)
+            Queries::<Sqlite>::all(&mut **tx, statement, rows::enforcement)
                 .await?
                 .into_iter()
                 .map(|e| ((e.rule, e.event), e))
@@ -367,21 +368,25 @@ impl Adapter for SqliteStore {
                     ar: &e.action_ref,
                     ap: e.action_params.as_ref().map(serde_json::Value::to_string),
                     er: e.error.as_deref(),
+                    th: e
+                        .summary
+                        .as_ref()
+                        .and_then(|t| serde_json::to_string(t).ok()),
                 })
                 .collect();
             let outcome = sqlx::query(
                 "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
                      condition, conditions, created, correlation_id, traceparent, action_ref, \
-                     action_params, error) \
+                     action_params, error, throttle) \
                  SELECT value ->> 'rule', value ->> 'rr', value ->> 'tr', value ->> 'ev', \
                      value ->> 'st', value ->> 'p', value ->> 'c', value ->> 'cs', $2, \
                      value ->> 'ci', value ->> 'tp', value ->> 'ar', value ->> 'ap', \
-                     value ->> 'er' \
+                     value ->> 'er', value ->> 'th' \
                  FROM json_each($1) ORDER BY key",
             )
             .bind(batch_json(&rows)?)
             .bind(Stamp(created))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(store_error)?;
             let ids = inserted_ids(&outcome, fresh.len())?;
@@ -393,9 +398,8 @@ impl Adapter for SqliteStore {
                 )));
                 inserted.insert((new.rule, new.event), enforcement);
             }
-            Self::insert_outbox(&mut tx, &drafts, Stamp(created)).await?;
+            Self::insert_outbox(tx, &drafts, Stamp(created)).await?;
         }
-        tx.commit().await.map_err(store_error)?;
 
         let results: Vec<Enforcement> = pairs
             .iter()

@@ -119,6 +119,23 @@ impl CompiledConditions {
     }
 }
 
+/// A field path used outside a condition (a throttle's `group_by`, a dedup `key`), in the
+/// grammar of condition fields: `payload.host`, `payload.tags[0]`, `payload["a.b"]`.
+#[derive(Debug, Clone)]
+pub struct FieldPath(path::Path);
+
+impl FieldPath {
+    /// Parses `field`, or says what is wrong with it.
+    pub fn parse(field: &str) -> Result<Self, String> {
+        path::Path::parse(field, false).map(Self)
+    }
+
+    /// The value at this path in `context`, `None` when it is missing.
+    pub fn get<'a>(&self, context: &'a Value) -> Option<&'a Value> {
+        self.0.resolve(context, None)
+    }
+}
+
 /// The document condition paths are resolved against:
 /// `{payload, trigger: {ref}, sensor: {ref} | null, event: {id, created}}`.
 pub fn evaluation_context(event: &Event) -> Value {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 use crate::domain::{Event, EventOrigin, EventWrite, NewEvent, Sensor, Trigger, config_snapshot};
+use crate::grouping::DedupKey;
 use crate::ports::{
     EventAck, EventIntake, EventRequest, IntakeError, Permit, Store, StoreError, check_storable,
 };
@@ -22,6 +23,8 @@ pub struct DetectionSink {
     store: Arc<dyn Store>,
     activity: SharedActivity,
     stop: watch::Receiver<bool>,
+    /// The sensor's `dedup` (or its trigger's), compiled.
+    dedup: Option<Arc<DedupKey>>,
 }
 
 impl DetectionSink {
@@ -33,6 +36,7 @@ impl DetectionSink {
         activity: SharedActivity,
         stop: watch::Receiver<bool>,
     ) -> Self {
+        let dedup = DedupKey::of_source(&trigger, Some(&sensor)).map(Arc::new);
         Self {
             sensor,
             trigger,
@@ -40,6 +44,7 @@ impl DetectionSink {
             store,
             activity,
             stop,
+            dedup,
         }
     }
 
@@ -128,6 +133,13 @@ impl DetectionSink {
         permit: Permit,
     ) -> Result<EventWrite, IntakeError> {
         let (reply, stored) = oneshot::channel();
+        let dedup_key = self.dedup.as_ref().and_then(|dedup| {
+            dedup.key(&serde_json::json!({
+                "payload": payload,
+                "trigger": {"ref": self.trigger.r#ref},
+                "sensor": {"ref": self.sensor.r#ref},
+            }))
+        });
         self.intake.submit(EventRequest {
             event: NewEvent {
                 trigger: Some(self.trigger.id),
@@ -137,17 +149,22 @@ impl DetectionSink {
                 source: Some(self.sensor.id),
                 source_ref: Some(self.sensor.r#ref.clone()),
                 idempotency_key: origin.idempotency_key,
+                dedup_key,
                 traceparent: origin.traceparent,
             },
             ack: EventAck::Stored(reply),
             permit,
         })?;
         let write = stored.await.map_err(|_| IntakeError::NotRunning)??;
-        if let EventWrite::Stored(event) = &write {
-            let mut activity = self.activity.lock();
-            activity.events_emitted += 1;
-            activity.last_event_at = Some(event.created);
+        let mut activity = self.activity.lock();
+        match &write {
+            EventWrite::Stored(event) => {
+                activity.events_emitted += 1;
+                activity.last_event_at = Some(event.created);
+            }
+            EventWrite::Repeat(_) => activity.duplicates += 1,
         }
+        drop(activity);
         Ok(write)
     }
 }

@@ -16,6 +16,10 @@ pub trait PipelineMetrics: Send + Sync + 'static {
     /// A batch of enforcements was committed: the rule of each, how long the write took.
     fn enforcements_committed(&self, _rules: &[&str], _took: Duration) {}
 
+    /// Matches of throttled rules that created no enforcement now (suppressed, or held
+    /// for a `once_after` window): the rule of each.
+    fn enforcements_throttled(&self, _rules: &[&str]) {}
+
     /// The broker confirmed `count` messages of a batch published in `took`.
     fn messages_published(&self, _count: usize, _took: Duration) {}
 

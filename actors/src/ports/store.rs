@@ -6,8 +6,31 @@ use serde_json::Value;
 
 use crate::domain::{
     Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
-    PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs, Rule, Sensor, Trigger,
+    PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs, Rule, Sensor, ThrottleWindow,
+    Trigger,
 };
+
+/// What [`Store::close_throttle_windows`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClosedWindows {
+    /// The enforcements emitted for ended `once_after` windows.
+    pub enforcements: Vec<Enforcement>,
+    /// When the next stored window ends, if any is left.
+    pub next_close: Option<DateTime<Utc>>,
+}
+
+/// A group's window, with whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredWindow {
+    pub rule_ref: String,
+    pub group: String,
+    pub mode: &'static str,
+    pub opened: DateTime<Utc>,
+    pub closes: DateTime<Utc>,
+    pub matched: u64,
+    pub first_event: Id,
+    pub last_event: Id,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,10 +75,36 @@ pub trait Store: Send + Sync + 'static {
     /// Stores enforcements with their `EnforcementCreated` outbox rows in one transaction.
     /// Idempotent on `(rule, event)`: an existing pair is returned as stored, without a
     /// second outbox row. The result is in the order of the input.
+    ///
+    /// An enforcement with a [`throttle`](NewEnforcement::throttle) claim is decided in
+    /// the same transaction against its group's stored window ([`decide`]): `None` when it
+    /// was suppressed or held for its window (`once_after`); a held window's enforcement
+    /// goes out from [`close_throttle_windows`](Self::close_throttle_windows).
+    ///
+    /// [`decide`]: crate::domain::decide
     async fn create_enforcements(
         &self,
         enforcements: Vec<NewEnforcement>,
-    ) -> Result<Vec<Enforcement>, StoreError>;
+    ) -> Result<Vec<Option<Enforcement>>, StoreError>;
+
+    /// Emits the held enforcement of every `once_after` window that ended by `now` (at most
+    /// `limit`), each with its outbox row, and forgets ended `once_within` windows. Safe
+    /// to call from several instances at once: a window goes out once.
+    async fn close_throttle_windows(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<ClosedWindows, StoreError>;
+
+    /// The window a rule's group is in, if any (for `rule test --explain`).
+    async fn throttle_window(
+        &self,
+        rule_ref: &str,
+        group: &str,
+    ) -> Result<Option<ThrottleWindow>, StoreError>;
+
+    /// Every stored throttle window, soonest to close first (for `GET /throttles`).
+    async fn throttle_windows(&self, limit: u32) -> Result<Vec<StoredWindow>, StoreError>;
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 

@@ -142,6 +142,7 @@ impl SupervisorState {
                     Some((entry.status(*kind), entry.last_error.clone()))
                 })
                 .collect(),
+            throttled: self.throttled.clone(),
         };
         self.status.send_replace(Arc::new(snapshot));
     }

@@ -39,6 +39,7 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             pipeline: HashMap::new(),
             shutting_down: false,
+            throttled: Arc::default(),
             status,
         };
         for kind in PipelineKind::ALL {

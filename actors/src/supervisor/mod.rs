@@ -35,7 +35,7 @@ pub use shutdown::PAST_DEADLINE;
 use crate::outbox::OutboxHealth;
 use crate::pipeline::{PipelineRefs, SystemEvents};
 use crate::ports::{PayloadSchemas, PipelineMetrics, Publisher, SensorDriverFactory, Store};
-use crate::status::{StatusFeed, TreeSnapshot, TreeStatus};
+use crate::status::{StatusFeed, ThrottleCounts, TreeSnapshot, TreeStatus};
 use children::{Child, PipelineEntry, SensorEntry};
 
 pub struct SupervisorArgs {
@@ -129,4 +129,5 @@ pub struct SupervisorState {
     pipeline: HashMap<PipelineKind, PipelineEntry>,
     shutting_down: bool,
     status: watch::Sender<Arc<TreeSnapshot>>,
+    throttled: Arc<ThrottleCounts>,
 }

@@ -83,6 +83,7 @@ mod tests {
             mode: None,
             pass_env: Vec::new(),
             code_digest: None,
+            dedup: None,
             created: now,
             updated: now,
         }

@@ -54,6 +54,7 @@ impl SupervisorState {
                     max_batch: self.config.max_batch,
                     last_error,
                     metrics: self.metrics.clone(),
+                    throttled: self.throttled.clone(),
                 };
                 spawn_live(RuleMatcherActor, args, &refs.matcher, supervisor).await?
             }

@@ -94,6 +94,7 @@ impl MemoryStore {
             param_schema: None,
             payload_schema: None,
             validate_payloads: true,
+            dedup: None,
             created: now,
             updated: now,
         });
@@ -132,6 +133,7 @@ impl MemoryStore {
             mode: None,
             pass_env: Vec::new(),
             code_digest: None,
+            dedup: None,
             created: now,
             updated: now,
         });
@@ -163,6 +165,7 @@ impl MemoryStore {
             trigger_ref: trigger_ref.into(),
             conditions,
             action_params: None,
+            throttle: None,
             enabled: true,
             created: now,
             updated: now,
@@ -292,7 +295,8 @@ impl Store for MemoryStore {
     async fn create_enforcements(
         &self,
         list: Vec<NewEnforcement>,
-    ) -> Result<Vec<Enforcement>, StoreError> {
+    ) -> Result<Vec<Option<Enforcement>>, StoreError> {
+        // Throttles are the SQL stores' (tests/throttle.rs); here every match enforces.
         self.check()?;
         let mut inner = self.lock();
         let mut stored = Vec::new();
@@ -302,7 +306,7 @@ impl Store for MemoryStore {
                 .iter()
                 .find(|e| e.rule == new.rule && e.event == new.event)
             {
-                stored.push(existing.clone());
+                stored.push(Some(existing.clone()));
                 continue;
             }
             let id = inner.id();
@@ -313,9 +317,27 @@ impl Store for MemoryStore {
                 .outbox
                 .push(OutboxEntry::new(outbox_row(outbox_id, &envelope)));
             inner.enforcements.push(enforcement.clone());
-            stored.push(enforcement);
+            stored.push(Some(enforcement));
         }
         Ok(stored)
+    }
+    async fn close_throttle_windows(
+        &self,
+        _now: chrono::DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<ClosedWindows, StoreError> {
+        self.check()?;
+        Ok(ClosedWindows::default())
+    }
+    async fn throttle_window(
+        &self,
+        _rule_ref: &str,
+        _group: &str,
+    ) -> Result<Option<ThrottleWindow>, StoreError> {
+        Ok(None)
+    }
+    async fn throttle_windows(&self, _limit: u32) -> Result<Vec<StoredWindow>, StoreError> {
+        Ok(Vec::new())
     }
     async fn events_between(
         &self,
