@@ -332,19 +332,31 @@ async fn test_rule(settings: &Settings, command: RuleCommand) -> anyhow::Result<
         (None, None) => unreachable!("clap requires a rule ref or --rule"),
     };
     let verdict = async {
-        let rule = match source {
-            RuleSource::File(file) => rule_test::rule_from_file(&file)?,
+        let payload = rule_test::parse_payload(&payload)?;
+        let (rule, window) = match source {
+            RuleSource::File(file) => (rule_test::rule_from_file(&file)?, None),
             RuleSource::Stored(rule_ref) => {
                 let store = store::open_with(&settings.database.url, settings.store_options())
                     .await
                     .map_err(|e| {
                         rule_test::RuleTestError::Rule(format!("cannot open the database: {e}"))
                     })?;
-                rule_test::rule_from_store(store.as_ref(), &rule_ref).await?
+                let rule = rule_test::rule_from_store(store.as_ref(), &rule_ref).await?;
+                let window = match rule_test::group_of(&rule, &payload)? {
+                    Some(group) => Some(store.throttle_window(&rule.r#ref, &group).await.map_err(
+                        |e| {
+                            rule_test::RuleTestError::Rule(format!(
+                                "cannot read the throttle window of rule {}: {e}",
+                                rule.r#ref
+                            ))
+                        },
+                    )?),
+                    None => None,
+                };
+                (rule, window)
             }
         };
-        let payload = rule_test::parse_payload(&payload)?;
-        rule_test::evaluate(&rule, payload, explain, json)
+        rule_test::evaluate(&rule, payload, window, explain, json)
     }
     .await;
     match verdict {

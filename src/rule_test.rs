@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 use attune_actors::conditions::{CompiledConditions, Explanation};
+use attune_actors::domain::{Id, Throttle, ThrottleStep, ThrottleWindow, decide};
+use attune_actors::grouping::FieldValues;
 use attune_actors::ports::Store;
 
 use crate::packs;
@@ -28,6 +30,7 @@ pub struct RuleUnderTest {
     pub r#ref: String,
     pub trigger_ref: String,
     pub conditions: Value,
+    pub throttle: Option<Throttle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,7 @@ pub fn rule_from_file(file: &Path) -> Result<RuleUnderTest, RuleTestError> {
         r#ref: rule.r#ref,
         trigger_ref: rule.trigger_ref,
         conditions: rule.conditions,
+        throttle: rule.throttle,
     })
 }
 
@@ -76,7 +80,83 @@ pub async fn rule_from_store(
         r#ref: rule.r#ref,
         trigger_ref: rule.trigger_ref,
         conditions: rule.conditions,
+        throttle: rule.throttle,
     })
+}
+
+/// The evaluation context of a payload tested as a system event of the rule's trigger.
+fn context_of(rule: &RuleUnderTest, payload: Value) -> Value {
+    json!({
+        "payload": payload,
+        "trigger": {"ref": rule.trigger_ref},
+        "sensor": null,
+        "event": {"id": 0, "created": chrono::Utc::now().to_rfc3339()},
+    })
+}
+
+/// The throttle group the payload falls in, when the rule is throttled.
+pub fn group_of(rule: &RuleUnderTest, payload: &Value) -> Result<Option<String>, RuleTestError> {
+    let Some(throttle) = &rule.throttle else {
+        return Ok(None);
+    };
+    let group_by = FieldValues::compile(&throttle.group_by, "throttle.group_by")
+        .map_err(|e| RuleTestError::Rule(format!("rule {}: {e}", rule.r#ref)))?;
+    Ok(Some(group_by.group(&context_of(rule, payload.clone()))))
+}
+
+/// What the rule's throttle would do with a match now: `window` is the group's stored
+/// window when the database was consulted (`None`: it was not).
+fn throttle_report(
+    throttle: &Throttle,
+    group: &str,
+    window: Option<Option<ThrottleWindow>>,
+) -> (Value, String) {
+    let mut text = format!(
+        "throttle: {} {}s, group {group}{}\n",
+        throttle.mode.as_str(),
+        throttle.window_secs,
+        if throttle.group_by.is_empty() {
+            String::new()
+        } else {
+            format!(" (group_by {})", throttle.group_by.join(", "))
+        }
+    );
+    let outcome = match window {
+        None => {
+            text.push_str("  window state not consulted (a rule file; test --rule REF against the database to see it)\n");
+            "unknown"
+        }
+        Some(stored) => {
+            let now = chrono::Utc::now();
+            let step = decide(
+                throttle.mode,
+                throttle.window(),
+                stored.as_ref(),
+                Id::MAX,
+                now,
+            );
+            let (outcome, why) = match step {
+                ThrottleStep::EnforceNow(_) => ("enforce", "no window is open for this group: the match creates an enforcement and opens one".to_owned()),
+                ThrottleStep::Hold(_) => ("hold", "no window is open for this group: the match opens one, and its enforcement goes out when the window ends".to_owned()),
+                ThrottleStep::CloseThenHold { .. } => ("hold", "the group's last window has ended (its enforcement goes out now); the match opens the next one".to_owned()),
+                ThrottleStep::Suppress(_) | ThrottleStep::AlreadyCounted => {
+                    let (counted, closes) =
+                        stored.map_or((0, String::new()), |w| (w.matched, w.closes.to_rfc3339()));
+                    ("suppress", format!("a window is open for this group until {closes} with {counted} match(es): the match is suppressed"))
+                }
+            };
+            text.push_str(&format!("  {why}\n"));
+            outcome
+        }
+    };
+    let report = json!({
+        "mode": throttle.mode.as_str(),
+        "window_secs": throttle.window_secs,
+        "group_by": throttle.group_by,
+        "group": serde_json::from_str::<Value>(group).unwrap_or(Value::Null),
+        "outcome": outcome,
+    });
+    (report, text)
 }
 
 /// Parses `--payload`: inline JSON, or `@FILE` to read it from a file.
@@ -101,22 +181,27 @@ pub struct Verdict {
 
 /// Evaluates `rule` against `payload` as if it were an event of the rule's trigger with no
 /// sensor (a system event).
+///
+/// For a throttled rule `window` is the payload's group window as stored (`Some`), or
+/// `None` when the database was not consulted; the report says what the throttle would
+/// do with the match.
 pub fn evaluate(
     rule: &RuleUnderTest,
     payload: Value,
+    window: Option<Option<ThrottleWindow>>,
     explain: bool,
     as_json: bool,
 ) -> Result<Verdict, RuleTestError> {
     let compiled = CompiledConditions::compile(&rule.conditions)
         .map_err(|e| RuleTestError::Rule(format!("rule {}: conditions: {e}", rule.r#ref)))?;
-    let context = json!({
-        "payload": payload,
-        "trigger": {"ref": rule.trigger_ref},
-        "sensor": null,
-        "event": {"id": 0, "created": chrono::Utc::now().to_rfc3339()},
-    });
+    let group = group_of(rule, &payload)?;
+    let context = context_of(rule, payload);
     let explanation: Explanation = compiled.explain(&context);
     let matched = explanation.matched;
+    let throttle = match (&rule.throttle, &group) {
+        (Some(throttle), Some(group)) if matched => Some(throttle_report(throttle, group, window)),
+        _ => None,
+    };
     let output = if as_json {
         let report = json!({
             "rule_ref": rule.r#ref,
@@ -124,6 +209,7 @@ pub fn evaluate(
             "matched": matched,
             "condition": compiled.top_level(),
             "explanation": explanation,
+            "throttle": throttle.as_ref().map(|(report, _)| report),
         });
         format!(
             "{}\n",
@@ -134,6 +220,9 @@ pub fn evaluate(
         let mut text = format!("rule {}: {verdict}\n", rule.r#ref);
         if explain {
             text.push_str(&explanation.render_tree());
+            if let Some((_, throttle)) = &throttle {
+                text.push_str(throttle);
+            }
         }
         text
     };

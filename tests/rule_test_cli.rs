@@ -221,3 +221,67 @@ fn stored_rule_by_ref() {
         stderr(&unknown)
     );
 }
+
+#[test]
+fn explain_shows_what_the_throttle_would_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("attune.db");
+    let rule = "config/packs/example/rules/disk_almost_full.yaml";
+    let payload = r#"{"mount": "/var", "used_percent": 97}"#;
+    let from_file = attune(
+        &db,
+        &[
+            "rule",
+            "test",
+            "--rule",
+            rule,
+            "--payload",
+            payload,
+            "--explain",
+        ],
+    );
+    assert_eq!(from_file.status.code(), Some(0), "{}", stderr(&from_file));
+    let text = stdout(&from_file);
+    assert!(
+        text.contains(r#"throttle: once_within 1800s, group ["/var"] (group_by payload.mount)"#),
+        "{text}"
+    );
+    assert!(text.contains("not consulted"), "{text}");
+
+    let load = attune(&db, &["pack", "load", "config/packs/example"]);
+    assert_eq!(load.status.code(), Some(0), "{}", stderr(&load));
+    let stored = attune(
+        &db,
+        &[
+            "rule",
+            "test",
+            "example.disk_almost_full",
+            "--payload",
+            payload,
+            "--json",
+        ],
+    );
+    assert_eq!(stored.status.code(), Some(0), "{}", stderr(&stored));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&stored)).expect("JSON report");
+    assert_eq!(report["throttle"]["outcome"], "enforce", "{report}");
+    assert_eq!(report["throttle"]["group"], serde_json::json!(["/var"]));
+
+    let quiet = attune(
+        &db,
+        &[
+            "rule",
+            "test",
+            "--rule",
+            rule,
+            "--payload",
+            r#"{"mount": "/", "used_percent": 3}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(quiet.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&quiet)).expect("JSON report");
+    assert!(
+        report["throttle"].is_null(),
+        "no match, no throttle: {report}"
+    );
+}
