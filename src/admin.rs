@@ -51,6 +51,8 @@ pub struct AdminState {
     pub metrics_public: bool,
     /// What retention removed, for `/status`.
     pub retention: Arc<crate::retention::PruneStats>,
+    /// What `packs.watch` reloaded or refused, for `/status`.
+    pub pack_watch: Arc<crate::pack_watch::WatchStats>,
 }
 
 /// The header that makes `POST /events` idempotent.
@@ -243,6 +245,7 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
             "last_error": state.tree.outbox_health.last_error(),
         },
         "retention": state.retention.snapshot(),
+        "packs": state.pack_watch.snapshot(),
         "database": {"url": state.database_url},
         "mq": {"url": state.mq_url},
     }))

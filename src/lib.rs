@@ -12,6 +12,7 @@ pub mod json_errors;
 pub mod metrics;
 pub mod outbox_cli;
 pub mod pack_limits;
+pub mod pack_watch;
 pub mod packs;
 pub mod retention;
 pub mod rule_test;

@@ -67,6 +67,8 @@ pub struct Service {
     admin_task: JoinHandle<()>,
     supervisor_task: JoinHandle<()>,
     pruner: JoinHandle<()>,
+    /// `packs.watch`: reloads packs whose files change.
+    pack_watch: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
 }
 
@@ -131,6 +133,20 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;
 
+        let pack_watch_stats = Arc::new(crate::pack_watch::WatchStats::default());
+        let pack_watch = settings
+            .packs
+            .watch
+            .then(|| {
+                crate::pack_watch::spawn(
+                    store.clone(),
+                    tree.supervisor.clone(),
+                    &settings.packs.autoload,
+                    settings.packs.watch_debounce.0,
+                    pack_watch_stats.clone(),
+                )
+            })
+            .flatten();
         let retention_stats = Arc::new(PruneStats::default());
         let pruner = retention::spawn(
             store.clone(),
@@ -151,6 +167,7 @@ impl Service {
             metrics: metrics.clone(),
             metrics_public: settings.admin.metrics_public,
             retention: retention_stats.clone(),
+            pack_watch: pack_watch_stats,
         });
         let (admin_stop, stopped) = oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {
@@ -193,6 +210,7 @@ impl Service {
             admin_task,
             supervisor_task,
             pruner,
+            pack_watch,
             shutdown_timeout: settings.shutdown_timeout(),
         })
     }
@@ -215,6 +233,9 @@ impl Service {
         let _ = self.webhook_stop.send(());
         // A prune in progress is one batch in a transaction: stopping it rolls that back.
         self.pruner.abort();
+        if let Some(watch) = &self.pack_watch {
+            watch.abort();
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let mut webhook_task = self.webhook_task;
         if tokio::time::timeout(left / 3, &mut webhook_task)

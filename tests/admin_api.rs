@@ -313,6 +313,7 @@ async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
         metrics: Default::default(),
         metrics_public: false,
         retention: Default::default(),
+        pack_watch: Default::default(),
     });
     let (code, body) = get(&app, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");

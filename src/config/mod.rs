@@ -212,6 +212,16 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields)]
 pub struct PackSettings {
     pub autoload: Vec<PathBuf>,
+    /// Reload an autoloaded pack shortly after its files change.
+    #[serde(default)]
+    pub watch: bool,
+    /// How long a pack's files must be quiet before it is reloaded.
+    #[serde(default = "default_watch_debounce")]
+    pub watch_debounce: Seconds,
+}
+
+fn default_watch_debounce() -> Seconds {
+    Seconds(std::time::Duration::from_secs(1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

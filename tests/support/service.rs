@@ -168,6 +168,7 @@ impl TestService {
             metrics: Default::default(),
             metrics_public: self.settings.admin.metrics_public,
             retention: Default::default(),
+            pack_watch: Default::default(),
         })
     }
 
