@@ -14,7 +14,6 @@ use std::time::Duration;
 use attune_actors::domain::{EventWrite, IdempotencyKey, NewEvent};
 use attune_sensor::service::Service;
 use serde_json::{Value, json};
-use support::postgres::TestDatabase;
 use support::triggers::*;
 
 /// A pack whose trigger deduplicates on `payload.alert_id` within `window`.
@@ -78,18 +77,11 @@ async fn trigger_dedup_within_the_window(database_url: &str, root: &Path) {
     shutdown(service).await;
 }
 
-#[tokio::test]
-async fn sqlite_trigger_dedup() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    trigger_dedup_within_the_window(&sqlite_url(dir.path()), dir.path()).await;
-}
-
-#[tokio::test]
-async fn postgres_trigger_dedup() {
-    let db = TestDatabase::create().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    trigger_dedup_within_the_window(&db.url, dir.path()).await;
-}
+on_both_backends!(
+    trigger_dedup_within_the_window,
+    sqlite_trigger_dedup,
+    postgres_trigger_dedup
+);
 
 /// Straight on the store: a content key repeats within its window and is free again once
 /// the window has passed (a window of 50 ms, waited out against the stored time).
@@ -148,18 +140,11 @@ async fn content_keys_expire_with_their_window(database_url: &str, root: &Path) 
     shutdown(service).await;
 }
 
-#[tokio::test]
-async fn sqlite_content_keys_expire() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    content_keys_expire_with_their_window(&sqlite_url(dir.path()), dir.path()).await;
-}
-
-#[tokio::test]
-async fn postgres_content_keys_expire() {
-    let db = TestDatabase::create().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    content_keys_expire_with_their_window(&db.url, dir.path()).await;
-}
+on_both_backends!(
+    content_keys_expire_with_their_window,
+    sqlite_content_keys_expire,
+    postgres_content_keys_expire
+);
 
 /// A stream sensor prints the same alert twice, another one, then its state: one event
 /// per alert is stored, the duplicate is counted, and the state after it is saved (the

@@ -17,7 +17,6 @@ use attune_actors::messages::{Envelope, MessagePayload};
 use attune_sensor::service::Service;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use support::postgres::TestDatabase;
 use support::triggers::*;
 
 const RULES: &[(&str, &str)] = &[
@@ -253,44 +252,23 @@ async fn a_window_that_ends_while_down_goes_out_at_start(database_url: &str, roo
     shutdown(service).await;
 }
 
-#[tokio::test]
-async fn sqlite_once_within() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    once_within_enforces_once_per_group_and_window(&sqlite_url(dir.path()), dir.path()).await;
-}
+on_both_backends!(
+    once_within_enforces_once_per_group_and_window,
+    sqlite_once_within,
+    postgres_once_within
+);
 
-#[tokio::test]
-async fn postgres_once_within() {
-    let db = TestDatabase::create().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    once_within_enforces_once_per_group_and_window(&db.url, dir.path()).await;
-}
+on_both_backends!(
+    once_after_sums_up_each_window,
+    sqlite_once_after,
+    postgres_once_after
+);
 
-#[tokio::test]
-async fn sqlite_once_after() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    once_after_sums_up_each_window(&sqlite_url(dir.path()), dir.path()).await;
-}
-
-#[tokio::test]
-async fn postgres_once_after() {
-    let db = TestDatabase::create().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    once_after_sums_up_each_window(&db.url, dir.path()).await;
-}
-
-#[tokio::test]
-async fn sqlite_restart_in_a_once_after_window() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    a_window_that_ends_while_down_goes_out_at_start(&sqlite_url(dir.path()), dir.path()).await;
-}
-
-#[tokio::test]
-async fn postgres_restart_in_a_once_after_window() {
-    let db = TestDatabase::create().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    a_window_that_ends_while_down_goes_out_at_start(&db.url, dir.path()).await;
-}
+on_both_backends!(
+    a_window_that_ends_while_down_goes_out_at_start,
+    sqlite_restart_in_a_once_after_window,
+    postgres_restart_in_a_once_after_window
+);
 
 #[test]
 fn a_bad_throttle_refuses_the_pack_naming_the_file() {

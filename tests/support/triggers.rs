@@ -133,3 +133,23 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Runs one async check `fn(database_url, root)` as two tests, on SQLite and on a fresh
+/// PostgreSQL database: `on_both_backends!(check, sqlite_name, postgres_name);`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($check:ident, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            $check(&sqlite_url(dir.path()), dir.path()).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let db = support::postgres::TestDatabase::create().await;
+            let dir = tempfile::tempdir().expect("temp dir");
+            $check(&db.url, dir.path()).await;
+        }
+    };
+}
