@@ -53,6 +53,8 @@ pub struct AdminState {
     pub retention: Arc<crate::retention::PruneStats>,
     /// What `packs.watch` reloaded or refused, for `/status`.
     pub pack_watch: Arc<crate::pack_watch::WatchStats>,
+    /// This instance, for `/status` and `GET /cluster`.
+    pub identity: Arc<crate::cluster::Identity>,
 }
 
 /// The header that makes `POST /events` idempotent.
@@ -75,7 +77,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/reload", post(reload))
         .route("/events", post(emit_event).get(recent_events))
         .route("/enforcements", get(recent_enforcements))
-        .route("/throttles", get(throttle_windows));
+        .route("/throttles", get(throttle_windows))
+        .route("/cluster", get(cluster));
     let (protected, public) = if state.metrics_public {
         (protected, Router::new().route("/metrics", get(metrics)))
     } else {
@@ -167,16 +170,12 @@ async fn page() -> Response {
 
 /// Who serves this: for the page's header and for telling instances apart.
 /// Read once: the page asks for `/status` every two seconds.
-fn instance() -> Value {
-    static INSTANCE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    INSTANCE
-        .get_or_init(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "unknown".to_owned());
-            json!({"host": host, "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")})
-        })
-        .clone()
+/// `GET /cluster`: the instances sharing the database and the leases.
+async fn cluster(State(state): State<AdminState>) -> ApiResult {
+    let view = crate::cluster::current(state.store.as_ref(), &state.identity)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(view).into_response())
 }
 
 async fn health() -> Json<Value> {
@@ -232,7 +231,7 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
     };
     let (backlog, parked) = (last.map(|c| c.0), last.map(|c| c.1));
     Ok(Json(json!({
-        "instance": instance(),
+        "instance": &*state.identity,
         "sensors": tree.sensors,
         "pipeline": tree.pipeline,
         "throttled": tree.throttled,
@@ -242,6 +241,11 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
             "parked": parked,
             "bus": state.publisher.kind(),
             "connected": state.publisher.is_connected(),
+            "publishing": !state
+                .tree
+                .outbox_health
+                .standby
+                .load(std::sync::atomic::Ordering::Relaxed),
             "last_error": state.tree.outbox_health.last_error(),
         },
         "retention": state.retention.snapshot(),

@@ -144,12 +144,55 @@ pub fn render_status(status: &Value) -> String {
     }
     let outbox = &status["outbox"];
     out.push_str(&format!(
-        "outbox backlog={} parked={} bus={} connected={} last_error={}\n",
+        "outbox backlog={} parked={} bus={} connected={} publishing={} last_error={}\n",
         text(&outbox["backlog"]),
         text(&outbox["parked"]),
         text(&outbox["bus"]),
         text(&outbox["connected"]),
+        text(&outbox["publishing"]),
         text(&outbox["last_error"]),
     ));
+    out
+}
+
+/// The `status` command's cluster table (`GET /cluster`): one line per instance.
+pub fn render_cluster(cluster: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "\n{:<44} {:<6} {:>9} {:<9} {:<20} {}\n",
+        "INSTANCE", "ALIVE", "HEARTBEAT", "VERSION", "LEASES", "LABELS"
+    );
+    for instance in cluster["instances"].as_array().into_iter().flatten() {
+        let marker = if instance["this"] == true { " *" } else { "" };
+        let leases: Vec<String> = instance["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let labels: Vec<String> = instance["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", text(v)))
+            .collect();
+        out.push_str(&format!(
+            "{:<44} {:<6} {:>8.1}s {:<9} {:<20} {}\n",
+            format!("{}{marker}", text(&instance["id"])),
+            text(&instance["alive"]),
+            instance["heartbeat_age_secs"].as_f64().unwrap_or(f64::NAN),
+            text(&instance["version"]),
+            if leases.is_empty() {
+                "-".to_owned()
+            } else {
+                leases.join(",")
+            },
+            labels.join(","),
+        ));
+    }
     out
 }

@@ -7,7 +7,9 @@
 pub mod admin;
 pub mod bus;
 pub mod client;
+pub mod cluster;
 pub mod config;
+pub mod instance_lock;
 pub mod json_errors;
 pub mod metrics;
 pub mod outbox_cli;

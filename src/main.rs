@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use attune_sensor::client::{AdminClient, render_status};
+use attune_sensor::client::{AdminClient, render_cluster, render_status};
 use attune_sensor::config::{LogFormat, Settings};
 use attune_sensor::outbox_cli::{self, RetryTarget};
 use attune_sensor::retention::{self, RetentionPolicy};
@@ -240,11 +240,20 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { json } => {
-            let status = client().get("/status").await?;
+            let client = client();
+            let mut status = client.get("/status").await?;
+            // A service older than GET /cluster still shows its own status.
+            let cluster = client.get("/cluster").await.ok();
             if json {
+                if let Some(object) = status.as_object_mut() {
+                    object.insert("cluster".to_owned(), cluster.unwrap_or_default());
+                }
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", render_status(&status));
+                if let Some(cluster) = &cluster {
+                    print!("{}", render_cluster(cluster));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

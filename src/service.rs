@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use attune_actors::outbox::PublisherLease;
 use attune_actors::ports::{Publisher, Store, StoreError};
 use attune_actors::supervisor::ShutdownReport;
 use attune_actors::{SupervisorArgs, SupervisorMsg, Tree};
@@ -34,6 +35,8 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Bus(#[from] bus::OpenError),
+    #[error(transparent)]
+    InstanceLock(#[from] crate::instance_lock::LockError),
     #[error("cannot start the actor tree: {0}")]
     Tree(String),
     #[error("cannot listen on admin.bind {addr}: {source}")]
@@ -69,11 +72,21 @@ pub struct Service {
     pruner: JoinHandle<()>,
     /// `packs.watch`: reloads packs whose files change.
     pack_watch: Option<JoinHandle<()>>,
+    /// Keeps this instance's row in the `instance` table fresh.
+    heartbeat: JoinHandle<()>,
+    pub identity: Arc<crate::cluster::Identity>,
+    /// SQLite only: held while the service runs, so no second one opens the file.
+    _instance_lock: Option<crate::instance_lock::InstanceLock>,
     shutdown_timeout: Duration,
 }
 
 impl Service {
     pub async fn start(settings: &Settings) -> Result<Self, ServiceError> {
+        // Before anything touches the file: a second service on it stops here.
+        let instance_lock = crate::instance_lock::sqlite_file(&settings.database.url)
+            .map(|file| crate::instance_lock::acquire(&file))
+            .transpose()?;
+        let identity = Arc::new(crate::cluster::Identity::from_settings(settings));
         let database_url = redact_url(&settings.database.url);
         let store = store::open_with(&settings.database.url, settings.store_options())
             .await
@@ -122,8 +135,15 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         let factory = RuntimeFactory::new(settings, metrics.clone());
         let webhooks = factory.webhooks();
+        let mut supervisor_config = settings.supervisor();
+        // SQLite runs one instance (the lock above), which needs no turn to publish: a
+        // restart after a crash publishes at once instead of waiting out a dead lease.
+        supervisor_config.publisher_lease = instance_lock.is_none().then(|| PublisherLease {
+            holder: identity.id.clone(),
+            ttl: identity.lease_ttl,
+        });
         let (tree, supervisor_task) = Tree::start(SupervisorArgs {
-            config: settings.supervisor(),
+            config: supervisor_config,
             store: store.clone(),
             publisher: publisher.clone(),
             factory: Arc::new(factory),
@@ -133,6 +153,8 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Tree(e.to_string()))?;
 
+        let heartbeat = crate::cluster::spawn_heartbeat(store.clone(), identity.clone());
+        tracing::info!(instance = %identity.id, "instance started");
         let pack_watch_stats = Arc::new(crate::pack_watch::WatchStats::default());
         let pack_watch = settings
             .packs
@@ -168,6 +190,7 @@ impl Service {
             metrics_public: settings.admin.metrics_public,
             retention: retention_stats.clone(),
             pack_watch: pack_watch_stats,
+            identity: identity.clone(),
         });
         let (admin_stop, stopped) = oneshot::channel::<()>();
         let admin_task = tokio::spawn(async move {
@@ -211,6 +234,9 @@ impl Service {
             supervisor_task,
             pruner,
             pack_watch,
+            heartbeat,
+            identity,
+            _instance_lock: instance_lock,
             shutdown_timeout: settings.shutdown_timeout(),
         })
     }
@@ -276,6 +302,8 @@ impl Service {
             admin_task.abort();
         }
         let _ = tokio::time::timeout(ADMIN_TAIL, self.supervisor_task).await;
+        self.heartbeat.abort();
+        crate::cluster::deregister(self.store.as_ref(), &self.identity).await;
         if report.outbox_drained {
             tracing::info!("shut down cleanly");
         } else {

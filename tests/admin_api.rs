@@ -314,6 +314,7 @@ async fn ready_is_503_when_the_broker_is_down_while_health_stays_ok() {
         metrics_public: false,
         retention: Default::default(),
         pack_watch: Default::default(),
+        identity: service.identity.clone(),
     });
     let (code, body) = get(&app, "/ready").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");

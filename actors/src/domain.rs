@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod cluster;
 mod dedup;
 mod retention;
 mod throttle;
 
+pub use cluster::{InstanceRecord, LeaseRecord, OUTBOX_LEASE};
 pub use dedup::ContentDedup;
 pub use retention::{PruneCount, PruneCutoffs};
 pub use throttle::{

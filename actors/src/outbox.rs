@@ -9,6 +9,11 @@
 //! takes it) does not hold up the rows behind it: it is retried with backoff and, after
 //! `max_attempts` refusals, parked with its last error until an operator retries it (see
 //! [`disposition`]).
+//!
+//! Instances sharing a database take turns: only the holder of the outbox lease
+//! ([`PublisherLease`]) publishes, renewing it as it drains; the others stand by and take
+//! it over once it expires or is released (on shutdown), so steady-state operation sends
+//! each message once.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::{Arc, Mutex};
@@ -16,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::batch::retry_delay;
+use crate::domain::{OUTBOX_LEASE, far_future};
 use crate::ports::{PipelineMetrics, Publisher, RefusalKind, Store};
 use crate::sync::{lock, set_error};
 
@@ -35,6 +41,8 @@ pub enum OutboxMsg {
 #[derive(Debug, Default)]
 pub struct OutboxHealth {
     pub last_error: Mutex<Option<String>>,
+    /// Another instance holds the outbox lease: this one publishes nothing.
+    pub standby: std::sync::atomic::AtomicBool,
 }
 
 impl OutboxHealth {
@@ -59,6 +67,37 @@ pub struct OutboxArgs {
     /// What becomes of a message no queue takes (`mq.unroutable`).
     pub unroutable: UnroutablePolicy,
     pub metrics: Arc<dyn PipelineMetrics>,
+    /// Publish only while holding the outbox lease (`None`: always publish).
+    pub lease: Option<PublisherLease>,
+}
+
+/// The outbox lease this instance asks for: one publisher among the instances sharing a
+/// database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherLease {
+    /// This instance's id.
+    pub holder: String,
+    /// How long a grant lasts; it is renewed once a third of it has passed.
+    pub ttl: Duration,
+}
+
+/// Whether the lease is held, and until when (by this process's clock).
+#[derive(Debug)]
+struct LeaseState {
+    config: PublisherLease,
+    held_until: Option<Instant>,
+    generation: Option<i64>,
+    /// Standing by has been logged since the lease was last held.
+    told_standby: bool,
+}
+
+impl LeaseState {
+    /// The lease must be asked for now: not held, or a third of its time has passed.
+    fn due(&self, now: Instant) -> bool {
+        self.held_until.is_none_or(|until| {
+            until.saturating_duration_since(now) < self.config.ttl.mul_f64(2.0 / 3.0)
+        })
+    }
 }
 
 /// What to do with a message the broker returns because no queue is bound for it.
@@ -109,6 +148,7 @@ pub struct OutboxState {
     args: OutboxArgs,
     drain_scheduled: bool,
     failures: u32,
+    lease: Option<LeaseState>,
 }
 
 enum Drained {
@@ -116,6 +156,8 @@ enum Drained {
     Empty,
     More,
     Failed,
+    /// Another instance holds the outbox lease.
+    Standby,
 }
 
 impl Actor for OutboxPublisherActor {
@@ -130,10 +172,17 @@ impl Actor for OutboxPublisherActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.poll_every, || OutboxMsg::Wake);
         myself.send_message(OutboxMsg::Drain)?;
+        let lease = args.lease.clone().map(|config| LeaseState {
+            config,
+            held_until: None,
+            generation: None,
+            told_standby: false,
+        });
         Ok(OutboxState {
             args,
             drain_scheduled: true,
             failures: 0,
+            lease,
         })
     }
 
@@ -156,7 +205,8 @@ impl Actor for OutboxPublisherActor {
                 }
             }
             OutboxMsg::Drain => match state.drain_batch().await {
-                Drained::Empty => state.drain_scheduled = false,
+                // The poll tick looks again (and asks for the lease again).
+                Drained::Empty | Drained::Standby => state.drain_scheduled = false,
                 Drained::More => myself.send_message(OutboxMsg::Drain)?,
                 Drained::Failed => {
                     myself.send_after(retry_delay(state.failures), || OutboxMsg::Drain);
@@ -165,7 +215,8 @@ impl Actor for OutboxPublisherActor {
             OutboxMsg::DrainAll(deadline, reply) => {
                 let emptied = loop {
                     match state.drain_batch().await {
-                        Drained::Empty => break true,
+                        // The instance holding the lease publishes these rows.
+                        Drained::Empty | Drained::Standby => break true,
                         Drained::More => {}
                         Drained::Failed => {
                             let pause = retry_delay(state.failures);
@@ -179,6 +230,7 @@ impl Actor for OutboxPublisherActor {
                         break false;
                     }
                 };
+                state.release_lease().await;
                 let _ = reply.send(emptied);
             }
         }
@@ -188,6 +240,11 @@ impl Actor for OutboxPublisherActor {
 
 impl OutboxState {
     async fn drain_batch(&mut self) -> Drained {
+        match self.holds_lease().await {
+            Ok(true) => {}
+            Ok(false) => return Drained::Standby,
+            Err(error) => return self.failed(error),
+        }
         let rows = match self.args.store.pending_outbox(self.args.batch_size).await {
             Ok(rows) => rows,
             Err(error) => return self.failed(format!("reading the outbox failed: {error}")),
@@ -274,6 +331,73 @@ impl OutboxState {
             Drained::Empty
         } else {
             Drained::More
+        }
+    }
+
+    /// Whether this instance may publish now, asking for (or renewing) the lease when due.
+    async fn holds_lease(&mut self) -> Result<bool, String> {
+        let Some(lease) = &mut self.lease else {
+            return Ok(true);
+        };
+        let now = Instant::now();
+        if !lease.due(now) {
+            return Ok(true);
+        }
+        let wall = chrono::Utc::now();
+        let ttl = chrono::Duration::from_std(lease.config.ttl).unwrap_or(chrono::Duration::MAX);
+        let asked = self
+            .args
+            .store
+            .acquire_lease(
+                OUTBOX_LEASE,
+                &lease.config.holder,
+                wall,
+                wall.checked_add_signed(ttl).unwrap_or_else(far_future),
+            )
+            .await;
+        let standby = &self.args.health.standby;
+        match asked {
+            Ok(Some(generation)) => {
+                if lease.generation != Some(generation) {
+                    tracing::info!(instance = %lease.config.holder, generation, "this instance publishes the outbox");
+                }
+                lease.held_until = Some(now + lease.config.ttl);
+                lease.generation = Some(generation);
+                lease.told_standby = false;
+                standby.store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
+            }
+            Ok(None) => {
+                if !lease.told_standby {
+                    tracing::info!(instance = %lease.config.holder, "another instance publishes the outbox; standing by");
+                    lease.told_standby = true;
+                }
+                lease.held_until = None;
+                lease.generation = None;
+                standby.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(false)
+            }
+            // A grant that has not run out yet still holds.
+            Err(_) if lease.held_until.is_some_and(|until| until > now) => Ok(true),
+            Err(error) => Err(format!("asking for the outbox lease failed: {error}")),
+        }
+    }
+
+    /// Lets the lease go (shutdown), so another instance publishes at once.
+    async fn release_lease(&mut self) {
+        let Some(lease) = &mut self.lease else {
+            return;
+        };
+        if lease.generation.take().is_some() {
+            lease.held_until = None;
+            if let Err(error) = self
+                .args
+                .store
+                .release_lease(OUTBOX_LEASE, &lease.config.holder)
+                .await
+            {
+                tracing::warn!(%error, "could not release the outbox lease; it expires by itself");
+            }
         }
     }
 

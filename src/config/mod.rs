@@ -12,8 +12,10 @@ use std::time::Duration;
 use attune_actors::SupervisorConfig;
 use attune_actors::outbox::UnroutablePolicy;
 
+mod cluster;
 mod duration;
 
+pub use cluster::{ClusterSettings, host_name};
 pub use duration::{Seconds, parse_duration};
 
 /// The environment variable listing pack directories to load at start.
@@ -52,6 +54,8 @@ pub struct Settings {
     pub dedup: DedupSettings,
     pub retention: RetentionSettings,
     pub shutdown: ShutdownSettings,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +369,12 @@ impl Settings {
                 reason: reason.to_owned(),
             })
         };
+        if let Err(reason) = self.cluster.check() {
+            return Err(ConfigError::Invalid {
+                key: "cluster",
+                reason,
+            });
+        }
         let url = self.database.url.as_str();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -265,6 +265,72 @@ macro_rules! impl_store {
                     .await
                 }
 
+                async fn register_instance(
+                    &self,
+                    instance: &::attune_actors::domain::InstanceRecord,
+                ) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "register_instance", async {
+                        Shared::register_instance(self.writer(), instance).await
+                    })
+                    .await
+                }
+
+                async fn heartbeat_instance(
+                    &self,
+                    id: &str,
+                    at: ::chrono::DateTime<::chrono::Utc>,
+                ) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "heartbeat_instance", async {
+                        Shared::heartbeat_instance(self.writer(), id, at).await
+                    })
+                    .await
+                }
+
+                async fn remove_instance(&self, id: &str) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "remove_instance", async {
+                        Shared::remove_instance(self.writer(), id).await
+                    })
+                    .await
+                }
+
+                async fn instances(
+                    &self,
+                ) -> Result<Vec<::attune_actors::domain::InstanceRecord>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "instances", async {
+                        Shared::instances(self.reader()).await
+                    })
+                    .await
+                }
+
+                async fn acquire_lease(
+                    &self,
+                    name: &str,
+                    holder: &str,
+                    now: ::chrono::DateTime<::chrono::Utc>,
+                    expires: ::chrono::DateTime<::chrono::Utc>,
+                ) -> Result<Option<i64>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "acquire_lease", async {
+                        Shared::acquire_lease(self.writer(), name, holder, now, expires).await
+                    })
+                    .await
+                }
+
+                async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "release_lease", async {
+                        Shared::release_lease(self.writer(), name, holder).await
+                    })
+                    .await
+                }
+
+                async fn leases(
+                    &self,
+                ) -> Result<Vec<::attune_actors::domain::LeaseRecord>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "leases", async {
+                        Shared::leases(self.reader()).await
+                    })
+                    .await
+                }
+
                 async fn throttle_window(
                     &self,
                     rule_ref: &str,

@@ -83,6 +83,8 @@ pub(crate) enum Table {
     MatcherProgress,
     IdempotencyKey,
     RuleThrottle,
+    Instance,
+    Lease,
 }
 
 impl Table {
@@ -102,6 +104,8 @@ impl Table {
             Self::MatcherProgress => "matcher_progress",
             Self::IdempotencyKey => "idempotency_key",
             Self::RuleThrottle => "rule_throttle",
+            Self::Instance => "instance",
+            Self::Lease => "lease",
         }
     }
 }

@@ -24,6 +24,7 @@
 //! `adapter`.
 
 mod adapter;
+mod cluster;
 mod dialect;
 mod idempotency;
 mod pack;

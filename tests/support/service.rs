@@ -169,6 +169,7 @@ impl TestService {
             metrics_public: self.settings.admin.metrics_public,
             retention: Default::default(),
             pack_watch: Default::default(),
+            identity: service.identity.clone(),
         })
     }
 

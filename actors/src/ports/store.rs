@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::{
-    Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage, PackDefinition,
-    PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs, Rule, Sensor, ThrottleWindow,
-    Trigger,
+    Enforcement, Event, EventWrite, Id, InstanceRecord, LeaseRecord, NewEnforcement, NewEvent,
+    OutboxMessage, PackDefinition, PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs,
+    Rule, Sensor, ThrottleWindow, Trigger,
 };
 
 /// What [`Store::close_throttle_windows`] did.
@@ -105,6 +105,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored throttle window, soonest to close first (for `GET /throttles`).
     async fn throttle_windows(&self, limit: u32) -> Result<Vec<StoredWindow>, StoreError>;
+
+    /// Registers this instance (or refreshes its row after a restart with the same id).
+    async fn register_instance(&self, instance: &InstanceRecord) -> Result<(), StoreError>;
+
+    /// Stamps the instance's heartbeat.
+    async fn heartbeat_instance(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Removes the instance's row (it is stopping).
+    async fn remove_instance(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Every registered instance, live or not, by id.
+    async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError>;
+
+    /// Takes or renews lease `name` for `holder` until `expires`: granted when it is free,
+    /// expired by `now`, or held by `holder` already. `Some(generation)` when granted (the
+    /// generation grows when the holder changes), `None` when another holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Lets lease `name` go at once, if `holder` holds it, so another instance may take it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Every lease, by name.
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError>;
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 

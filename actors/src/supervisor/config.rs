@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::policy::RestartPolicy;
-use crate::outbox::UnroutablePolicy;
+use crate::outbox::{PublisherLease, UnroutablePolicy};
 
 /// The service fills these from the `sensor` config section.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct SupervisorConfig {
     pub stop_grace: Duration,
     /// How long to wait for one sensor actor to stop, beyond which it is killed.
     pub stop_timeout: Duration,
+    /// Publish the outbox only while holding its lease (several instances on one
+    /// database); `None` publishes always.
+    pub publisher_lease: Option<PublisherLease>,
 }
 
 impl Default for SupervisorConfig {
@@ -57,6 +60,7 @@ impl Default for SupervisorConfig {
             unroutable: UnroutablePolicy::Park,
             stop_grace: Duration::from_secs(7),
             stop_timeout: Duration::from_secs(10),
+            publisher_lease: None,
         }
     }
 }

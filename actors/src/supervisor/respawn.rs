@@ -68,6 +68,7 @@ impl SupervisorState {
                     max_attempts: self.config.outbox_max_attempts,
                     unroutable: self.config.unroutable,
                     metrics: self.metrics.clone(),
+                    lease: self.config.publisher_lease.clone(),
                 };
                 spawn_live(OutboxPublisherActor, args, &refs.outbox, supervisor).await?
             }

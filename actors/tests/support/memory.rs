@@ -339,6 +339,40 @@ impl Store for MemoryStore {
     async fn throttle_windows(&self, _limit: u32) -> Result<Vec<StoredWindow>, StoreError> {
         Ok(Vec::new())
     }
+    // One instance, holding every lease: the SQL stores' coordination is tested in
+    // tests/cluster.rs.
+    async fn register_instance(&self, _instance: &InstanceRecord) -> Result<(), StoreError> {
+        self.check()
+    }
+    async fn heartbeat_instance(
+        &self,
+        _id: &str,
+        _at: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.check()
+    }
+    async fn remove_instance(&self, _id: &str) -> Result<(), StoreError> {
+        self.check()
+    }
+    async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn acquire_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _now: chrono::DateTime<Utc>,
+        _expires: chrono::DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.check()?;
+        Ok(Some(1))
+    }
+    async fn release_lease(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
+        Ok(Vec::new())
+    }
     async fn events_between(
         &self,
         after_id: Id,
