@@ -104,12 +104,9 @@ pub async fn deregister(store: &dyn Store, identity: &Identity) {
 /// One instance as `GET /cluster` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstanceView {
-    pub id: String,
-    pub labels: BTreeMap<String, String>,
-    pub host: String,
-    pub pid: u32,
-    pub version: String,
-    pub started: DateTime<Utc>,
+    /// Its row: id, labels, host, pid, version, started, heartbeat.
+    #[serde(flatten)]
+    pub instance: InstanceRecord,
     pub heartbeat_age_secs: f64,
     /// Its heartbeat is younger than `cluster.lease_ttl`.
     pub alive: bool,
@@ -150,12 +147,7 @@ pub fn view(
                 alive: age < ttl,
                 heartbeat_age_secs: age,
                 leases: held,
-                id: instance.id,
-                labels: instance.labels,
-                host: instance.host,
-                pid: instance.pid,
-                version: instance.version,
-                started: instance.started,
+                instance,
             }
         })
         .collect();

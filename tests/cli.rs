@@ -332,6 +332,20 @@ fn a_running_service_is_driven_by_the_client_commands_and_stops_on_sigterm() {
     assert!(row.contains("running"), "{row}");
     assert!(table.contains("pipeline rule_matcher"), "{table}");
     assert!(table.contains("outbox backlog="), "{table}");
+    let this = table
+        .lines()
+        .skip_while(|l| !l.starts_with("INSTANCE"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no cluster table:\n{table}"));
+    assert!(
+        this.contains(" *") && this.contains("true"),
+        "this instance, alive: {this}"
+    );
+    let status = json_out(&env.run(&["status", "--json"]));
+    assert_eq!(
+        status["cluster"]["instances"][0]["id"], status["instance"]["id"],
+        "{status}"
+    );
 
     // Sensor control.
     for (action, state, restarts) in [
