@@ -1,22 +1,45 @@
 //! Pipeline throughput: system events through the whole service (event row + outbox,
 //! rule matching, enforcement row + outbox, publish with confirms), each event matching
-//! one rule.
+//! one rule, so each event is two messages.
 //!
-//! `cargo bench --bench pipeline` runs it on PostgreSQL + RabbitMQ (local servers, a
-//! fresh database and exchange) and on SQLite + the in-process bus. Knobs:
-//! `ATTUNE_BENCH_EVENTS` (default 20000), `ATTUNE_BENCH_CONCURRENCY` (default 512),
-//! `ATTUNE_BENCH_BACKENDS` (`postgres,sqlite`).
+//! `cargo bench --bench pipeline` runs, in one process and one session:
+//! - on PostgreSQL + RabbitMQ (a fresh database and exchange, with a durable queue bound
+//!   to the exchange as the executor's queue is): first a bare lapin publisher probe
+//!   (persistent messages, confirms, 256 in flight, the same message count and size),
+//!   the broker's single-channel ceiling; then the service with one instance, and with
+//!   two instances on the same database (events posted half to each). Each line reports
+//!   events/s end to end, the messages the queue holds (duplicates show), and the ratio
+//!   of the service's message rate to the probe's;
+//! - on SQLite + the in-process bus.
+//!
+//! Knobs: `ATTUNE_BENCH_EVENTS` (default 20000), `ATTUNE_BENCH_CONCURRENCY` (default 512),
+//! `ATTUNE_BENCH_BACKENDS` (`postgres,sqlite`), `ATTUNE_BENCH_INSTANCES` (`1,2`: the
+//! PostgreSQL runs), `ATTUNE_BENCH_QUEUE` (the durable queue bound; default one of its
+//! own) and `ATTUNE_BENCH_KEEP_QUEUE=1` (leave that queue with the last run's messages).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use attune_sensor::config::Settings;
 use attune_sensor::service::Service;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use sqlx::{Connection as _, Executor, PgConnection};
 
 const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The probe's publish window, like the service's.
+const IN_FLIGHT: usize = 256;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -42,24 +65,182 @@ fn settings(database_url: &str, mq_url: &str, exchange: &str) -> Settings {
     }
 }
 
-async fn run(name: &str, settings: Settings, events: usize, concurrency: usize) {
-    let service = match Service::start(&settings).await {
-        Ok(service) => Arc::new(service),
-        Err(error) => panic!("{name}: service did not start: {error}"),
-    };
-    // Warm up: first events pay for rule compilation and connection setup.
-    for i in 0..50 {
-        let _ = service
-            .tree
-            .system_events
-            .emit("e2e.manual", json!({"branch": "main", "n": i}))
+/// The durable queue bound to the bench exchange, as the executor's queue is.
+struct BoundQueue {
+    channel: Channel,
+    name: String,
+    _connection: Connection,
+}
+
+impl BoundQueue {
+    async fn declare(exchange: &str, name: &str) -> Self {
+        let connection = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ at {AMQP} is needed for this benchmark: {e}"));
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .queue_bind(
+                name.into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+        Self {
+            channel,
+            name: name.to_owned(),
+            _connection: connection,
+        }
+    }
+
+    /// Messages in the queue now.
+    async fn count(&self) -> u32 {
+        self.channel
+            .queue_declare(
+                self.name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count()
+    }
+
+    async fn purge(&self) {
+        self.channel
+            .queue_purge(self.name.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+    }
+
+    async fn delete(&self) {
+        let _ = self
+            .channel
+            .queue_delete(self.name.as_str().into(), QueueDeleteOptions::default())
             .await;
+    }
+}
+
+type Confirming<'a> = Pin<Box<dyn Future<Output = lapin::Result<lapin::Confirmation>> + Send + 'a>>;
+
+/// The broker's ceiling on one channel: `messages` persistent messages of `size` bytes
+/// with confirms, `IN_FLIGHT` at a time, to the exchange the queue is bound to.
+/// Returns messages per second.
+async fn probe(exchange: &str, messages: usize, size: usize) -> f64 {
+    let connection = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .expect("probe connection");
+    let channel = connection.create_channel().await.expect("probe channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let body = vec![b'x'; size];
+    let started = Instant::now();
+    let mut in_flight: VecDeque<Confirming> = VecDeque::with_capacity(IN_FLIGHT);
+    for n in 0..messages {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let routing_key = if n % 2 == 0 {
+            "event.created"
+        } else {
+            "enforcement.created"
+        };
+        let mut publish = Box::pin(channel.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &body,
+            properties,
+        ));
+        // One poll queues the frames in order (as the service's publisher does), without
+        // a round trip to lapin's IO thread per message.
+        let confirming: Confirming =
+            match std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await {
+                Poll::Ready(Ok(confirm)) => Box::pin(confirm),
+                Poll::Ready(Err(error)) => panic!("probe publish: {error}"),
+                Poll::Pending => Box::pin(async move { publish.await?.await }),
+            };
+        in_flight.push_back(confirming);
+        if in_flight.len() >= IN_FLIGHT
+            && let Some(oldest) = in_flight.pop_front()
+        {
+            oldest.await.expect("probe confirm");
+        }
+    }
+    for confirming in in_flight {
+        confirming.await.expect("probe confirm");
+    }
+    messages as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One run's figures.
+struct Run {
+    events: usize,
+    messages: usize,
+    end_to_end: Duration,
+}
+
+async fn run(name: &str, all: Vec<Settings>, events: usize, concurrency: usize) -> Run {
+    let mut services = Vec::new();
+    for settings in &all {
+        match Service::start(settings).await {
+            Ok(service) => services.push(Arc::new(service)),
+            Err(error) => panic!("{name}: service did not start: {error}"),
+        }
+    }
+    // Warm up: first events pay for rule compilation and connection setup.
+    for service in &services {
+        for i in 0..50 {
+            let _ = service
+                .tree
+                .system_events
+                .emit("e2e.manual", json!({"branch": "main", "n": i}))
+                .await;
+        }
+    }
+    let store = services[0].store.clone();
+    while store.outbox_backlog().await.unwrap_or(1) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
     let per_task = events / concurrency;
     let mut tasks = Vec::new();
     for task in 0..concurrency {
-        let service = service.clone();
+        // Tasks alternate between the instances, as a load balancer would.
+        let service = services[task % services.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut enforcements = 0;
             for i in 0..per_task {
@@ -79,24 +260,97 @@ async fn run(name: &str, settings: Settings, events: usize, concurrency: usize) 
     let stored = started.elapsed();
     let total = per_task * concurrency;
     loop {
-        match service.store.outbox_backlog().await {
+        match store.outbox_backlog().await {
             Ok(0) => break,
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(error) => panic!("backlog: {error}"),
         }
     }
-    let published = started.elapsed();
+    let end_to_end = started.elapsed();
     println!(
         "{name}: {total} events, {enforcements} enforcements; stored and matched in {:.2} s = {:.0} events/s; \
          all {} messages published after {:.2} s = {:.0} events/s end to end",
         stored.as_secs_f64(),
         total as f64 / stored.as_secs_f64(),
         total + enforcements,
-        published.as_secs_f64(),
-        total as f64 / published.as_secs_f64(),
+        end_to_end.as_secs_f64(),
+        total as f64 / end_to_end.as_secs_f64(),
     );
-    if let Ok(service) = Arc::try_unwrap(service) {
-        service.shutdown().await;
+    for service in services {
+        if let Ok(service) = Arc::try_unwrap(service) {
+            service.shutdown().await;
+        }
+    }
+    Run {
+        events: total,
+        messages: total + enforcements,
+        end_to_end,
+    }
+}
+
+async fn postgres(events: usize, concurrency: usize) {
+    let name = format!("attune_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = match PgConnection::connect(ADMIN_DB).await {
+        Ok(admin) => admin,
+        Err(error) => panic!("PostgreSQL at {ADMIN_DB} is needed for this benchmark: {error}"),
+    };
+    let exchange = format!("attune.bench.{}", uuid::Uuid::new_v4().simple());
+    let queue_name = std::env::var("ATTUNE_BENCH_QUEUE")
+        .unwrap_or_else(|_| format!("attune.bench.executor.{}", uuid::Uuid::new_v4().simple()));
+    let keep = std::env::var("ATTUNE_BENCH_KEEP_QUEUE").is_ok_and(|v| v == "1");
+    let queue = BoundQueue::declare(&exchange, &queue_name).await;
+    queue.purge().await;
+
+    // The probe sends what the service will: two messages per event, of about the size
+    // of an EnforcementCreated for this pack's payloads.
+    let probe_rate = probe(&exchange, events * 2, 900).await;
+    println!(
+        "rabbitmq probe (bare lapin, persistent, confirms, {IN_FLIGHT} in flight, durable queue {queue_name} bound): {:.0} msg/s",
+        probe_rate
+    );
+    queue.purge().await;
+
+    let instances = std::env::var("ATTUNE_BENCH_INSTANCES").unwrap_or_else(|_| "1,2".into());
+    let counts: Vec<usize> = instances
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    for (index, count) in counts.iter().enumerate() {
+        let database = format!("{name}_{count}");
+        if let Err(error) = admin
+            .execute(format!("CREATE DATABASE {database}").as_str())
+            .await
+        {
+            panic!("create database: {error}");
+        }
+        let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+        let all = (0..*count)
+            .map(|_| settings(&url, AMQP, &exchange))
+            .collect();
+        let label = format!("postgres+rabbitmq, {count} instance(s)");
+        let result = run(&label, all, events, concurrency).await;
+        let held = queue.count().await as usize;
+        // Warm-up messages are in the queue too.
+        let warmup = 50 * 2 * count;
+        let rate = result.messages as f64 / result.end_to_end.as_secs_f64();
+        println!(
+            "  {label}: {:.0} msg/s = {:.2} x the probe; queue holds {held} messages for {} sent ({} events, {} duplicates)",
+            rate,
+            rate / probe_rate,
+            result.messages + warmup,
+            result.events,
+            held.saturating_sub(result.messages + warmup),
+        );
+        if !(keep && index + 1 == counts.len()) {
+            queue.purge().await;
+        }
+        let _ = admin
+            .execute(format!("DROP DATABASE {database} WITH (FORCE)").as_str())
+            .await;
+    }
+    if !keep {
+        queue.delete().await;
     }
 }
 
@@ -111,29 +365,7 @@ async fn main() {
     let backends =
         std::env::var("ATTUNE_BENCH_BACKENDS").unwrap_or_else(|_| "postgres,sqlite".into());
     if backends.contains("postgres") {
-        let name = format!("attune_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = match PgConnection::connect(ADMIN_DB).await {
-            Ok(admin) => admin,
-            Err(error) => panic!("PostgreSQL at {ADMIN_DB} is needed for this benchmark: {error}"),
-        };
-        if let Err(error) = admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-        {
-            panic!("create database: {error}");
-        }
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        let exchange = format!("attune.bench.{}", uuid::Uuid::new_v4().simple());
-        run(
-            "postgres+rabbitmq",
-            settings(&url, AMQP, &exchange),
-            events,
-            concurrency,
-        )
-        .await;
-        let _ = admin
-            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-            .await;
+        postgres(events, concurrency).await;
     }
     if backends.contains("sqlite") {
         let dir =
@@ -141,7 +373,7 @@ async fn main() {
         let url = format!("sqlite://{}", dir.join("bench.db").display());
         run(
             "sqlite+in-process",
-            settings(&url, "", "attune.events"),
+            vec![settings(&url, "", "attune.events")],
             events,
             concurrency,
         )
