@@ -89,10 +89,26 @@ impl DedupKey {
         })
     }
 
+    /// The content key of a new event of `trigger_ref` (from `sensor_ref`, if a sensor
+    /// produced it), built over the context the key paths read: `{payload, trigger: {ref},
+    /// sensor: {ref} | null}`.
+    pub fn key_for(
+        &self,
+        payload: &Value,
+        trigger_ref: &str,
+        sensor_ref: Option<&str>,
+    ) -> Option<IdempotencyKey> {
+        self.key(&serde_json::json!({
+            "payload": payload,
+            "trigger": {"ref": trigger_ref},
+            "sensor": sensor_ref.map(|r| serde_json::json!({"ref": r})),
+        }))
+    }
+
     /// The idempotency key of an event whose context (`{payload, trigger, sensor}`) is
     /// `context`: a SHA-256 of its key values. `None` when a key field is missing: such an
     /// event has no content key and is always stored.
-    pub fn key(&self, context: &Value) -> Option<IdempotencyKey> {
+    fn key(&self, context: &Value) -> Option<IdempotencyKey> {
         let values = self.fields.present(context)?;
         let digest = Sha256::digest(Value::Array(values).to_string().as_bytes());
         Some(IdempotencyKey {

@@ -27,9 +27,9 @@ pub struct PipelineRefs {
     pub generator: LiveRef<GeneratorMsg>,
     pub matcher: LiveRef<MatcherMsg>,
     pub outbox: LiveRef<OutboxMsg>,
-    /// Triggers that system events named, so a burst of them costs one lookup; cleared
-    /// on every reconcile so edited triggers are picked up.
-    triggers: RwLock<HashMap<String, Arc<Trigger>>>,
+    /// Triggers that system events named, with their `dedup` compiled, so a burst of
+    /// them costs one lookup; cleared on every reconcile so edited triggers are picked up.
+    triggers: RwLock<HashMap<String, Arc<KnownTrigger>>>,
     /// Bounds the events waiting to be stored (`pipeline.max_pending`).
     admission: Admission,
     /// Triggers' payload schemas, checked before an event takes room.
@@ -52,12 +52,12 @@ impl PipelineRefs {
         write(&self.triggers).clear();
     }
 
-    fn cached_trigger(&self, trigger_ref: &str) -> Option<Arc<Trigger>> {
+    fn cached_trigger(&self, trigger_ref: &str) -> Option<Arc<KnownTrigger>> {
         read(&self.triggers).get(trigger_ref).cloned()
     }
 
-    fn cache_trigger(&self, trigger: Arc<Trigger>) {
-        write(&self.triggers).insert(trigger.r#ref.clone(), trigger);
+    fn cache_trigger(&self, known: Arc<KnownTrigger>) {
+        write(&self.triggers).insert(known.trigger.r#ref.clone(), known);
     }
 
     /// Marks every pipeline actor down, after shutdown stopped them.
@@ -85,6 +85,12 @@ impl EventIntake for PipelineRefs {
             .check(trigger, payload)
             .map_err(IntakeError::InvalidPayload)
     }
+}
+
+/// A trigger system events named, and its `dedup` compiled once.
+struct KnownTrigger {
+    trigger: Trigger,
+    dedup: Option<DedupKey>,
 }
 
 /// Entry point for events that no sensor produced (the admin API's `POST /events`).
@@ -122,34 +128,35 @@ impl SystemEvents {
         origin: EventOrigin,
     ) -> Result<MatchOutcome, IntakeError> {
         check_storable(&payload)?;
-        let trigger = match self.refs.cached_trigger(trigger_ref) {
-            Some(trigger) => trigger,
+        let known = match self.refs.cached_trigger(trigger_ref) {
+            Some(known) => known,
             None => {
                 let trigger = self
                     .store
                     .trigger_by_ref(trigger_ref)
                     .await?
                     .ok_or_else(|| IntakeError::UnknownTrigger(trigger_ref.to_owned()))?;
-                let trigger = Arc::new(trigger);
-                self.refs.cache_trigger(trigger.clone());
-                trigger
+                let known = Arc::new(KnownTrigger {
+                    dedup: DedupKey::of_source(&trigger, None),
+                    trigger,
+                });
+                self.refs.cache_trigger(known.clone());
+                known
             }
         };
-        self.refs.check_payload(&trigger, &payload)?;
+        let trigger = &known.trigger;
+        self.refs.check_payload(trigger, &payload)?;
         let permit = self.refs.admission.try_admit()?;
-        let dedup_key = DedupKey::of_source(&trigger, None).and_then(|dedup| {
-            dedup.key(&serde_json::json!({
-                "payload": payload,
-                "trigger": {"ref": trigger.r#ref},
-                "sensor": null,
-            }))
-        });
+        let dedup_key = known
+            .dedup
+            .as_ref()
+            .and_then(|dedup| dedup.key_for(&payload, &trigger.r#ref, None));
         let (reply, outcome) = oneshot::channel();
         self.refs.submit(EventRequest {
             event: NewEvent {
                 trigger: Some(trigger.id),
                 trigger_ref: trigger.r#ref.clone(),
-                config: config_snapshot(&trigger, None),
+                config: config_snapshot(trigger, None),
                 payload,
                 source: None,
                 source_ref: None,

@@ -134,11 +134,7 @@ impl DetectionSink {
     ) -> Result<EventWrite, IntakeError> {
         let (reply, stored) = oneshot::channel();
         let dedup_key = self.dedup.as_ref().and_then(|dedup| {
-            dedup.key(&serde_json::json!({
-                "payload": payload,
-                "trigger": {"ref": self.trigger.r#ref},
-                "sensor": {"ref": self.sensor.r#ref},
-            }))
+            dedup.key_for(&payload, &self.trigger.r#ref, Some(&self.sensor.r#ref))
         });
         self.intake.submit(EventRequest {
             event: NewEvent {
