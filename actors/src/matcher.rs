@@ -330,7 +330,11 @@ impl MatcherState {
         // Enforcements first: a crash between the two writes re-matches the events on the
         // next start, and storing an enforcement again is a no-op.
         let writing = std::time::Instant::now();
-        let rule_refs: Vec<String> = new.iter().map(|e| e.rule_ref.clone()).collect();
+        // Only a throttled match can come back without an enforcement.
+        let throttled_rules: Vec<Option<String>> = new
+            .iter()
+            .map(|e| e.throttle.as_ref().map(|_| e.rule_ref.clone()))
+            .collect();
         let stored = self.args.store.create_enforcements(new).await?;
         let rules: Vec<&str> = stored
             .iter()
@@ -340,11 +344,10 @@ impl MatcherState {
         self.args
             .metrics
             .enforcements_committed(&rules, writing.elapsed());
-        let throttled: Vec<&str> = rule_refs
+        let throttled: Vec<&str> = throttled_rules
             .iter()
             .zip(&stored)
-            .filter(|(_, stored)| stored.is_none())
-            .map(|(rule, _)| rule.as_str())
+            .filter_map(|(rule, stored)| rule.as_deref().filter(|_| stored.is_none()))
             .collect();
         if !throttled.is_empty() {
             self.args.metrics.enforcements_throttled(&throttled);
