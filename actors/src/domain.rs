@@ -29,6 +29,13 @@ pub fn far_future() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// `span` after `at`, but never past [`far_future`] (which is also the answer when the
+/// sum overflows): the end of a window or a lease, fit to store.
+pub fn capped_after(at: DateTime<Utc>, span: chrono::Duration) -> DateTime<Utc> {
+    at.checked_add_signed(span)
+        .map_or(far_future(), |later| later.min(far_future()))
+}
+
 /// The runtime ref of built-in sensors (timers, webhooks, file watches).
 pub const BUILTIN_RUNTIME: &str = "builtin";
 
@@ -183,7 +190,16 @@ pub struct IdempotencyKey {
 /// The longest key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
+/// How the scope of a content key (a sensor's or trigger's `dedup`) begins; such keys
+/// expire with their own window rather than `dedup.window`.
+pub const CONTENT_KEY_SCOPE: &str = "dedup:";
+
 impl IdempotencyKey {
+    /// A content key (`dedup`), as opposed to a request's key.
+    pub fn is_content_key(&self) -> bool {
+        self.scope.starts_with(CONTENT_KEY_SCOPE)
+    }
+
     /// A key of 1 to 255 visible ASCII characters, or why not.
     pub fn new(scope: &str, key: &str, window: std::time::Duration) -> Result<Self, String> {
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {

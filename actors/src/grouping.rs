@@ -6,7 +6,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::conditions::FieldPath;
-use crate::domain::{ContentDedup, IdempotencyKey, Sensor, Trigger};
+use crate::domain::{CONTENT_KEY_SCOPE, ContentDedup, IdempotencyKey, Sensor, Trigger};
 
 /// Compiled field paths, in order.
 #[derive(Debug, Clone)]
@@ -66,10 +66,10 @@ impl DedupKey {
     /// written some other way) is logged and ignored: events are stored, not lost.
     pub fn of_source(trigger: &Trigger, sensor: Option<&Sensor>) -> Option<Self> {
         let (dedup, scope) = match sensor.and_then(|s| s.dedup.as_ref().map(|d| (d, s))) {
-            Some((dedup, sensor)) => (dedup, format!("dedup:sensor:{}", sensor.r#ref)),
+            Some((dedup, sensor)) => (dedup, format!("{CONTENT_KEY_SCOPE}sensor:{}", sensor.r#ref)),
             None => (
                 trigger.dedup.as_ref()?,
-                format!("dedup:trigger:{}", trigger.r#ref),
+                format!("{CONTENT_KEY_SCOPE}trigger:{}", trigger.r#ref),
             ),
         };
         match Self::compile(dedup, scope) {

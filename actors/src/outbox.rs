@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::batch::retry_delay;
-use crate::domain::{OUTBOX_LEASE, far_future};
+use crate::domain::{OUTBOX_LEASE, capped_after};
 use crate::ports::{PipelineMetrics, Publisher, RefusalKind, Store};
 use crate::sync::{lock, set_error};
 
@@ -81,21 +81,26 @@ pub struct PublisherLease {
     pub ttl: Duration,
 }
 
-/// Whether the lease is held, and until when (by this process's clock).
+/// Whether the lease is held: until when (by this process's clock), in which generation.
 #[derive(Debug)]
 struct LeaseState {
     config: PublisherLease,
-    held_until: Option<Instant>,
-    generation: Option<i64>,
+    held: Option<Held>,
     /// Standing by has been logged since the lease was last held.
     told_standby: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    until: Instant,
+    generation: i64,
 }
 
 impl LeaseState {
     /// The lease must be asked for now: not held, or a third of its time has passed.
     fn due(&self, now: Instant) -> bool {
-        self.held_until.is_none_or(|until| {
-            until.saturating_duration_since(now) < self.config.ttl.mul_f64(2.0 / 3.0)
+        self.held.is_none_or(|held| {
+            held.until.saturating_duration_since(now) < self.config.ttl.mul_f64(2.0 / 3.0)
         })
     }
 }
@@ -174,8 +179,7 @@ impl Actor for OutboxPublisherActor {
         myself.send_message(OutboxMsg::Drain)?;
         let lease = args.lease.clone().map(|config| LeaseState {
             config,
-            held_until: None,
-            generation: None,
+            held: None,
             told_standby: false,
         });
         Ok(OutboxState {
@@ -352,17 +356,19 @@ impl OutboxState {
                 OUTBOX_LEASE,
                 &lease.config.holder,
                 wall,
-                wall.checked_add_signed(ttl).unwrap_or_else(far_future),
+                capped_after(wall, ttl),
             )
             .await;
         let standby = &self.args.health.standby;
         match asked {
             Ok(Some(generation)) => {
-                if lease.generation != Some(generation) {
+                if lease.held.is_none_or(|held| held.generation != generation) {
                     tracing::info!(instance = %lease.config.holder, generation, "this instance publishes the outbox");
                 }
-                lease.held_until = Some(now + lease.config.ttl);
-                lease.generation = Some(generation);
+                lease.held = Some(Held {
+                    until: now + lease.config.ttl,
+                    generation,
+                });
                 lease.told_standby = false;
                 standby.store(false, std::sync::atomic::Ordering::Relaxed);
                 Ok(true)
@@ -372,13 +378,12 @@ impl OutboxState {
                     tracing::info!(instance = %lease.config.holder, "another instance publishes the outbox; standing by");
                     lease.told_standby = true;
                 }
-                lease.held_until = None;
-                lease.generation = None;
+                lease.held = None;
                 standby.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(false)
             }
             // A grant that has not run out yet still holds.
-            Err(_) if lease.held_until.is_some_and(|until| until > now) => Ok(true),
+            Err(_) if lease.held.is_some_and(|held| held.until > now) => Ok(true),
             Err(error) => Err(format!("asking for the outbox lease failed: {error}")),
         }
     }
@@ -388,16 +393,14 @@ impl OutboxState {
         let Some(lease) = &mut self.lease else {
             return;
         };
-        if lease.generation.take().is_some() {
-            lease.held_until = None;
-            if let Err(error) = self
+        if lease.held.take().is_some()
+            && let Err(error) = self
                 .args
                 .store
                 .release_lease(OUTBOX_LEASE, &lease.config.holder)
                 .await
-            {
-                tracing::warn!(%error, "could not release the outbox lease; it expires by itself");
-            }
+        {
+            tracing::warn!(%error, "could not release the outbox lease; it expires by itself");
         }
     }
 

@@ -7,7 +7,7 @@
 //! statements run in `impl_store!`'s `create_events`, where the backend is concrete; the
 //! decisions are here, without a database.
 
-use attune_actors::domain::{Event, EventWrite, Id, IdempotencyKey, NewEvent, far_future};
+use attune_actors::domain::{Event, EventWrite, Id, IdempotencyKey, NewEvent, capped_after};
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -37,15 +37,11 @@ pub(crate) fn since(now: DateTime<Utc>, key: &IdempotencyKey) -> DateTime<Utc> {
 /// When a content key (scope `dedup:...`) may be pruned: the end of its own window.
 /// Request keys answer `None` and go after `dedup.window`, which is their window.
 pub(crate) fn expires(now: DateTime<Utc>, key: &IdempotencyKey) -> Option<DateTime<Utc>> {
-    if !key.scope.starts_with("dedup:") {
+    if !key.is_content_key() {
         return None;
     }
-    Some(
-        chrono::Duration::from_std(key.window)
-            .ok()
-            .and_then(|window| now.checked_add_signed(window))
-            .map_or(far_future(), |at| at.min(far_future())),
-    )
+    let window = chrono::Duration::from_std(key.window).unwrap_or(chrono::Duration::MAX);
+    Some(capped_after(now, window))
 }
 
 /// Decides the fates of a batch's events in order, asking the database only about keys

@@ -45,11 +45,16 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn window(&self) -> chrono::Duration {
-        i64::try_from(self.window_secs)
-            .ok()
-            .and_then(chrono::Duration::try_seconds)
-            .unwrap_or(chrono::Duration::MAX)
+        window_of(self.window_secs)
     }
+}
+
+/// A window of `seconds`, saturating where chrono's durations end.
+fn window_of(seconds: u64) -> chrono::Duration {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX)
 }
 
 /// The throttle a new enforcement is subject to: its rule's, with its event's group.
@@ -63,12 +68,7 @@ pub struct ThrottleClaim {
 
 impl ThrottleClaim {
     pub fn window(&self) -> chrono::Duration {
-        Throttle {
-            mode: self.mode,
-            window_secs: self.window_secs,
-            group_by: Vec::new(),
-        }
-        .window()
+        window_of(self.window_secs)
     }
 }
 
@@ -87,11 +87,7 @@ impl ThrottleWindow {
     fn open(event: Id, now: DateTime<Utc>, window: chrono::Duration) -> Self {
         Self {
             opened: now,
-            closes: now
-                .checked_add_signed(window)
-                .map_or(super::far_future(), |closes| {
-                    closes.min(super::far_future())
-                }),
+            closes: super::capped_after(now, window),
             matched: 1,
             first_event: event,
             last_event: event,
