@@ -94,9 +94,8 @@ macro_rules! impl_store {
         // A block of its own, so that its imports and `Shared` stay out of the adapter.
         const _: () = {
             use ::attune_actors::domain::{
-                Enforcement, Event, EventWrite, Id, IdempotencyKey, NewEnforcement, NewEvent,
-                OutboxMessage, PackDefinition, PackUpsertSummary, ParkedMessage, Rule, Sensor,
-                Trigger,
+                Enforcement, Event, EventWrite, Id, NewEnforcement, NewEvent, OutboxMessage,
+                PackDefinition, PackUpsertSummary, ParkedMessage, Rule, Sensor, Trigger,
             };
             use ::attune_actors::ports::{Store, StoreError};
             use ::serde_json::Value;
@@ -201,27 +200,22 @@ macro_rules! impl_store {
                             } else {
                                 self.insert_events(&mut tx, fresh, created).await?
                             };
-                            let keyed: Vec<(&IdempotencyKey, Id)> = keys
-                                .iter()
-                                .zip(&stored)
-                                .flat_map(|(keys, event)| {
-                                    keys.iter().map(|key| (key, event.id)).collect::<Vec<_>>()
-                                })
-                                .collect();
-                            for (key, event_id) in keyed {
-                                let expired = idempotency::since(created, key);
-                                let kept = Shared::remember_key(
-                                    &mut *tx,
-                                    &key.scope,
-                                    &key.key,
-                                    event_id,
-                                    created,
-                                    expired,
-                                    idempotency::expires(created, key),
-                                )
-                                .await?;
-                                if !kept {
-                                    return Err(idempotency::raced(key));
+                            for (keys, event) in keys.iter().zip(&stored) {
+                                for key in keys {
+                                    let expired = idempotency::since(created, key);
+                                    let kept = Shared::remember_key(
+                                        &mut *tx,
+                                        &key.scope,
+                                        &key.key,
+                                        event.id,
+                                        created,
+                                        expired,
+                                        idempotency::expires(created, key),
+                                    )
+                                    .await?;
+                                    if !kept {
+                                        return Err(idempotency::raced(key));
+                                    }
                                 }
                             }
                             let mut repeated = ::std::collections::HashMap::new();
@@ -247,7 +241,10 @@ macro_rules! impl_store {
                     $crate::store::adapter::within(
                         $crate::store::adapter::commit_deadline(self.deadline()),
                         "create_enforcements",
-                        $crate::store::throttle_tx::create_enforcements(self, enforcements),
+                        $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
+                            self,
+                            enforcements,
+                        ),
                     )
                     .await
                 }
@@ -260,7 +257,9 @@ macro_rules! impl_store {
                     $crate::store::adapter::within(
                         $crate::store::adapter::commit_deadline(self.deadline()),
                         "close_throttle_windows",
-                        $crate::store::throttle_tx::close_windows(self, now, limit),
+                        $crate::store::throttle_tx::ThrottleTx::<$store>::close_windows(
+                            self, now, limit,
+                        ),
                     )
                     .await
                 }

@@ -1,7 +1,8 @@
 //! Throttled enforcements in the store: inside the transaction that writes a batch of
 //! enforcements, each throttled one is decided against its group's window (read with a
 //! row lock, so instances sharing a database take turns), and the windows are written
-//! with it. [`Pass`] holds the decisions, without a database; the statements are below.
+//! with it. [`Pass`] holds the decisions, without a database; the statements and the
+//! transactions are in `throttle_tx.rs`.
 //!
 //! A held (`once_after`) enforcement is kept in its window's `pending` column and goes out
 //! when the window ends, from `close_throttle_windows`, with a summary of the window.

@@ -3,6 +3,8 @@
 //! [`Pass`] against its group's window, read with a row lock) and closing ended windows.
 //! PostgreSQL skips windows another instance is closing; SQLite holds the write lock.
 
+use std::marker::PhantomData;
+
 use attune_actors::domain::{Enforcement, NewEnforcement, ThrottleWindow};
 use attune_actors::ports::{ClosedWindows, StoreError};
 use chrono::{DateTime, Utc};
@@ -139,62 +141,10 @@ where
     }
 }
 
-/// `Store::create_enforcements` for any adapter.
-pub(crate) async fn create_enforcements<A>(
-    adapter: &A,
-    enforcements: Vec<NewEnforcement>,
-) -> Result<Vec<Option<Enforcement>>, StoreError>
-where
-    A: Adapter,
-    <A::Db as Database>::Row: StoredRow,
-    for<'c> &'c mut <A::Db as Database>::Connection: Executor<'c, Database = A::Db>,
-    for<'q> <A::Db as Database>::Arguments<'q>: IntoArguments<'q, A::Db>,
-    for<'q> &'q str: Encode<'q, A::Db>,
-    str: Type<A::Db>,
-    i64: Bind<A::Db>,
-    Value: Bind<A::Db>,
-    Option<Value>: Bind<A::Db>,
-    Stamp: Bind<A::Db>,
-{
-    if enforcements.is_empty() {
-        return Ok(Vec::new());
-    }
-    let created = super::now();
-    let mut tx = adapter.begin_write().await?;
-    let mut pass = Pass::new(created);
-    for enforcement in enforcements {
-        if let Some((rule_ref, group)) = pass.to_read(&enforcement) {
-            let stored = Queries::<A::Db>::throttle_window(&mut *tx, &rule_ref, &group).await?;
-            pass.read((rule_ref, group), stored);
-        }
-        pass.add(enforcement)?;
-    }
-    let (insert, slots, windows) = pass.finish();
-    let stored = if insert.is_empty() {
-        Vec::new()
-    } else {
-        adapter
-            .insert_enforcements(&mut tx, insert, created)
-            .await?
-    };
-    for window in &windows {
-        if !Queries::<A::Db>::write_window(&mut *tx, window).await? {
-            return Err(throttle::raced(window));
-        }
-    }
-    tx.commit().await.map_err(super::store_error)?;
-    Ok(slots
-        .into_iter()
-        .map(|slot| slot.and_then(|index| stored.get(index).cloned()))
-        .collect())
-}
+/// The two transactions of adapter `A` that throttles take part in.
+pub(crate) struct ThrottleTx<A>(PhantomData<A>);
 
-/// `Store::close_throttle_windows` for any adapter.
-pub(crate) async fn close_windows<A>(
-    adapter: &A,
-    now: DateTime<Utc>,
-    limit: u32,
-) -> Result<ClosedWindows, StoreError>
+impl<A> ThrottleTx<A>
 where
     A: Adapter,
     <A::Db as Database>::Row: StoredRow,
@@ -207,26 +157,71 @@ where
     Option<Value>: Bind<A::Db>,
     Stamp: Bind<A::Db>,
 {
-    let mut tx = adapter.begin_write().await?;
-    let ended = Queries::<A::Db>::ended_windows(&mut *tx, now, limit).await?;
-    let mut released = Vec::new();
-    for row in &ended {
-        if let Some(held) = throttle::release_ended(row)? {
-            released.push(held);
+    /// `Store::create_enforcements` for any adapter.
+    pub(crate) async fn create_enforcements(
+        adapter: &A,
+        enforcements: Vec<NewEnforcement>,
+    ) -> Result<Vec<Option<Enforcement>>, StoreError> {
+        if enforcements.is_empty() {
+            return Ok(Vec::new());
         }
-        Queries::<A::Db>::delete_window(&mut *tx, &row.0, &row.1).await?;
+        let created = super::now();
+        let mut tx = adapter.begin_write().await?;
+        let mut pass = Pass::new(created);
+        for enforcement in enforcements {
+            if let Some((rule_ref, group)) = pass.to_read(&enforcement) {
+                let stored = Queries::<A::Db>::throttle_window(&mut *tx, &rule_ref, &group).await?;
+                pass.read((rule_ref, group), stored);
+            }
+            pass.add(enforcement)?;
+        }
+        let (insert, slots, windows) = pass.finish();
+        let stored = if insert.is_empty() {
+            Vec::new()
+        } else {
+            adapter
+                .insert_enforcements(&mut tx, insert, created)
+                .await?
+        };
+        for window in &windows {
+            if !Queries::<A::Db>::write_window(&mut *tx, window).await? {
+                return Err(throttle::raced(window));
+            }
+        }
+        tx.commit().await.map_err(super::store_error)?;
+        Ok(slots
+            .into_iter()
+            .map(|slot| slot.and_then(|index| stored.get(index).cloned()))
+            .collect())
     }
-    let enforcements = if released.is_empty() {
-        Vec::new()
-    } else {
-        adapter
-            .insert_enforcements(&mut tx, released, super::now())
-            .await?
-    };
-    let next_close = Queries::<A::Db>::next_close(&mut *tx).await?;
-    tx.commit().await.map_err(super::store_error)?;
-    Ok(ClosedWindows {
-        enforcements,
-        next_close,
-    })
+
+    /// `Store::close_throttle_windows` for any adapter.
+    pub(crate) async fn close_windows(
+        adapter: &A,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<ClosedWindows, StoreError> {
+        let mut tx = adapter.begin_write().await?;
+        let ended = Queries::<A::Db>::ended_windows(&mut *tx, now, limit).await?;
+        let mut released = Vec::new();
+        for row in &ended {
+            if let Some(held) = throttle::release_ended(row)? {
+                released.push(held);
+            }
+            Queries::<A::Db>::delete_window(&mut *tx, &row.0, &row.1).await?;
+        }
+        let enforcements = if released.is_empty() {
+            Vec::new()
+        } else {
+            adapter
+                .insert_enforcements(&mut tx, released, super::now())
+                .await?
+        };
+        let next_close = Queries::<A::Db>::next_close(&mut *tx).await?;
+        tx.commit().await.map_err(super::store_error)?;
+        Ok(ClosedWindows {
+            enforcements,
+            next_close,
+        })
+    }
 }
