@@ -168,8 +168,6 @@ async fn page() -> Response {
         .into_response()
 }
 
-/// Who serves this: for the page's header and for telling instances apart.
-/// Read once: the page asks for `/status` every two seconds.
 /// `GET /cluster`: the instances sharing the database and the leases.
 async fn cluster(State(state): State<AdminState>) -> ApiResult {
     let view = crate::cluster::current(state.store.as_ref(), &state.identity)

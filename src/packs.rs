@@ -360,7 +360,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             .map(DedupFile::into_dedup)
             .transpose()
             .map_err(|e| invalid(&file, Some("dedup"), format!("sensor {ref}: {e}")))?;
-        let sensor_definition = SensorDefinition {
+        let mut sensor_definition = SensorDefinition {
             label: sensor.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
             description: sensor.description,
@@ -377,7 +377,6 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             code_digest: None,
             dedup,
         };
-        let mut sensor_definition = sensor_definition;
         if runtimes::process::is_process_runtime(&sensor_definition.runtime_ref) {
             sensor_definition.code_digest = Some(code_digest(&dir.join("sensors"))?);
         }

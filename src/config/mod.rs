@@ -151,6 +151,19 @@ pub enum RouteSetting {
     },
 }
 
+impl RouteSetting {
+    /// The exchange, and the routing key when the route has its own.
+    fn parts(&self) -> (&str, Option<&str>) {
+        match self {
+            RouteSetting::Exchange(exchange) => (exchange, None),
+            RouteSetting::Full {
+                exchange,
+                routing_key,
+            } => (exchange, routing_key.as_deref()),
+        }
+    }
+}
+
 /// The message types `mq.routes` may name: those the service publishes.
 const ROUTABLE_TYPES: [&str; 2] = ["EventCreated", "EnforcementCreated"];
 
@@ -419,13 +432,7 @@ impl Settings {
                     ),
                 );
             }
-            let (exchange, key) = match route {
-                RouteSetting::Exchange(exchange) => (exchange, None),
-                RouteSetting::Full {
-                    exchange,
-                    routing_key,
-                } => (exchange, routing_key.as_ref()),
-            };
+            let (exchange, key) = route.parts();
             if exchange.trim().is_empty() || exchange.len() > 255 {
                 return invalid(
                     "mq.routes",
@@ -583,17 +590,11 @@ impl Settings {
             .routes
             .iter()
             .map(|(message_type, route)| {
-                let (exchange, routing_key) = match route {
-                    RouteSetting::Exchange(exchange) => (exchange.clone(), None),
-                    RouteSetting::Full {
-                        exchange,
-                        routing_key,
-                    } => (exchange.clone(), routing_key.clone()),
-                };
+                let (exchange, routing_key) = route.parts();
                 crate::bus::Route {
                     message_type: message_type.clone(),
-                    exchange,
-                    routing_key,
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.map(str::to_owned),
                 }
             })
             .collect()
