@@ -295,7 +295,9 @@ async fn control_sensor(
 fn control_error(error: ControlError) -> ApiError {
     let code = match error {
         ControlError::UnknownSensor(_) => StatusCode::NOT_FOUND,
-        ControlError::Disabled(_) | ControlError::SensorsDisabled => StatusCode::CONFLICT,
+        ControlError::Disabled(_)
+        | ControlError::SensorsDisabled
+        | ControlError::HeldElsewhere(_) => StatusCode::CONFLICT,
         ControlError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError(code, error.to_string())

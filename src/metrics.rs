@@ -311,6 +311,7 @@ impl Metrics {
             Some(IntakeError::Overloaded { .. }) => "overloaded",
             Some(IntakeError::NotRunning) => "not_running",
             Some(IntakeError::Store(_)) => "database",
+            Some(IntakeError::Fenced { .. }) => "fenced",
         };
         self.events_refused.with_label_values(&[reason]).inc();
     }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use attune_actors::domain::{ContentDedup, Throttle, ThrottleMode};
+use attune_actors::domain::{ContentDedup, Placement, PlacementMode, Throttle, ThrottleMode};
 use attune_actors::grouping::FieldValues;
 
 use crate::config::Seconds;
@@ -124,6 +124,45 @@ mod tests {
         ] {
             let error = dedup(yaml).expect_err(yaml);
             assert!(error.contains(expected), "{yaml}: {error}");
+        }
+    }
+}
+
+/// A sensor's `placement`: `one` (the default: on one instance, under a lease), `all`
+/// (on every instance: the default for webhooks), or `{labels: {host: build-01}}` (on one
+/// instance whose `cluster.labels` include these), optionally with `mode: one | all`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PlacementFile {
+    Mode(String),
+    Detailed {
+        #[serde(default)]
+        mode: Option<String>,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    },
+}
+
+fn placement_mode(mode: &str) -> Result<PlacementMode, String> {
+    match mode {
+        "one" => Ok(PlacementMode::One),
+        "all" => Ok(PlacementMode::All),
+        other => Err(format!("mode must be one or all, got '{other}'")),
+    }
+}
+
+impl PlacementFile {
+    /// `default` is the mode of a sensor without `placement`, or without its `mode`.
+    pub fn into_placement(self, default: PlacementMode) -> Result<Placement, String> {
+        match self {
+            Self::Mode(mode) => Ok(Placement {
+                mode: placement_mode(&mode)?,
+                labels: Default::default(),
+            }),
+            Self::Detailed { mode, labels } => Ok(Placement {
+                mode: mode.as_deref().map_or(Ok(default), placement_mode)?,
+                labels,
+            }),
         }
     }
 }

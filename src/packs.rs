@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use attune_actors::conditions::CompiledConditions;
 use attune_actors::domain::{
-    PackDefinition, PackUpsertSummary, RuleDefinition, SensorDefinition, TriggerDefinition,
+    PackDefinition, PackUpsertSummary, Placement, PlacementMode, RuleDefinition, SensorDefinition,
+    TriggerDefinition,
 };
 use attune_actors::ports::{Store, StoreError};
 
-use crate::pack_limits::{DedupFile, ThrottleFile};
+use crate::pack_limits::{DedupFile, PlacementFile, ThrottleFile};
 use crate::runtimes;
 
 /// A refused pack, naming the file and (where it applies) the field.
@@ -90,6 +91,8 @@ struct SensorFile {
     pass_env: Vec<String>,
     /// Like a trigger's `dedup`, for this sensor's events (it wins over the trigger's).
     dedup: Option<DedupFile>,
+    /// Where it runs when several instances share the database.
+    placement: Option<PlacementFile>,
 }
 
 /// A rule as written in a pack's `rules/*.yaml`.
@@ -360,6 +363,21 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             .map(DedupFile::into_dedup)
             .transpose()
             .map_err(|e| invalid(&file, Some("dedup"), format!("sensor {ref}: {e}")))?;
+        // A webhook is passive: every instance serves its path behind a load balancer.
+        let default_mode = if sensor.entrypoint == runtimes::webhook::ENTRYPOINT {
+            PlacementMode::All
+        } else {
+            PlacementMode::One
+        };
+        let placement = match sensor.placement {
+            None => Placement {
+                mode: default_mode,
+                labels: Default::default(),
+            },
+            Some(file_placement) => file_placement
+                .into_placement(default_mode)
+                .map_err(|e| invalid(&file, Some("placement"), format!("sensor {ref}: {e}")))?,
+        };
         let mut sensor_definition = SensorDefinition {
             label: sensor.label.unwrap_or_else(|| r#ref.clone()),
             r#ref,
@@ -376,6 +394,7 @@ pub fn read_pack(dir: &Path) -> Result<LoadedPack, PackError> {
             pass_env: sensor.pass_env,
             code_digest: None,
             dedup,
+            placement,
         };
         if runtimes::process::is_process_runtime(&sensor_definition.runtime_ref) {
             sensor_definition.code_digest = Some(code_digest(&dir.join("sensors"))?);

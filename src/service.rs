@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use attune_actors::outbox::PublisherLease;
 use attune_actors::ports::{Publisher, Store, StoreError};
-use attune_actors::supervisor::ShutdownReport;
+use attune_actors::supervisor::{SensorLeases, ShutdownReport};
 use attune_actors::{SupervisorArgs, SupervisorMsg, Tree};
 use ractor::rpc::CallResult;
 
@@ -142,7 +142,15 @@ impl Service {
             holder: identity.id.clone(),
             ttl: identity.lease_ttl,
         });
-        let (tree, supervisor_task) = Tree::start(SupervisorArgs {
+        // Likewise its sensors run without leases, fenced by the lock alone.
+        supervisor_config.sensor_leases = instance_lock.is_none().then(|| SensorLeases {
+            holder: identity.id.clone(),
+            labels: identity.labels.clone(),
+            ttl: identity.lease_ttl,
+        });
+        // Registered before the sensors are placed, so other instances count this one.
+        let heartbeat = crate::cluster::spawn_heartbeat(store.clone(), identity.clone());
+        let started = Tree::start(SupervisorArgs {
             config: supervisor_config,
             store: store.clone(),
             publisher: publisher.clone(),
@@ -150,10 +158,14 @@ impl Service {
             metrics: metrics.clone(),
             schemas: Arc::new(SchemaCache::default()),
         })
-        .await
-        .map_err(|e| ServiceError::Tree(e.to_string()))?;
-
-        let heartbeat = crate::cluster::spawn_heartbeat(store.clone(), identity.clone());
+        .await;
+        let (tree, supervisor_task) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                heartbeat.abort();
+                return Err(ServiceError::Tree(error.to_string()));
+            }
+        };
         tracing::info!(instance = %identity.id, "instance started");
         let pack_watch_stats = Arc::new(crate::pack_watch::WatchStats::default());
         let pack_watch = settings

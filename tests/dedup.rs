@@ -101,6 +101,7 @@ async fn content_keys_expire_with_their_window(database_url: &str, root: &Path) 
                 .expect("key"),
         ),
         traceparent: None,
+        lease: None,
     };
     let short = Duration::from_millis(50);
     let written = store

@@ -52,6 +52,7 @@ async fn prune_while_the_pipeline_runs(database_url: &str) {
                 idempotency_key: None,
                 dedup_key: None,
                 traceparent: None,
+                lease: None,
             })
             .collect();
         store.create_events(batch).await.expect("old events");

@@ -172,6 +172,7 @@ fn sensor(r: &str, trigger_ref: &str) -> SensorDefinition {
             key: vec!["payload.alert".into(), "payload.host".into()],
             window_secs: 60,
         }),
+        placement: Default::default(),
     }
 }
 
@@ -227,6 +228,7 @@ fn new_event(trigger_id: Option<i64>, trigger_ref: &str, n: usize) -> NewEvent {
         idempotency_key: None,
         dedup_key: None,
         traceparent: None,
+        lease: None,
     }
 }
 

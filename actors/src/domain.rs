@@ -13,8 +13,11 @@ mod dedup;
 mod retention;
 mod throttle;
 
-pub use cluster::{InstanceRecord, LeaseRecord, OUTBOX_LEASE};
-pub use dedup::ContentDedup;
+pub use cluster::{
+    InstanceRecord, LeaseClaim, LeaseRecord, OUTBOX_LEASE, Placement, PlacementMode,
+    SENSOR_LEASE_PREFIX, sensor_lease,
+};
+pub use dedup::{CONTENT_KEY_SCOPE, ContentDedup, IdempotencyKey, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use retention::{PruneCount, PruneCutoffs};
 pub use throttle::{
     Throttle, ThrottleClaim, ThrottleMode, ThrottleStep, ThrottleSummary, ThrottleWindow, decide,
@@ -95,6 +98,9 @@ pub struct Sensor {
     /// Content dedup for the events of this sensor.
     #[serde(default)]
     pub dedup: Option<ContentDedup>,
+    /// Where it runs when several instances share the database.
+    #[serde(default)]
+    pub placement: Placement,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
@@ -165,6 +171,9 @@ pub struct NewEvent {
     /// The W3C `traceparent` of the request that caused it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The lease its sensor held when it emitted (several instances on one database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseClaim>,
 }
 
 /// What the request behind an event adds to it besides the payload.
@@ -173,50 +182,6 @@ pub struct EventOrigin {
     pub idempotency_key: Option<IdempotencyKey>,
     /// A W3C `traceparent`, passed on to the event's messages.
     pub traceparent: Option<String>,
-}
-
-/// A key that makes storing an event idempotent: `POST /events`' `Idempotency-Key`, or a
-/// webhook's delivery id (its `dedup_header`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyKey {
-    /// Whose keys these are: `api` for `POST /events`, `webhook:<sensor ref>` for a
-    /// webhook, so two senders' keys never collide.
-    pub scope: String,
-    pub key: String,
-    /// How long the key is remembered (`dedup.window`); an older one is forgotten.
-    pub window: std::time::Duration,
-}
-
-/// The longest key accepted, in bytes.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
-
-/// How the scope of a content key (a sensor's or trigger's `dedup`) begins; such keys
-/// expire with their own window rather than `dedup.window`.
-pub const CONTENT_KEY_SCOPE: &str = "dedup:";
-
-impl IdempotencyKey {
-    /// A content key (`dedup`), as opposed to a request's key.
-    pub fn is_content_key(&self) -> bool {
-        self.scope.starts_with(CONTENT_KEY_SCOPE)
-    }
-
-    /// A key of 1 to 255 visible ASCII characters, or why not.
-    pub fn new(scope: &str, key: &str, window: std::time::Duration) -> Result<Self, String> {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-            return Err(format!(
-                "must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters, got {}",
-                key.len()
-            ));
-        }
-        if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be visible ASCII characters (no spaces)".to_owned());
-        }
-        Ok(Self {
-            scope: scope.to_owned(),
-            key: key.to_owned(),
-            window,
-        })
-    }
 }
 
 /// What storing one new event did.
@@ -441,6 +406,7 @@ pub struct SensorDefinition {
     /// A digest of a process sensor's code (see [`Sensor::code_digest`]).
     pub code_digest: Option<String>,
     pub dedup: Option<ContentDedup>,
+    pub placement: Placement,
 }
 
 #[derive(Debug, Clone, PartialEq)]

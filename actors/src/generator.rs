@@ -156,6 +156,27 @@ impl GroupCommit for GeneratorState {
                 self.isolating = None;
                 Ok(())
             }
+            Err(StoreError::Fenced { lease, generation }) => {
+                // Only the fenced sensor's events are refused; the rest go again at once.
+                let (fenced, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|request| {
+                        request.event.lease.as_ref().is_some_and(|claim| {
+                            claim.name == lease && claim.generation == generation
+                        })
+                    });
+                tracing::warn!(%lease, generation, events = fenced.len(), "events refused: their sensor's lease has passed to another instance");
+                for request in fenced {
+                    request.ack.refuse(IntakeError::Fenced {
+                        lease: lease.clone(),
+                        generation,
+                    });
+                }
+                if rest.is_empty() {
+                    return Ok(());
+                }
+                self.batcher.put_back(rest);
+                Err(std::time::Duration::ZERO)
+            }
             Err(StoreError::Invalid(reason)) if batch.len() > 1 => {
                 let half = batch.len() / 2;
                 tracing::warn!(%reason, events = batch.len(), "the database refused a batch; writing it in halves to find the event it refuses");

@@ -163,6 +163,7 @@ impl SystemEvents {
                 idempotency_key: origin.idempotency_key,
                 dedup_key,
                 traceparent: origin.traceparent,
+                lease: None,
             },
             ack: EventAck::Matched(reply),
             permit,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::domain::Sensor;
+use crate::domain::{LeaseClaim, Sensor};
 use crate::ports::{DetectionSink, EventIntake, SensorDriverFactory, SensorFailure, Store};
 use crate::status::SharedActivity;
 
@@ -34,6 +34,8 @@ pub struct SensorArgs {
     pub activity: SharedActivity,
     /// How long a stopping driver gets to release what it holds before it is aborted.
     pub stop_grace: Duration,
+    /// The lease this run holds (several instances on one database); its events carry it.
+    pub lease: Option<LeaseClaim>,
 }
 
 /// The running driver of one sensor actor. Aborts the driver task when dropped, which
@@ -94,7 +96,8 @@ impl Actor for SensorActor {
             args.store,
             args.activity,
             stop_signal,
-        );
+        )
+        .with_lease(args.lease);
         let driver = tokio::spawn(async move { driver.run(sink).await });
         let driver_task = driver.abort_handle();
         // A second task reports how the driver ended, so a panic in sensor code reaches

@@ -43,6 +43,9 @@ pub struct SensorActivity {
     /// Events not stored because they repeated an idempotency key or, under `dedup`,
     /// the content of an event stored within the window.
     pub duplicates: u64,
+    /// Events the store refused because the lease they were emitted under had passed to
+    /// another instance.
+    pub fenced: u64,
     /// Output lines a sensor process wrote that were not valid protocol lines.
     pub bad_output_count: u64,
     /// The last lines a sensor process wrote to stderr, oldest first.
@@ -78,8 +81,17 @@ pub struct SensorStatus {
     pub restart_count: u32,
     pub last_error: Option<String>,
     pub next_restart_at: Option<DateTime<Utc>>,
+    /// The lease it runs under (several instances on one database): held by this
+    /// instance, in this generation. `None` for a sensor that runs on every instance.
+    pub lease: Option<SensorLeaseStatus>,
     #[serde(flatten)]
     pub activity: SensorActivity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SensorLeaseStatus {
+    pub holder: String,
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

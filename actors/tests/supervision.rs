@@ -538,6 +538,7 @@ async fn events_stored_but_never_matched_are_matched_on_start() {
             idempotency_key: None,
             dedup_key: None,
             traceparent: None,
+            lease: None,
         })
         .collect();
     let stored = store.create_events(orphans).await.expect("stored");

@@ -8,6 +8,7 @@
 //! invents one; instants that fell in the downtime are skipped or fired once, as
 //! `catch_up` says.
 
+use attune_actors::domain::{EventOrigin, IdempotencyKey};
 use attune_actors::ports::DetectionSink;
 use attune_actors::ports::IntakeError;
 use attune_actors::ports::SensorFailure;
@@ -275,7 +276,10 @@ async fn fire(
             map.insert("missed_count_capped".into(), Value::Bool(true));
         }
     }
-    match sink.emit(payload).await {
+    match sink
+        .emit_with(payload, instant_key(sink, scheduled_at))
+        .await
+    {
         Ok(_) => {}
         // The trigger's schema refuses what this timer sends: retrying cannot help, so
         // the fire is logged and counted as done.
@@ -287,6 +291,25 @@ async fn fire(
     state.last_fire = Some(scheduled_at);
     state.execution_count += 1;
     save(sink, state).await
+}
+
+/// How long a timer's instant keys are remembered: far longer than any move between
+/// instances takes, far shorter than the keys' pruning.
+const INSTANT_KEY_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The idempotency key of one scheduled instant of one timer. The last fire is saved only
+/// after its event is stored, so an instance that dies in between leaves the next holder
+/// to fire the same instant again; the key makes that second event a repeat.
+fn instant_key(sink: &DetectionSink, scheduled_at: DateTime<Utc>) -> EventOrigin {
+    EventOrigin {
+        idempotency_key: IdempotencyKey::new(
+            &format!("timer:{}", sink.sensor().r#ref),
+            &timestamp(scheduled_at),
+            INSTANT_KEY_WINDOW,
+        )
+        .ok(),
+        traceparent: None,
+    }
 }
 
 async fn save(sink: &DetectionSink, state: &TimerState) -> Result<(), SensorFailure> {

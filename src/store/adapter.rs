@@ -165,71 +165,10 @@ macro_rules! impl_store {
                     &self,
                     events: Vec<NewEvent>,
                 ) -> Result<Vec<EventWrite>, StoreError> {
-                    use $crate::store::idempotency::{self, Fate, Planner};
                     $crate::store::adapter::within(
                         $crate::store::adapter::commit_deadline(self.deadline()),
                         "create_events",
-                        async {
-                            if events.is_empty() {
-                                return Ok(Vec::new());
-                            }
-                            let created = $crate::store::now();
-                            let mut tx = self.begin_write().await?;
-                            let mut planner = Planner::default();
-                            for event in &events {
-                                let keys = planner.next(event);
-                                if keys.is_empty() {
-                                    continue;
-                                }
-                                let mut stored = None;
-                                for key in &keys {
-                                    let since = idempotency::since(created, key);
-                                    stored =
-                                        Shared::key_event(&mut *tx, &key.scope, &key.key, since)
-                                            .await?;
-                                    if stored.is_some() {
-                                        break;
-                                    }
-                                }
-                                planner.found(&keys, stored);
-                            }
-                            let fates = planner.fates();
-                            let (fresh, keys) = idempotency::fresh(events, &fates);
-                            let stored = if fresh.is_empty() {
-                                Vec::new()
-                            } else {
-                                self.insert_events(&mut tx, fresh, created).await?
-                            };
-                            for (keys, event) in keys.iter().zip(&stored) {
-                                for key in keys {
-                                    let expired = idempotency::since(created, key);
-                                    let kept = Shared::remember_key(
-                                        &mut *tx,
-                                        &key.scope,
-                                        &key.key,
-                                        event.id,
-                                        created,
-                                        expired,
-                                        idempotency::expires(created, key),
-                                    )
-                                    .await?;
-                                    if !kept {
-                                        return Err(idempotency::raced(key));
-                                    }
-                                }
-                            }
-                            let mut repeated = ::std::collections::HashMap::new();
-                            for fate in &fates {
-                                if let Fate::RepeatOf(id) = fate
-                                    && let Some(event) = Shared::get_event(&mut *tx, *id).await?
-                                {
-                                    repeated.insert(*id, event);
-                                }
-                            }
-                            let writes = idempotency::assemble(&fates, stored, &repeated)?;
-                            tx.commit().await.map_err($crate::store::store_error)?;
-                            Ok(writes)
-                        },
+                        $crate::store::events_tx::EventsTx::<$store>::create_events(self, events),
                     )
                     .await
                 }
@@ -326,6 +265,30 @@ macro_rules! impl_store {
                 ) -> Result<Vec<::attune_actors::domain::LeaseRecord>, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "leases", async {
                         Shared::leases(self.reader()).await
+                    })
+                    .await
+                }
+
+                async fn renew_leases(
+                    &self,
+                    holder: &str,
+                    prefix: &str,
+                    now: ::chrono::DateTime<::chrono::Utc>,
+                    expires: ::chrono::DateTime<::chrono::Utc>,
+                ) -> Result<Vec<::attune_actors::domain::LeaseRecord>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "renew_leases", async {
+                        Shared::renew_leases(self.writer(), holder, prefix, now, expires).await
+                    })
+                    .await
+                }
+
+                async fn release_leases(
+                    &self,
+                    holder: &str,
+                    prefix: &str,
+                ) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "release_leases", async {
+                        Shared::release_leases(self.writer(), holder, prefix).await
                     })
                     .await
                 }

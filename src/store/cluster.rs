@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use attune_actors::domain::{InstanceRecord, LeaseRecord};
+use attune_actors::domain::{InstanceRecord, LeaseClaim, LeaseRecord};
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -172,5 +172,80 @@ where
             DB::DIALECT.table(Table::Lease)
         );
         Self::all(db, sqlx::query(&sql), lease).await
+    }
+
+    /// Extends, in one statement, every unexpired lease of `holder` whose name starts with
+    /// `prefix`, and returns those: a lease missing from the answer is lost.
+    pub(crate) async fn renew_leases<'c, E>(
+        db: E,
+        holder: &str,
+        prefix: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<Vec<LeaseRecord>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "UPDATE {} SET expires = $4 \
+             WHERE holder = $1 AND substr(name, 1, length($2)) = $2 AND expires > $3 \
+             RETURNING {LEASE_COLUMNS}",
+            DB::DIALECT.table(Table::Lease)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(holder)
+            .bind(prefix)
+            .bind(Stamp(now))
+            .bind(Stamp(expires));
+        Self::all(db, statement, lease).await
+    }
+
+    /// Lets every lease of `holder` whose name starts with `prefix` go at once.
+    pub(crate) async fn release_leases<'c, E>(
+        db: E,
+        holder: &str,
+        prefix: &str,
+    ) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "UPDATE {} SET expires = $3 WHERE holder = $1 AND substr(name, 1, length($2)) = $2",
+            DB::DIALECT.table(Table::Lease)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(holder)
+            .bind(prefix)
+            .bind(Stamp(DateTime::<Utc>::UNIX_EPOCH));
+        Self::run(db, statement).await
+    }
+
+    /// The fence of [`Store::create_events`]: fails unless `claim` is still the current,
+    /// unexpired generation of its lease. On PostgreSQL the lease row stays locked until
+    /// the events' transaction ends, so no other instance takes the lease in between.
+    ///
+    /// [`Store::create_events`]: attune_actors::ports::Store::create_events
+    pub(crate) async fn check_lease<'c, E>(
+        db: E,
+        claim: &LeaseClaim,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT {LEASE_COLUMNS} FROM {} WHERE name = $1{}",
+            DB::DIALECT.table(Table::Lease),
+            DB::DIALECT.lock_read_rows()
+        );
+        let current =
+            Self::optional(db, sqlx::query(&sql).bind(claim.name.as_str()), lease).await?;
+        match current {
+            Some(held) if held.generation == claim.generation && held.expires > now => Ok(()),
+            _ => Err(StoreError::Fenced {
+                lease: claim.name.clone(),
+                generation: claim.generation,
+            }),
+        }
     }
 }

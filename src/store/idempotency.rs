@@ -182,6 +182,7 @@ mod tests {
             }),
             dedup_key: None,
             traceparent: None,
+            lease: None,
         }
     }
 

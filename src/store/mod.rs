@@ -26,6 +26,7 @@
 mod adapter;
 mod cluster;
 mod dialect;
+mod events_tx;
 mod idempotency;
 mod pack;
 mod pack_tx;
@@ -157,6 +158,7 @@ impl Redactor {
             StoreError::Unavailable(m) => StoreError::Unavailable(self.clean(m)),
             StoreError::Invalid(m) => StoreError::Invalid(self.clean(m)),
             StoreError::Other(m) => StoreError::Other(self.clean(m)),
+            fenced @ StoreError::Fenced { .. } => fenced,
         }
     }
 }

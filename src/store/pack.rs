@@ -345,6 +345,7 @@ async fn write_sensor<T: PackTx>(
         pass_env: definition.pass_env.clone(),
         code_digest: definition.code_digest.clone(),
         dedup: definition.dedup.clone(),
+        placement: definition.placement.clone(),
         created: stored.as_ref().map_or(now, |s| s.created),
         updated: stored.as_ref().map_or(now, |s| s.updated),
     };

@@ -167,9 +167,10 @@ where
         let sql = format!(
             r#"INSERT INTO {} (ref, pack, pack_ref, label, description, entrypoint, runtime,
                    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema,
-                   config, created, updated, pack_path, mode, pass_env, code_digest, dedup)
+                   config, created, updated, pack_path, mode, pass_env, code_digest, dedup,
+                   placement)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19, $20, $21)
+                   $17, $18, $19, $20, $21, $22)
                RETURNING id"#,
             Self::table(Table::Sensor)
         );
@@ -194,7 +195,8 @@ where
             .bind(&s.mode)
             .bind(serde_json::json!(s.pass_env))
             .bind(&s.code_digest)
-            .bind(as_json(&s.dedup));
+            .bind(as_json(&s.dedup))
+            .bind(as_json(&Some(&s.placement)));
         Queries::<DB>::int(&mut *self.0, statement, "id").await
     }
 
@@ -204,7 +206,7 @@ where
                    entrypoint = $6, runtime = $7, runtime_ref = $8, "trigger" = $9,
                    trigger_ref = $10, enabled = $11, poll_interval = $12, param_schema = $13,
                    config = $14, updated = $15, pack_path = $16, mode = $17, pass_env = $18,
-                   code_digest = $19, dedup = $20
+                   code_digest = $19, dedup = $20, placement = $21
                WHERE id = $1"#,
             Self::table(Table::Sensor)
         );
@@ -228,7 +230,8 @@ where
             .bind(&s.mode)
             .bind(serde_json::json!(s.pass_env))
             .bind(&s.code_digest)
-            .bind(as_json(&s.dedup));
+            .bind(as_json(&s.dedup))
+            .bind(as_json(&Some(&s.placement)));
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 

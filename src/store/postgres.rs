@@ -74,6 +74,7 @@ impl PgStore {
                 StoreError::Unavailable(m) | StoreError::Other(m) | StoreError::Invalid(m) => {
                     StoreError::Unavailable(format!("cannot connect to PostgreSQL: {m}{hint}"))
                 }
+                fenced @ StoreError::Fenced { .. } => fenced,
             }
         })?;
         let migrated = run_migrations(&mut conn).await;
@@ -81,18 +82,24 @@ impl PgStore {
         migrated.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(redactor.clean(m)),
             StoreError::Invalid(m) | StoreError::Other(m) => StoreError::Other(redactor.clean(m)),
+            fenced @ StoreError::Fenced { .. } => fenced,
         })?;
         // The server ends a statement that runs too long even when this side has given up
         // on it, so a stuck query does not hold locks after its caller moved on. Set per
         // pooled connection rather than as a startup option, which poolers such as
         // PgBouncer refuse; the migration connection above runs without it.
-        let set_timeout = format!("SET statement_timeout = {}", deadline.as_millis());
+        // A transaction left open by a paused or cut-off instance would hold its row locks
+        // (a sensor lease's, a throttle window's) until it resumed: the server ends it.
+        let set_timeout = format!(
+            "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}",
+            ms = deadline.as_millis()
+        );
         let pool = PgPoolOptions::new()
             .after_connect(move |conn, _meta| {
                 let set_timeout = set_timeout.clone();
                 Box::pin(async move {
                     if let Err(error) = sqlx::Executor::execute(&mut *conn, set_timeout.as_str()).await {
-                        tracing::warn!(%error, "cannot set statement_timeout on a database connection; only the client-side deadline applies");
+                        tracing::warn!(%error, "cannot set statement_timeout and idle_in_transaction_session_timeout on a database connection; only the client-side deadline applies");
                     }
                     Ok(())
                 })

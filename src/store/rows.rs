@@ -20,7 +20,8 @@ pub(crate) const TRIGGER_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, desc
     param_schema, payload_schema, validate_payloads, dedup, created, updated"#;
 pub(crate) const SENSOR_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description,
     entrypoint, runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
-    param_schema, config, pack_path, mode, pass_env, code_digest, dedup, created, updated"#;
+    param_schema, config, pack_path, mode, pass_env, code_digest, dedup, placement, created,
+    updated"#;
 pub(crate) const RULE_COLUMNS: &str = r#"id, ref, pack, pack_ref, label, description, "action",
     action_ref, "trigger", trigger_ref, conditions, action_params, throttle, enabled, created,
     updated"#;
@@ -148,6 +149,7 @@ pub(crate) fn sensor(row: &impl StoredRow) -> Result<Sensor, sqlx::Error> {
         pass_env: serde_json::from_value(row.json("pass_env")?).unwrap_or_default(),
         code_digest: row.opt_text("code_digest")?,
         dedup: typed(row, "dedup")?,
+        placement: typed(row, "placement")?.unwrap_or_default(),
         created: row.time("created")?,
         updated: row.time("updated")?,
     })

@@ -70,6 +70,7 @@ impl SqliteStore {
         let unavailable = |e: sqlx::Error| {
             let message = match redactor.error(e) {
                 StoreError::Unavailable(m) | StoreError::Invalid(m) | StoreError::Other(m) => m,
+                fenced @ StoreError::Fenced { .. } => fenced.to_string(),
             };
             StoreError::Unavailable(format!("cannot open SQLite database: {message}"))
         };

@@ -4,7 +4,7 @@
 //! can be tied to the generation it held.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One instance of the service, as registered in the `instance` table.
@@ -31,3 +31,58 @@ pub struct LeaseRecord {
 /// The lease of the outbox publisher: one instance publishes at a time, so steady-state
 /// operation sends each message once.
 pub const OUTBOX_LEASE: &str = "outbox";
+
+/// Where a sensor runs among the live instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    #[serde(default)]
+    pub mode: PlacementMode,
+    /// Only instances whose `cluster.labels` include all of these may run it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementMode {
+    /// On exactly one live instance, under a lease (timers, process sensors, file watch).
+    #[default]
+    One,
+    /// On every instance, without a lease (webhooks: passive, each instance serves them).
+    All,
+}
+
+impl Placement {
+    pub fn all() -> Self {
+        Self {
+            mode: PlacementMode::All,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Whether an instance with these labels may run the sensor.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+    }
+
+    pub fn is_leased(&self) -> bool {
+        self.mode == PlacementMode::One
+    }
+}
+
+/// Sensor leases are named `sensor:<ref>`.
+pub const SENSOR_LEASE_PREFIX: &str = "sensor:";
+
+pub fn sensor_lease(sensor_ref: &str) -> String {
+    format!("{SENSOR_LEASE_PREFIX}{sensor_ref}")
+}
+
+/// The lease an event's sensor held when it emitted: the store refuses the event unless
+/// this generation is still the lease's current one ([`crate::ports::StoreError::Fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseClaim {
+    pub name: String,
+    pub generation: i64,
+}

@@ -6,7 +6,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
-use crate::domain::{Event, EventOrigin, EventWrite, NewEvent, Sensor, Trigger, config_snapshot};
+use crate::domain::{
+    Event, EventOrigin, EventWrite, LeaseClaim, NewEvent, Sensor, Trigger, config_snapshot,
+};
 use crate::grouping::DedupKey;
 use crate::ports::{
     EventAck, EventIntake, EventRequest, IntakeError, Permit, Store, StoreError, check_storable,
@@ -25,6 +27,8 @@ pub struct DetectionSink {
     stop: watch::Receiver<bool>,
     /// The sensor's `dedup` (or its trigger's), compiled.
     dedup: Option<Arc<DedupKey>>,
+    /// The lease this run of the sensor holds, carried by every event it emits.
+    lease: Option<LeaseClaim>,
 }
 
 impl DetectionSink {
@@ -45,7 +49,15 @@ impl DetectionSink {
             activity,
             stop,
             dedup,
+            lease: None,
         }
+    }
+
+    /// Ties the sensor's events to the lease generation it runs under: the store refuses
+    /// them once another instance holds the lease.
+    pub fn with_lease(mut self, lease: Option<LeaseClaim>) -> Self {
+        self.lease = lease;
+        self
     }
 
     pub fn sensor(&self) -> &Sensor {
@@ -102,13 +114,24 @@ impl DetectionSink {
     /// While `pipeline.max_pending` events already wait, it first waits for room: a
     /// sensor that detects faster than the database stores is slowed, not buffered.
     pub async fn emit(&self, payload: Value) -> Result<Event, IntakeError> {
+        Ok(self
+            .emit_with(payload, EventOrigin::default())
+            .await?
+            .into_event())
+    }
+
+    /// Like [`emit`](Self::emit), with what the request adds: an idempotency key makes a
+    /// repeat within its window store nothing and answer [`EventWrite::Repeat`] (a timer
+    /// keys each scheduled instant, so an instant fired again after a move is stored once).
+    pub async fn emit_with(
+        &self,
+        payload: Value,
+        origin: EventOrigin,
+    ) -> Result<EventWrite, IntakeError> {
         check_storable(&payload)?;
         self.intake.check_payload(&self.trigger, &payload)?;
         let permit = self.intake.admission().admit().await?;
-        Ok(self
-            .submit(payload, EventOrigin::default(), permit)
-            .await?
-            .into_event())
+        self.submit(payload, origin, permit).await
     }
 
     /// Like [`emit`](Self::emit) for a caller that can tell its client to come back (a
@@ -147,11 +170,19 @@ impl DetectionSink {
                 idempotency_key: origin.idempotency_key,
                 dedup_key,
                 traceparent: origin.traceparent,
+                lease: self.lease.clone(),
             },
             ack: EventAck::Stored(reply),
             permit,
         })?;
-        let write = stored.await.map_err(|_| IntakeError::NotRunning)??;
+        let write = match stored.await.map_err(|_| IntakeError::NotRunning)? {
+            Ok(write) => write,
+            Err(fenced @ IntakeError::Fenced { .. }) => {
+                self.activity.lock().fenced += 1;
+                return Err(fenced);
+            }
+            Err(other) => return Err(other),
+        };
         let mut activity = self.activity.lock();
         match &write {
             EventWrite::Stored(event) => {

@@ -112,6 +112,9 @@ pub enum IntakeError {
     /// `pipeline.max_pending` events already wait to be stored; try again shortly.
     #[error("{max_pending} events already wait to be stored (pipeline.max_pending); retry later")]
     Overloaded { max_pending: usize },
+    /// The sensor lost its lease to another instance; its event was not stored.
+    #[error("not stored: this instance no longer holds lease '{lease}' (generation {generation})")]
+    Fenced { lease: String, generation: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

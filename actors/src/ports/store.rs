@@ -42,6 +42,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("database error: {0}")]
     Other(String),
+    /// An event came from a sensor whose lease has since passed to another generation
+    /// (its instance was paused or cut off past the lease's expiry): nothing was written.
+    #[error("lease '{lease}' is no longer held in generation {generation}")]
+    Fenced { lease: String, generation: i64 },
 }
 
 /// Persistence of everything the sensor service reads and writes.
@@ -134,6 +138,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every lease, by name.
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// Extends every unexpired lease `holder` holds whose name starts with `prefix` until
+    /// `expires`, in one statement, and returns them; a lease it held that is missing from
+    /// the answer has expired (and may be another's now).
+    async fn renew_leases(
+        &self,
+        holder: &str,
+        prefix: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// Lets every lease of `holder` whose name starts with `prefix` go at once.
+    async fn release_leases(&self, holder: &str, prefix: &str) -> Result<(), StoreError>;
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 

@@ -11,7 +11,8 @@ use super::messages::{PipelineKind, SupervisorMsg};
 use crate::domain::Sensor;
 use crate::sensor::{COMPLETED, SensorMsg};
 use crate::status::{
-    PipelineActorStatus, PipelineState, SensorState, SensorStatus, SharedActivity, TreeSnapshot,
+    PipelineActorStatus, PipelineState, SensorLeaseStatus, SensorState, SensorStatus,
+    SharedActivity, TreeSnapshot,
 };
 
 /// What a linked actor is to the supervisor.
@@ -52,7 +53,7 @@ impl SensorEntry {
         }
     }
 
-    fn status(&self) -> SensorStatus {
+    fn status(&self, lease: Option<SensorLeaseStatus>) -> SensorStatus {
         SensorStatus {
             sensor_ref: self.sensor.r#ref.clone(),
             trigger_ref: self.sensor.trigger_ref.clone(),
@@ -62,6 +63,7 @@ impl SensorEntry {
             restart_count: self.restart_count,
             last_error: self.last_error.clone(),
             next_restart_at: self.next_restart_at,
+            lease,
             activity: Default::default(),
         }
     }
@@ -132,8 +134,11 @@ impl SupervisorState {
         let snapshot = TreeSnapshot {
             sensors: self
                 .sensors
-                .values()
-                .map(|entry| (entry.status(), entry.activity.clone()))
+                .iter()
+                .map(|(sensor_ref, entry)| {
+                    let lease = self.leases.as_ref().and_then(|b| b.status(sensor_ref));
+                    (entry.status(lease), entry.activity.clone())
+                })
                 .collect(),
             pipeline: PipelineKind::ALL
                 .iter()

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::leases::SensorLeases;
 use super::policy::RestartPolicy;
 use crate::outbox::{PublisherLease, UnroutablePolicy};
 
@@ -39,6 +40,9 @@ pub struct SupervisorConfig {
     /// Publish the outbox only while holding its lease (several instances on one
     /// database); `None` publishes always.
     pub publisher_lease: Option<PublisherLease>,
+    /// Run leased sensors only under their lease (several instances on one database);
+    /// `None` runs every enabled sensor here.
+    pub sensor_leases: Option<SensorLeases>,
 }
 
 impl Default for SupervisorConfig {
@@ -61,6 +65,7 @@ impl Default for SupervisorConfig {
             stop_grace: Duration::from_secs(7),
             stop_timeout: Duration::from_secs(10),
             publisher_lease: None,
+            sensor_leases: None,
         }
     }
 }

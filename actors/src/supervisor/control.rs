@@ -7,6 +7,7 @@ use super::SupervisorState;
 use super::children::SensorEntry;
 use super::messages::{ControlError, ReconcileReport, SupervisorMsg};
 use super::reconcile;
+use crate::domain::Sensor;
 use crate::matcher::MatcherMsg;
 use crate::status::SensorState;
 
@@ -70,6 +71,13 @@ impl SupervisorState {
         if !sensor.enabled {
             return Err(ControlError::Disabled(sensor_ref.to_owned()));
         }
+        if self
+            .leases
+            .as_ref()
+            .is_some_and(|book| book.held_elsewhere(&sensor))
+        {
+            return Err(ControlError::HeldElsewhere(sensor_ref.to_owned()));
+        }
         self.sensors
             .insert(sensor_ref.to_owned(), SensorEntry::new(sensor));
         Ok(())
@@ -84,11 +92,28 @@ impl SupervisorState {
             .enabled_sensors()
             .await
             .map_err(|e| ControlError::Store(e.to_string()))?;
-        let desired = if self.config.sensors_enabled {
-            enabled
-        } else {
-            Vec::new()
+        let report = match (&mut self.leases, self.config.sensors_enabled) {
+            (_, false) => self.apply(myself, Vec::new()).await,
+            (None, true) => self.apply(myself, enabled).await,
+            (Some(book), true) => {
+                book.set_enabled(enabled);
+                self.place_now(myself).await
+            }
         };
+        self.refs.matcher.send(MatcherMsg::RefreshRules);
+        self.refs.forget_triggers();
+        if report != ReconcileReport::default() {
+            tracing::info!(?report, "reconciled sensors");
+        }
+        Ok(report)
+    }
+
+    /// Starts, stops and restarts tracked sensors until they are `desired`.
+    pub(super) async fn apply(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        desired: Vec<Sensor>,
+    ) -> ReconcileReport {
         let plan = reconcile::plan(
             self.sensors
                 .iter()
@@ -121,12 +146,6 @@ impl SupervisorState {
             self.spawn_sensor(myself, &sensor_ref).await;
             report.restarted.push(sensor_ref);
         }
-
-        self.refs.matcher.send(MatcherMsg::RefreshRules);
-        self.refs.forget_triggers();
-        if report != ReconcileReport::default() {
-            tracing::info!(?report, "reconciled sensors");
-        }
-        Ok(report)
+        report
     }
 }

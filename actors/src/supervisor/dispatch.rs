@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::messages::{PipelineKind, SupervisorMsg};
-use super::{Supervisor, SupervisorArgs, SupervisorState};
+use super::{LeaseBook, Supervisor, SupervisorArgs, SupervisorState};
 use crate::outbox::OutboxHealth;
 use crate::pipeline::PipelineRefs;
 use crate::status::TreeSnapshot;
@@ -27,6 +27,7 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         (args, refs, outbox_health, status): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let leases = args.config.sensor_leases.clone().map(LeaseBook::new);
         let mut state = SupervisorState {
             config: args.config,
             store: args.store,
@@ -40,6 +41,7 @@ impl Actor for Supervisor {
             pipeline: HashMap::new(),
             shutting_down: false,
             throttled: Arc::default(),
+            leases,
             status,
         };
         for kind in PipelineKind::ALL {
@@ -57,6 +59,10 @@ impl Actor for Supervisor {
         // The first reconcile is sent by `Tree::start`, which waits for it.
         if let Some(every) = state.config.reconcile_interval {
             myself.send_interval(every, || SupervisorMsg::Reconcile(None));
+        }
+        if state.leases.is_some() {
+            // Each tick schedules the next, so a slow one never queues up others.
+            myself.send_message(SupervisorMsg::Place)?;
         }
         Ok(())
     }
@@ -112,6 +118,7 @@ impl Actor for Supervisor {
                 generation,
             } => state.mark_healthy(&sensor_ref, generation),
             SupervisorMsg::RespawnPipeline(kind) => state.respawn_pipeline(&myself, kind).await,
+            SupervisorMsg::Place => state.place(&myself).await,
         }
         state.publish_status();
         Ok(())

@@ -12,6 +12,10 @@ pub enum ControlError {
     Disabled(String),
     #[error("sensors are disabled in this service (sensor.enabled: false)")]
     SensorsDisabled,
+    #[error(
+        "sensor '{0}' runs on another instance; it acts on commands sent to any instance within a couple of seconds"
+    )]
+    HeldElsewhere(String),
     #[error("{0}")]
     Store(String),
 }
@@ -58,6 +62,9 @@ pub enum SupervisorMsg {
     MarkHealthy { sensor_ref: String, generation: u64 },
     /// A pipeline actor went down (or failed to spawn): spawn it again.
     RespawnPipeline(PipelineKind),
+    /// Renew the sensor leases held here, take free ones, give some back (see
+    /// `leases.rs`); each tick schedules the next.
+    Place,
 }
 
 /// Which pipeline actor.

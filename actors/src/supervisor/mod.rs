@@ -7,13 +7,16 @@
 //! [`reconcile`] (what to start, stop and restart). The rest is split by concern:
 //! `dispatch` (the `Actor` impl), `children` (bookkeeping and status snapshots),
 //! `sensors` (sensor lifecycle), `respawn` (pipeline actors), `control` (operator commands
-//! and reconciles) and `shutdown`.
+//! and reconciles), `leases` (placement ticks under sensor leases, deciding with the pure
+//! [`placement`] plan) and `shutdown`.
 
 mod children;
 mod config;
 mod control;
 mod dispatch;
+mod leases;
 mod messages;
+pub mod placement;
 pub mod policy;
 pub mod reconcile;
 mod respawn;
@@ -27,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use config::SupervisorConfig;
+pub use leases::SensorLeases;
 pub use messages::{
     ControlError, ControlReply, PipelineKind, ReconcileReport, ShutdownReport, SupervisorMsg,
 };
@@ -37,6 +41,7 @@ use crate::pipeline::{PipelineRefs, SystemEvents};
 use crate::ports::{PayloadSchemas, PipelineMetrics, Publisher, SensorDriverFactory, Store};
 use crate::status::{StatusFeed, ThrottleCounts, TreeSnapshot, TreeStatus};
 use children::{Child, PipelineEntry, SensorEntry};
+use leases::LeaseBook;
 
 pub struct SupervisorArgs {
     pub config: SupervisorConfig,
@@ -130,4 +135,6 @@ pub struct SupervisorState {
     shutting_down: bool,
     status: watch::Sender<Arc<TreeSnapshot>>,
     throttled: Arc<ThrottleCounts>,
+    /// The sensor leases this instance holds, when several instances share the database.
+    leases: Option<LeaseBook>,
 }

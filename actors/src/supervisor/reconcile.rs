@@ -86,6 +86,7 @@ mod tests {
             dedup: None,
             created: now,
             updated: now,
+            placement: Default::default(),
         }
     }
 

@@ -34,6 +34,7 @@ impl SupervisorState {
             intake,
             activity: entry.activity.clone(),
             stop_grace: self.config.stop_grace,
+            lease: self.leases.as_ref().and_then(|book| book.claim(sensor_ref)),
         };
         let started = Instant::now();
         match Actor::spawn_linked(None, SensorActor, args, myself.get_cell()).await {

@@ -35,6 +35,7 @@ impl SupervisorState {
         let sensors_by = Instant::now() + left.mul_f64(SENSOR_SHARE);
         let all: Vec<String> = self.sensors.keys().cloned().collect();
         self.stop_sensors(all, Some(sensors_by)).await;
+        self.release_sensor_leases().await;
         self.shutting_down = true;
         // From here on, pipeline actors going down is expected.
         self.children.clear();

@@ -136,6 +136,7 @@ impl MemoryStore {
             dedup: None,
             created: now,
             updated: now,
+            placement: Default::default(),
         });
         id
     }
@@ -372,6 +373,19 @@ impl Store for MemoryStore {
     }
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn renew_leases(
+        &self,
+        _holder: &str,
+        _prefix: &str,
+        _now: chrono::DateTime<Utc>,
+        _expires: chrono::DateTime<Utc>,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.check()?;
+        Ok(Vec::new())
+    }
+    async fn release_leases(&self, _holder: &str, _prefix: &str) -> Result<(), StoreError> {
+        Ok(())
     }
     async fn events_between(
         &self,
