@@ -128,8 +128,7 @@ impl DetectionSink {
         payload: Value,
         origin: EventOrigin,
     ) -> Result<EventWrite, IntakeError> {
-        check_storable(&payload)?;
-        self.intake.check_payload(&self.trigger, &payload)?;
+        self.check(&payload)?;
         let permit = self.intake.admission().admit().await?;
         self.submit(payload, origin, permit).await
     }
@@ -143,10 +142,16 @@ impl DetectionSink {
         payload: Value,
         origin: EventOrigin,
     ) -> Result<EventWrite, IntakeError> {
-        check_storable(&payload)?;
-        self.intake.check_payload(&self.trigger, &payload)?;
+        self.check(&payload)?;
         let permit = self.intake.admission().try_admit()?;
         self.submit(payload, origin, permit).await
+    }
+
+    /// What is refused before an event waits for room: a payload no database can store,
+    /// or one its trigger's schema refuses.
+    fn check(&self, payload: &Value) -> Result<(), IntakeError> {
+        check_storable(payload)?;
+        self.intake.check_payload(&self.trigger, payload)
     }
 
     async fn submit(

@@ -42,11 +42,12 @@ impl SensorLeases {
         self.ttl / 3
     }
 
+    fn ttl_span(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX)
+    }
+
     fn until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        capped_after(
-            now,
-            chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX),
-        )
+        capped_after(now, self.ttl_span())
     }
 }
 
@@ -215,8 +216,7 @@ impl LeaseBook {
                         Ok(Err(error)) => error.to_string(),
                         _ => "timed out".to_owned(),
                     };
-                    let margin = chrono::Duration::from_std(self.config.ttl / 3)
-                        .unwrap_or(chrono::Duration::MAX);
+                    let margin = self.config.ttl_span() / 3;
                     self.held.retain(|sensor_ref, held| {
                         let keep = held.until - now > margin;
                         if !keep {
@@ -260,7 +260,7 @@ impl LeaseBook {
             }
             Err(_) => return released,
         };
-        let ttl = chrono::Duration::from_std(self.config.ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl = self.config.ttl_span();
         let mut live: Vec<LiveInstance<'_>> = instances
             .iter()
             .filter(|i| now - i.heartbeat < ttl)
