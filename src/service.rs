@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use attune_actors::matcher::MatcherIdentity;
 use attune_actors::outbox::PublisherLease;
 use attune_actors::ports::{Publisher, Store, StoreError};
 use attune_actors::supervisor::{SensorLeases, ShutdownReport};
@@ -88,7 +89,11 @@ impl Service {
             .transpose()?;
         let identity = Arc::new(crate::cluster::Identity::from_settings(settings));
         let database_url = redact_url(&settings.database.url);
-        let store = store::open_with(&settings.database.url, settings.store_options())
+        let store_options = store::StoreOptions {
+            instance: identity.id.clone(),
+            ..settings.store_options()
+        };
+        let store = store::open_with(&settings.database.url, store_options)
             .await
             .map_err(|source| ServiceError::Database {
                 url: database_url.clone(),
@@ -148,6 +153,16 @@ impl Service {
             labels: identity.labels.clone(),
             ttl: identity.lease_ttl,
         });
+        // Under the lock no other instance can be alive: a previous run's unmatched events
+        // are taken over at once rather than after a heartbeat's worth of waiting.
+        supervisor_config.matching = MatcherIdentity {
+            instance: identity.id.clone(),
+            live_for: if instance_lock.is_some() {
+                Duration::ZERO
+            } else {
+                identity.lease_ttl
+            },
+        };
         // Registered before the sensors are placed, so other instances count this one.
         let heartbeat = crate::cluster::spawn_heartbeat(store.clone(), identity.clone());
         let started = Tree::start(SupervisorArgs {

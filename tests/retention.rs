@@ -58,7 +58,10 @@ async fn prune_while_the_pipeline_runs(database_url: &str) {
         store.create_events(batch).await.expect("old events");
     }
     let last = store.last_event_id().await.expect("last id");
-    store.set_matched_through(last).await.expect("matched");
+    store
+        .set_matched_through(&service.identity.id, last)
+        .await
+        .expect("matched");
     // The in-process bus publishes them; wait until the outbox is empty.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while store.outbox_backlog().await.expect("backlog") > 0 {

@@ -14,11 +14,27 @@ mod support {
 use std::sync::Arc;
 
 use attune_actors::domain::{
-    ContentDedup, Event, EventWrite, Id, IdempotencyKey, NewEnforcement, NewEvent, PackDefinition,
-    RuleDefinition, SensorDefinition, Throttle, ThrottleMode, TriggerDefinition,
+    ContentDedup, Event, EventWrite, Id, IdempotencyKey, InstanceRecord, NewEnforcement, NewEvent,
+    PackDefinition, PruneCutoffs, RuleDefinition, SensorDefinition, Throttle, ThrottleMode,
+    TriggerDefinition, Watermark,
 };
 use attune_actors::ports::{Store, StoreError};
 use serde_json::{Value, json};
+
+/// The instance a store opened without options stores events for.
+const LOCAL: &str = "local";
+
+fn instance_record(id: &str, heartbeat: chrono::DateTime<chrono::Utc>) -> InstanceRecord {
+    InstanceRecord {
+        id: id.to_owned(),
+        labels: Default::default(),
+        host: "test".to_owned(),
+        pid: 1,
+        version: "test".to_owned(),
+        started: heartbeat,
+        heartbeat,
+    }
+}
 
 /// `create_events` for the cases that send no idempotency key, where every write is a
 /// stored event.
@@ -128,6 +144,7 @@ suite!(
         batch_of_1000_events,
         sensor_state_round_trips_and_is_replaced,
         matcher_watermark_and_events_between,
+        watermarks_per_instance,
         a_repeated_idempotency_key_stores_nothing_and_answers_the_first_event,
         an_idempotency_key_is_forgotten_after_its_window,
         outbox_rows_are_parked_counted_and_retried,
@@ -866,7 +883,7 @@ mod cases {
             .map(|e| new_enforcement(rule.id, &rule.r#ref, e.id))
             .collect();
         store.create_enforcements(enforcements).await.unwrap();
-        store.set_matched_through(old[2].id).await.unwrap();
+        store.set_matched_through(LOCAL, old[2].id).await.unwrap();
         let rows = store.pending_outbox(100).await.unwrap();
         assert_eq!(rows.len(), 10);
         let unpublished = rows[9].id;
@@ -884,7 +901,7 @@ mod cases {
             .create_plain((10..12).map(|n| new_event(None, "demo.tick", n)).collect())
             .await
             .unwrap();
-        store.set_matched_through(new[1].id).await.unwrap();
+        store.set_matched_through(LOCAL, new[1].id).await.unwrap();
         let fresh: Vec<Id> = store
             .pending_outbox(100)
             .await
@@ -952,7 +969,10 @@ mod cases {
             .create_plain((0..4).map(|n| new_event(None, "demo.tick", n)).collect())
             .await
             .unwrap();
-        store.set_matched_through(events[1].id).await.unwrap();
+        store
+            .set_matched_through(LOCAL, events[1].id)
+            .await
+            .unwrap();
         // Published, so only the watermark holds them back.
         let rows: Vec<Id> = store
             .pending_outbox(100)
@@ -1007,7 +1027,10 @@ mod cases {
 
     pub async fn matcher_watermark_and_events_between(h: &Harness) {
         assert_eq!(h.store.last_event_id().await.expect("last"), 0);
-        assert_eq!(h.store.matched_through().await.expect("watermark"), 0);
+        assert_eq!(
+            h.store.matched_through(LOCAL).await.expect("watermark"),
+            None
+        );
         let events = h
             .store
             .create_plain((0..5).map(|n| new_event(None, "demo.tick", n)).collect())
@@ -1015,33 +1038,178 @@ mod cases {
             .expect("events");
         let ids: Vec<Id> = events.iter().map(|e| e.id).collect();
         assert_eq!(h.store.last_event_id().await.expect("last"), ids[4]);
-        let between = |after, up_to, limit| async move {
+        assert_eq!(
+            h.store.matched_through(LOCAL).await.expect("watermark"),
+            Some(ids[0] - 1),
+            "the first batch gives its instance a watermark just below it"
+        );
+        let between = |instance, after, up_to, limit| async move {
             h.store
-                .events_between(after, up_to, limit)
+                .events_between(instance, after, up_to, limit)
                 .await
                 .expect("between")
                 .iter()
                 .map(|e| e.id)
                 .collect::<Vec<Id>>()
         };
-        assert_eq!(between(0, ids[4], 10).await, ids);
+        assert_eq!(between(LOCAL, 0, ids[4], 10).await, ids);
         assert_eq!(
-            between(ids[0], ids[3], 10).await,
+            between(LOCAL, ids[0], ids[3], 10).await,
             ids[1..4].to_vec(),
             "bounds"
         );
         assert_eq!(
-            between(ids[0], ids[4], 2).await,
+            between(LOCAL, ids[0], ids[4], 2).await,
             ids[1..3].to_vec(),
             "limit"
         );
-        h.store.set_matched_through(ids[2]).await.expect("advance");
-        assert_eq!(h.store.matched_through().await.expect("watermark"), ids[2]);
+        assert_eq!(between("other", 0, ids[4], 10).await, Vec::<Id>::new());
         h.store
-            .set_matched_through(ids[1])
+            .set_matched_through(LOCAL, ids[2])
+            .await
+            .expect("advance");
+        assert_eq!(
+            h.store.matched_through(LOCAL).await.expect("watermark"),
+            Some(ids[2])
+        );
+        h.store
+            .set_matched_through(LOCAL, ids[1])
             .await
             .expect("never back");
-        assert_eq!(h.store.matched_through().await.expect("watermark"), ids[2]);
+        assert_eq!(
+            h.store.matched_through(LOCAL).await.expect("watermark"),
+            Some(ids[2])
+        );
+        assert!(
+            !h.store.forget_watermark(LOCAL).await.expect("forget"),
+            "events above the watermark keep it"
+        );
+        h.store
+            .set_matched_through(LOCAL, ids[4])
+            .await
+            .expect("advance");
+        assert!(h.store.forget_watermark(LOCAL).await.expect("forget"));
+        assert_eq!(
+            h.store.matched_through(LOCAL).await.expect("watermark"),
+            None
+        );
+    }
+
+    /// Two instances on one database: each event names who stored it, each instance has
+    /// its own watermark, and a dead instance's is found (and adoptable) by a live one.
+    pub async fn watermarks_per_instance(h: &Harness) {
+        let other = attune_sensor::store::open_with(
+            &h.url,
+            attune_sensor::store::StoreOptions {
+                instance: "other".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("second store");
+        let mine = h
+            .store
+            .create_plain(vec![new_event(None, "demo.tick", 1)])
+            .await
+            .expect("mine");
+        let theirs = other
+            .create_plain((2..5).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .expect("theirs");
+        let last = theirs[2].id;
+        let ids = |events: Vec<Event>| events.iter().map(|e| e.id).collect::<Vec<Id>>();
+        assert_eq!(
+            ids(h
+                .store
+                .events_between("other", 0, last, 10)
+                .await
+                .expect("read")),
+            ids(theirs.clone())
+        );
+        assert_eq!(
+            ids(h
+                .store
+                .events_between(LOCAL, 0, last, 10)
+                .await
+                .expect("read")),
+            ids(mine.clone())
+        );
+        assert_eq!(
+            other.matched_through("other").await.expect("read"),
+            Some(theirs[0].id - 1)
+        );
+        // Neither instance is registered, so each sees the other's watermark as orphaned.
+        let now = chrono::Utc::now();
+        let orphans = h
+            .store
+            .orphaned_watermarks(LOCAL, now)
+            .await
+            .expect("orphans");
+        assert_eq!(
+            orphans,
+            vec![Watermark {
+                instance: "other".into(),
+                matched_through: theirs[0].id - 1
+            }]
+        );
+        // A live heartbeat makes it no orphan.
+        other
+            .register_instance(&instance_record("other", now))
+            .await
+            .expect("register");
+        let live = h
+            .store
+            .orphaned_watermarks(LOCAL, now - chrono::Duration::seconds(5))
+            .await
+            .expect("orphans");
+        assert_eq!(live, Vec::new());
+        // A stale one does not.
+        let stale = h
+            .store
+            .orphaned_watermarks(LOCAL, now + chrono::Duration::seconds(5))
+            .await
+            .expect("orphans");
+        assert_eq!(stale.len(), 1);
+        // Retention keeps the other instance's unmatched events.
+        let cutoffs = PruneCutoffs {
+            events_before: Some(chrono::Utc::now() + chrono::Duration::seconds(60)),
+            outbox_before: None,
+            keys_before: None,
+        };
+        let rows: Vec<Id> = h
+            .store
+            .pending_outbox(100)
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        h.store.mark_published(&rows).await.expect("published");
+        h.store
+            .set_matched_through(LOCAL, mine[0].id)
+            .await
+            .expect("mine matched");
+        h.store
+            .set_matched_through("other", theirs[0].id)
+            .await
+            .expect("one of theirs matched");
+        let count = h.store.count_prunable(cutoffs).await.expect("count");
+        assert_eq!(count.events, 2, "mine and their first: {count:?}");
+        // Adopted: the rest matched, then the watermark goes.
+        h.store
+            .set_matched_through("other", last)
+            .await
+            .expect("adopted");
+        assert!(h.store.forget_watermark("other").await.expect("forget"));
+        assert_eq!(
+            h.store
+                .orphaned_watermarks(LOCAL, now)
+                .await
+                .expect("orphans"),
+            Vec::new()
+        );
+        let count = h.store.count_prunable(cutoffs).await.expect("count");
+        assert_eq!(count.events, 4, "{count:?}");
     }
 
     pub async fn batch_of_1000_events(h: &Harness) {

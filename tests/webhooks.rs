@@ -404,8 +404,12 @@ async fn github_push_creates_an_enforcement(
     // The dev push is matched (no enforcement) once the matcher is done with it.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let matched_through = service.store.matched_through().await.expect("read");
-        if matched_through >= dev_id {
+        let matched_through = service
+            .store
+            .matched_through(&service.identity.id)
+            .await
+            .expect("read");
+        if matched_through.is_some_and(|through| through >= dev_id) {
             break;
         }
         assert!(

@@ -44,6 +44,9 @@ pub enum MatcherMsg {
     /// One step of recovery: matching the events stored above the watermark that a
     /// previous run (or matcher) never matched.
     Recover,
+    /// One step of matching what dead instances stored and never matched (see
+    /// `adoption.rs`), then waits for the next.
+    Adopt,
     /// Emits the enforcements of `once_after` windows that have ended, then waits for the
     /// next one to end (checking at least every [`CLOSE_CHECK_MAX`]: another instance may
     /// have opened one).
@@ -67,10 +70,14 @@ pub struct MatcherArgs {
     pub metrics: Arc<dyn PipelineMetrics>,
     /// Matches each throttled rule suppressed or held, for the status.
     pub throttled: Arc<ThrottleCounts>,
+    pub identity: MatcherIdentity,
 }
 
+mod adoption;
 mod rules;
 
+use adoption::Adoption;
+pub use adoption::{ADOPT_CHECK, MatcherIdentity};
 use rules::CompiledRule;
 
 pub struct MatcherState {
@@ -84,6 +91,8 @@ pub struct MatcherState {
     /// Set when held events had to be written before recovery finished (shutdown): the
     /// watermark then stays where it is and the next start recovers the rest.
     watermark_frozen: bool,
+    /// A dead instance whose events are being matched, if any.
+    adopting: Option<Adoption>,
 }
 
 /// Where the matcher is in re-matching events a previous run left unmatched.
@@ -113,6 +122,7 @@ impl Actor for RuleMatcherActor {
         _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_message(MatcherMsg::Recover)?;
+        myself.send_message(MatcherMsg::Adopt)?;
         // Windows that ended while the service was down go out now.
         myself.send_message(MatcherMsg::CloseWindows)?;
         Ok(())
@@ -130,6 +140,7 @@ impl Actor for RuleMatcherActor {
             recovery: Recovery::Pending,
             held: Vec::new(),
             watermark_frozen: false,
+            adopting: None,
         })
     }
 
@@ -150,6 +161,10 @@ impl Actor for RuleMatcherActor {
             MatcherMsg::Flush => on_flush(state, &myself, || MatcherMsg::Flush).await?,
             MatcherMsg::RefreshRules => state.rules.clear(),
             MatcherMsg::Recover => state.recover_step(&myself).await?,
+            MatcherMsg::Adopt => {
+                let wait = state.adopt_step().await;
+                myself.send_after(wait, || MatcherMsg::Adopt);
+            }
             MatcherMsg::CloseWindows => {
                 let wait = state.close_windows().await;
                 myself.send_after(wait, || MatcherMsg::CloseWindows);
@@ -195,9 +210,16 @@ impl MatcherState {
         let store = self.args.store.clone();
         let step = match self.recovery {
             Recovery::Done => return Ok(()),
-            Recovery::Pending => match (store.matched_through().await, store.last_event_id().await)
-            {
-                (Ok(after), Ok(up_to)) => {
+            Recovery::Pending => match (
+                store.matched_through(&self.args.identity.instance).await,
+                store.last_event_id().await,
+            ) {
+                // No watermark: this instance has no stored events, or all are matched.
+                (Ok(None), Ok(_)) => {
+                    self.recovery = Recovery::Done;
+                    Ok(())
+                }
+                (Ok(Some(after)), Ok(up_to)) => {
                     if up_to > after {
                         tracing::info!(
                             from = after + 1,
@@ -215,7 +237,11 @@ impl MatcherState {
                 Ok(())
             }
             Recovery::Running { after, up_to } => {
-                match store.events_between(after, up_to, RECOVERY_BATCH).await {
+                let instance = &self.args.identity.instance;
+                match store
+                    .events_between(instance, after, up_to, RECOVERY_BATCH)
+                    .await
+                {
                     Ok(events) => {
                         self.recovery = match events.last() {
                             Some(last) => Recovery::Running {
@@ -271,18 +297,28 @@ impl MatcherState {
         Ok(compiled)
     }
 
-    async fn advance_watermark(&self, matched_through: i64) -> Result<(), StoreError> {
-        if self.watermark_frozen {
+    /// Advances the watermark of `instance` (this one's, or a dead one's being adopted).
+    async fn advance_watermark(
+        &self,
+        instance: &str,
+        matched_through: i64,
+    ) -> Result<(), StoreError> {
+        if self.watermark_frozen && instance == self.args.identity.instance {
             return Ok(());
         }
-        self.args.store.set_matched_through(matched_through).await
+        self.args
+            .store
+            .set_matched_through(instance, matched_through)
+            .await
     }
 
-    /// Evaluates every event of the batch and stores all enforcements in one write.
-    /// Returns the enforcement ids of each event, in batch order.
+    /// Evaluates every event of the batch (stored by `instance`) and stores all
+    /// enforcements in one write, then advances that instance's watermark. Returns the
+    /// enforcement ids of each event, in batch order.
     async fn write_enforcements(
         &mut self,
         batch: &[MatchRequest],
+        instance: &str,
     ) -> Result<Vec<Vec<i64>>, StoreError> {
         let matching = std::time::Instant::now();
         let mut new = Vec::new();
@@ -324,7 +360,7 @@ impl MatcherState {
         let mut per_event = vec![Vec::new(); batch.len()];
         let matched_through = batch.iter().map(|r| r.event.id).max().unwrap_or(0);
         if new.is_empty() {
-            self.advance_watermark(matched_through).await?;
+            self.advance_watermark(instance, matched_through).await?;
             return Ok(per_event);
         }
         // Enforcements first: a crash between the two writes re-matches the events on the
@@ -355,7 +391,7 @@ impl MatcherState {
                 self.args.throttled.add(rule);
             }
         }
-        self.advance_watermark(matched_through).await?;
+        self.advance_watermark(instance, matched_through).await?;
         tracing::debug!(
             count = stored.len(),
             events = batch.len(),
@@ -423,7 +459,8 @@ impl GroupCommit for MatcherState {
         if batch.is_empty() {
             return Ok(());
         }
-        match self.write_enforcements(&batch).await {
+        let instance = self.args.identity.instance.clone();
+        match self.write_enforcements(&batch, &instance).await {
             Ok(per_event) => {
                 self.batcher.succeeded();
                 set_error(&self.args.last_error, None);

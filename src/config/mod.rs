@@ -603,6 +603,7 @@ impl Settings {
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             statement_timeout: Duration::from_secs_f64(self.database.statement_timeout),
+            ..Default::default()
         }
     }
 

@@ -30,6 +30,9 @@ pub(crate) trait Adapter: Send + Sync + 'static {
     /// How long one port call may take, waiting for a connection included.
     fn deadline(&self) -> Duration;
 
+    /// The instance this store stores events for (`event.stored_by`).
+    fn instance(&self) -> &str;
+
     /// Opens a write transaction (on SQLite, holding the write lock from the start).
     async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, StoreError>;
 
@@ -329,12 +332,14 @@ macro_rules! impl_store {
 
                 async fn events_between(
                     &self,
+                    instance: &str,
                     after_id: Id,
                     up_to: Id,
                     limit: u32,
                 ) -> Result<Vec<Event>, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "events_between", async {
-                        Shared::events_between(self.reader(), after_id, up_to, limit).await
+                        Shared::events_between(self.reader(), instance, after_id, up_to, limit)
+                            .await
                     })
                     .await
                 }
@@ -346,16 +351,38 @@ macro_rules! impl_store {
                     .await
                 }
 
-                async fn matched_through(&self) -> Result<Id, StoreError> {
+                async fn matched_through(&self, instance: &str) -> Result<Option<Id>, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "matched_through", async {
-                        Shared::matched_through(self.reader()).await
+                        Shared::matched_through(self.reader(), instance).await
                     })
                     .await
                 }
 
-                async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError> {
+                async fn set_matched_through(
+                    &self,
+                    instance: &str,
+                    event_id: Id,
+                ) -> Result<(), StoreError> {
                     $crate::store::adapter::within(self.deadline(), "set_matched_through", async {
-                        Shared::set_matched_through(self.writer(), event_id).await
+                        Shared::set_matched_through(self.writer(), instance, event_id).await
+                    })
+                    .await
+                }
+
+                async fn orphaned_watermarks(
+                    &self,
+                    me: &str,
+                    live_since: ::chrono::DateTime<::chrono::Utc>,
+                ) -> Result<Vec<::attune_actors::domain::Watermark>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "orphaned_watermarks", async {
+                        Shared::orphaned_watermarks(self.reader(), me, live_since).await
+                    })
+                    .await
+                }
+
+                async fn forget_watermark(&self, instance: &str) -> Result<bool, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "forget_watermark", async {
+                        Shared::forget_watermark(self.writer(), instance).await
                     })
                     .await
                 }

@@ -74,6 +74,9 @@ where
         } else {
             adapter.insert_events(&mut tx, fresh, created).await?
         };
+        if let Some(first) = stored.first() {
+            Queries::<A::Db>::ensure_watermark(&mut *tx, adapter.instance(), first.id).await?;
+        }
         for (keys, event) in keys.iter().zip(&stored) {
             for key in keys {
                 let expired = idempotency::since(created, key);

@@ -36,6 +36,7 @@ mod rows;
 mod sqlite;
 mod throttle;
 mod throttle_tx;
+mod watermark;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,18 +50,22 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// How the stores behave, beyond what the URL says.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The most one port call may take (waiting for a connection included): a server-side
     /// `statement_timeout` on PostgreSQL and a client-side deadline on both backends, which
     /// also covers a connection that hangs without an answer and SQLite's busy waits.
     pub statement_timeout: std::time::Duration,
+    /// The instance whose events this store writes (`event.stored_by`, whose matcher
+    /// watermark covers them).
+    pub instance: String,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             statement_timeout: std::time::Duration::from_secs(10),
+            instance: "local".to_owned(),
         }
     }
 }

@@ -33,6 +33,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct PgStore {
     pool: PgPool,
     deadline: Duration,
+    instance: String,
 }
 
 /// Points a TLS failure at the URL parameters that cause it: the driver's message names
@@ -109,7 +110,11 @@ impl PgStore {
             // what a caller sees when the server hangs.
             .acquire_timeout(super::adapter::commit_deadline(deadline) + Duration::from_secs(1))
             .connect_lazy_with(options);
-        Ok(Self { pool, deadline })
+        Ok(Self {
+            pool,
+            deadline,
+            instance: store_options.instance,
+        })
     }
 
     /// Wraps an existing pool (migrations are not run).
@@ -117,6 +122,7 @@ impl PgStore {
         Self {
             pool,
             deadline: StoreOptions::default().statement_timeout,
+            instance: StoreOptions::default().instance,
         }
     }
 
@@ -225,6 +231,10 @@ impl Adapter for PgStore {
         self.deadline
     }
 
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.begin().await
     }
@@ -261,9 +271,9 @@ impl Adapter for PgStore {
         sqlx::query(
             r#"INSERT INTO attune.event
                    (id, "trigger", trigger_ref, config, payload, source, source_ref, created,
-                    message_id, traceparent)
+                    message_id, traceparent, stored_by)
                SELECT id, "trigger", trigger_ref, config, payload, source, source_ref, $8,
-                      message_id, traceparent
+                      message_id, traceparent, $11
                FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::jsonb[],
                            $6::bigint[], $7::text[], $9::uuid[], $10::text[])
                     AS u(id, "trigger", trigger_ref, config, payload, source, source_ref,
@@ -279,6 +289,7 @@ impl Adapter for PgStore {
         .bind(created)
         .bind(message_ids)
         .bind(traceparents)
+        .bind(&self.instance)
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;

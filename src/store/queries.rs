@@ -188,58 +188,12 @@ where
         Self::optional(db, sqlx::query(&sql).bind(id), rows::event).await
     }
 
-    pub(crate) async fn events_between<'c, E>(
-        db: E,
-        after_id: Id,
-        up_to: Id,
-        limit: u32,
-    ) -> Result<Vec<Event>, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            EVENT_COLUMNS,
-            Table::Event,
-            "WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
-        );
-        let statement = sqlx::query(&sql)
-            .bind(after_id)
-            .bind(up_to)
-            .bind(i64::from(limit));
-        Self::all(db, statement, rows::event).await
-    }
-
     pub(crate) async fn last_event_id<'c, E>(db: E) -> Result<Id, StoreError>
     where
         E: Executor<'c, Database = DB>,
     {
         let sql = Self::select("COALESCE(max(id), 0) AS n", Table::Event, "");
         Self::int(db, sqlx::query(&sql), "n").await
-    }
-
-    pub(crate) async fn matched_through<'c, E>(db: E) -> Result<Id, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            "matched_through AS n",
-            Table::MatcherProgress,
-            "WHERE id = 1",
-        );
-        Self::int(db, sqlx::query(&sql), "n").await
-    }
-
-    /// Advances the watermark; a lower `event_id` leaves the row alone, so it never moves
-    /// back (written as a condition because the dialects name "the larger" differently).
-    pub(crate) async fn set_matched_through<'c, E>(db: E, event_id: Id) -> Result<(), StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = format!(
-            "UPDATE {} SET matched_through = $1 WHERE id = 1 AND matched_through < $1",
-            DB::DIALECT.table(Table::MatcherProgress)
-        );
-        Self::run(db, sqlx::query(&sql).bind(event_id)).await
     }
 
     /// Newest first; all triggers when `trigger_ref` is `None`.
@@ -405,15 +359,18 @@ where
     }
 
     /// The events retention may remove: stored before `$1`, already matched (at or below
-    /// the matcher's watermark), and older than the oldest outbox row not yet published
-    /// (parked ones included), so no message outlives the rows it announces.
+    /// the watermark of the instance that stored it; an instance without one has matched
+    /// all it stored), and older than the oldest outbox row not yet published (parked ones
+    /// included), so no message outlives the rows it announces.
     fn prunable_events_where() -> String {
         format!(
             "WHERE created < $1 \
-             AND id <= (SELECT matched_through FROM {progress} WHERE id = 1) \
+             AND NOT EXISTS (SELECT 1 FROM {watermarks} w \
+                 WHERE w.instance = {events}.stored_by AND w.matched_through < {events}.id) \
              AND created < COALESCE((SELECT created FROM {outbox} \
                  WHERE published_at IS NULL ORDER BY id LIMIT 1), $1)",
-            progress = DB::DIALECT.table(Table::MatcherProgress),
+            watermarks = DB::DIALECT.table(Table::MatcherWatermark),
+            events = DB::DIALECT.table(Table::Event),
             outbox = DB::DIALECT.table(Table::Outbox),
         )
     }

@@ -38,6 +38,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     deadline: Duration,
+    instance: String,
 }
 
 impl SqliteStore {
@@ -111,6 +112,7 @@ impl SqliteStore {
             writer,
             reader,
             deadline,
+            instance: store_options.instance,
         })
     }
 
@@ -258,6 +260,10 @@ impl Adapter for SqliteStore {
         self.deadline
     }
 
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.begin().await
     }
@@ -289,13 +295,14 @@ impl Adapter for SqliteStore {
         let outcome = sqlx::query(
             r#"INSERT INTO event
                    ("trigger", trigger_ref, config, payload, source, source_ref, created,
-                    message_id, traceparent)
+                    message_id, traceparent, stored_by)
                SELECT value ->> 't', value ->> 'r', value ->> 'c', value ->> 'p',
-                      value ->> 's', value ->> 'sr', $2, value ->> 'm', value ->> 'tp'
+                      value ->> 's', value ->> 'sr', $2, value ->> 'm', value ->> 'tp', $3
                FROM json_each($1) ORDER BY key"#,
         )
         .bind(batch)
         .bind(Stamp(created))
+        .bind(&self.instance)
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;

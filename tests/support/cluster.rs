@@ -198,6 +198,22 @@ impl Db {
         by_sensor
     }
 
+    /// The one integer `sql` selects (as `n`).
+    pub async fn count(&mut self, sql: &str) -> i64 {
+        sqlx::query(sql)
+            .fetch_one(&mut self.0)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get("n")
+    }
+
+    pub async fn execute(&mut self, sql: &str) {
+        sqlx::query(sql)
+            .execute(&mut self.0)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Events with their enforcement count.
     pub async fn enforcements_per_event(&mut self) -> HashMap<i64, i64> {
         sqlx::query(

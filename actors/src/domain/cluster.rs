@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::Id;
+
 /// One instance of the service, as registered in the `instance` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceRecord {
@@ -85,4 +87,12 @@ pub fn sensor_lease(sensor_ref: &str) -> String {
 pub struct LeaseClaim {
     pub name: String,
     pub generation: i64,
+}
+
+/// How far one instance's matcher got: every event that instance stored with an id up to
+/// `matched_through` has its enforcements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Watermark {
+    pub instance: String,
+    pub matched_through: Id,
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::domain::{
     Enforcement, Event, EventWrite, Id, InstanceRecord, LeaseRecord, NewEnforcement, NewEvent,
     OutboxMessage, PackDefinition, PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs,
-    Rule, Sensor, ThrottleWindow, Trigger,
+    Rule, Sensor, ThrottleWindow, Trigger, Watermark,
 };
 
 /// What [`Store::close_throttle_windows`] did.
@@ -155,9 +155,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 
-    /// Events with an id in `(after_id, up_to]`, lowest id first.
+    /// Events `instance` stored with an id in `(after_id, up_to]`, lowest id first.
     async fn events_between(
         &self,
+        instance: &str,
         after_id: Id,
         up_to: Id,
         limit: u32,
@@ -166,11 +167,27 @@ pub trait Store: Send + Sync + 'static {
     /// The highest event id (0 when there is none).
     async fn last_event_id(&self) -> Result<Id, StoreError>;
 
-    /// The rule matcher's watermark: every event up to this id is matched (0 at first).
-    async fn matched_through(&self) -> Result<Id, StoreError>;
+    /// `instance`'s matcher watermark: every event it stored up to this id is matched.
+    /// `None` when it has none: it never stored an event, or all it stored are matched and
+    /// the watermark was forgotten. Each event row names the instance that stored it (the
+    /// one the store was opened for), and the first batch an instance stores gives it a
+    /// watermark just below that batch.
+    async fn matched_through(&self, instance: &str) -> Result<Option<Id>, StoreError>;
 
-    /// Advances the watermark; it never moves back.
-    async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError>;
+    /// Advances `instance`'s watermark; it never moves back.
+    async fn set_matched_through(&self, instance: &str, event_id: Id) -> Result<(), StoreError>;
+
+    /// The watermarks of instances other than `me` with no heartbeat since `live_since`
+    /// (stopped, killed or cut off): what they stored above them a live instance matches.
+    async fn orphaned_watermarks(
+        &self,
+        me: &str,
+        live_since: DateTime<Utc>,
+    ) -> Result<Vec<Watermark>, StoreError>;
+
+    /// Removes `instance`'s watermark once every event it stored is at or below it;
+    /// returns whether it did. An instance that stores again gets a new one.
+    async fn forget_watermark(&self, instance: &str) -> Result<bool, StoreError>;
 
     /// Newest first; all triggers when `trigger_ref` is `None`.
     async fn recent_events(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::leases::SensorLeases;
 use super::policy::RestartPolicy;
+use crate::matcher::MatcherIdentity;
 use crate::outbox::{PublisherLease, UnroutablePolicy};
 
 /// The service fills these from the `sensor` config section.
@@ -43,6 +44,9 @@ pub struct SupervisorConfig {
     /// Run leased sensors only under their lease (several instances on one database);
     /// `None` runs every enabled sensor here.
     pub sensor_leases: Option<SensorLeases>,
+    /// Whose watermark the matcher keeps, and when another instance counts as dead (its
+    /// unmatched events are then matched here).
+    pub matching: MatcherIdentity,
 }
 
 impl Default for SupervisorConfig {
@@ -66,6 +70,7 @@ impl Default for SupervisorConfig {
             stop_timeout: Duration::from_secs(10),
             publisher_lease: None,
             sensor_leases: None,
+            matching: MatcherIdentity::default(),
         }
     }
 }

@@ -55,6 +55,7 @@ impl SupervisorState {
                     last_error,
                     metrics: self.metrics.clone(),
                     throttled: self.throttled.clone(),
+                    identity: self.config.matching.clone(),
                 };
                 spawn_live(RuleMatcherActor, args, &refs.matcher, supervisor).await?
             }

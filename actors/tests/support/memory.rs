@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The instance this store stores events for (`MatcherIdentity::default()`'s).
+pub const LOCAL: &str = "local";
+
 #[derive(Default)]
 struct Inner {
     next_id: Id,
@@ -22,7 +25,10 @@ struct Inner {
     enforcements: Vec<Enforcement>,
     outbox: Vec<OutboxEntry>,
     states: HashMap<String, Value>,
-    matched_through: Id,
+    /// Matcher watermarks by instance; this store stores for [`LOCAL`].
+    watermarks: HashMap<String, Id>,
+    /// Who stored each event that another instance stored (seeded by tests).
+    stored_by: HashMap<Id, String>,
     /// Idempotency keys: (scope, key) → (first event, when stored).
     keys: HashMap<(String, String), (Id, chrono::DateTime<Utc>)>,
 }
@@ -175,7 +181,43 @@ impl MemoryStore {
     }
 
     pub fn matched_through_now(&self) -> Id {
-        self.lock().matched_through
+        self.lock().watermarks.get(LOCAL).copied().unwrap_or(0)
+    }
+
+    /// Stores an event as another instance that then died before matching it: its
+    /// watermark stays just below the event.
+    pub fn add_event_of_dead_instance(
+        &self,
+        instance: &str,
+        trigger_ref: &str,
+        payload: Value,
+    ) -> Id {
+        let mut inner = self.lock();
+        let id = inner.id();
+        let event = NewEvent {
+            trigger: None,
+            trigger_ref: trigger_ref.to_owned(),
+            config: Value::Null,
+            payload,
+            source: None,
+            source_ref: None,
+            idempotency_key: None,
+            dedup_key: None,
+            traceparent: None,
+            lease: None,
+        }
+        .stored(id, Utc::now());
+        inner.events.push(event);
+        inner.stored_by.insert(id, instance.to_owned());
+        inner
+            .watermarks
+            .entry(instance.to_owned())
+            .or_insert(id - 1);
+        id
+    }
+
+    pub fn watermark_of(&self, instance: &str) -> Option<Id> {
+        self.lock().watermarks.get(instance).copied()
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -284,6 +326,7 @@ impl Store for MemoryStore {
                 .outbox
                 .push(OutboxEntry::new(outbox_row(outbox_id, &envelope)));
             inner.events.push(event.clone());
+            inner.watermarks.entry(LOCAL.to_owned()).or_insert(id - 1);
             stored.push(EventWrite::Stored(event));
         }
         if self.lose_next_commit_answer.swap(false, Ordering::SeqCst) {
@@ -389,16 +432,18 @@ impl Store for MemoryStore {
     }
     async fn events_between(
         &self,
+        instance: &str,
         after_id: Id,
         up_to: Id,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         self.check()?;
-        Ok(self
-            .lock()
+        let inner = self.lock();
+        let stored_by = |id: &Id| inner.stored_by.get(id).map_or(LOCAL, String::as_str);
+        Ok(inner
             .events
             .iter()
-            .filter(|e| e.id > after_id && e.id <= up_to)
+            .filter(|e| e.id > after_id && e.id <= up_to && stored_by(&e.id) == instance)
             .take(limit as usize)
             .cloned()
             .collect())
@@ -407,15 +452,51 @@ impl Store for MemoryStore {
         self.check()?;
         Ok(self.lock().events.last().map_or(0, |e| e.id))
     }
-    async fn matched_through(&self) -> Result<Id, StoreError> {
+    async fn matched_through(&self, instance: &str) -> Result<Option<Id>, StoreError> {
         self.check()?;
-        Ok(self.lock().matched_through)
+        Ok(self.lock().watermarks.get(instance).copied())
     }
-    async fn set_matched_through(&self, event_id: Id) -> Result<(), StoreError> {
+    async fn set_matched_through(&self, instance: &str, event_id: Id) -> Result<(), StoreError> {
         self.check()?;
         let mut inner = self.lock();
-        inner.matched_through = inner.matched_through.max(event_id);
+        let watermark = inner.watermarks.entry(instance.to_owned()).or_insert(0);
+        *watermark = (*watermark).max(event_id);
         Ok(())
+    }
+    /// No heartbeats here: every other instance's watermark is orphaned.
+    async fn orphaned_watermarks(
+        &self,
+        me: &str,
+        _live_since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Watermark>, StoreError> {
+        self.check()?;
+        let mut orphans: Vec<Watermark> = self
+            .lock()
+            .watermarks
+            .iter()
+            .filter(|(instance, _)| instance.as_str() != me)
+            .map(|(instance, through)| Watermark {
+                instance: instance.clone(),
+                matched_through: *through,
+            })
+            .collect();
+        orphans.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(orphans)
+    }
+    async fn forget_watermark(&self, instance: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut inner = self.lock();
+        let Some(through) = inner.watermarks.get(instance).copied() else {
+            return Ok(false);
+        };
+        let above = inner.events.iter().any(|e| {
+            e.id > through && inner.stored_by.get(&e.id).map_or(LOCAL, String::as_str) == instance
+        });
+        if above {
+            return Ok(false);
+        }
+        inner.watermarks.remove(instance);
+        Ok(true)
     }
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
         Ok(self.lock().events.iter().find(|e| e.id == id).cloned())

@@ -1,0 +1,14 @@
+-- Several instances match the events they store themselves, so "every event up to the
+-- watermark is matched" is said per instance: an event records who stored it, and each
+-- instance keeps its own watermark. A live instance adopts the watermark of one that died
+-- (matches what it left, then forgets the row). Rows stored before this belong to '',
+-- which is never live, and the old single watermark becomes ''s (a database without
+-- events needs none).
+ALTER TABLE event ADD COLUMN stored_by TEXT NOT NULL DEFAULT '';
+CREATE TABLE matcher_watermark (
+    instance        TEXT    PRIMARY KEY,
+    matched_through INTEGER NOT NULL
+);
+INSERT INTO matcher_watermark (instance, matched_through)
+    SELECT '', matched_through FROM matcher_progress WHERE id = 1 AND EXISTS (SELECT 1 FROM event);
+DROP TABLE matcher_progress;
