@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attune_actors::domain::{EventOrigin, IdempotencyKey};
+use attune_actors::domain::{
+    EventOrigin, IdempotencyKey, SensorAction, SensorCommand, sensor_lease,
+};
 use attune_actors::ports::{IntakeError, Publisher, Store, StoreError};
 
 use crate::metrics::Metrics;
@@ -287,9 +289,55 @@ async fn control_sensor(
             json!({"sensor_ref": sensor_ref, "action": action, "ok": true}),
         )
         .into_response()),
+        Ok(CallResult::Success(Err(ControlError::HeldElsewhere(_)))) => {
+            forward(&state, sensor_ref, &action).await
+        }
         Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
         _ => Err(unavailable()),
     }
+}
+
+/// Queues the command for the sensor's holder, which runs it at its next placement tick:
+/// `202` naming the holder.
+async fn forward(state: &AdminState, sensor_ref: String, action: &str) -> ApiResult {
+    let Some(action) = SensorAction::parse(action) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown sensor action '{action}' (restart, stop, start)"),
+        ));
+    };
+    let command = SensorCommand {
+        sensor_ref: sensor_ref.clone(),
+        action,
+        sent_by: state.identity.id.clone(),
+        created: chrono::Utc::now(),
+    };
+    let store_error =
+        |error: StoreError| ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+    state
+        .store
+        .send_sensor_command(&command)
+        .await
+        .map_err(store_error)?;
+    let lease = sensor_lease(&sensor_ref);
+    let holder = state
+        .store
+        .leases()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|l| l.name == lease)
+        .map(|l| l.holder);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "sensor_ref": sensor_ref,
+            "action": action.as_str(),
+            "ok": true,
+            "forwarded_to": holder,
+        })),
+    )
+        .into_response())
 }
 
 fn control_error(error: ControlError) -> ApiError {
@@ -313,7 +361,13 @@ async fn reload(State(state): State<AdminState>) -> ApiResult {
         )
         .await
     {
-        Ok(CallResult::Success(Ok(report))) => Ok(Json(report).into_response()),
+        Ok(CallResult::Success(Ok(report))) => {
+            // The other instances reconcile at their next placement tick.
+            if let Err(error) = state.store.request_reload().await {
+                tracing::warn!(%error, "reloaded here, but could not ask the other instances to");
+            }
+            Ok(Json(report).into_response())
+        }
         Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
         _ => Err(unavailable()),
     }

@@ -15,7 +15,7 @@ mod throttle;
 
 pub use cluster::{
     InstanceRecord, LeaseClaim, LeaseRecord, OUTBOX_LEASE, Placement, PlacementMode,
-    SENSOR_LEASE_PREFIX, Watermark, sensor_lease,
+    SENSOR_LEASE_PREFIX, SensorAction, SensorCommand, Watermark, sensor_lease,
 };
 pub use dedup::{CONTENT_KEY_SCOPE, ContentDedup, IdempotencyKey, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use retention::{PruneCount, PruneCutoffs};

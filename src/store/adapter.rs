@@ -323,6 +323,52 @@ macro_rules! impl_store {
                     .await
                 }
 
+                async fn send_sensor_command(
+                    &self,
+                    command: &::attune_actors::domain::SensorCommand,
+                ) -> Result<(), StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "send_sensor_command", async {
+                        Shared::send_sensor_command(self.writer(), command).await
+                    })
+                    .await
+                }
+
+                async fn take_sensor_commands(
+                    &self,
+                    holder: &str,
+                    now: ::chrono::DateTime<::chrono::Utc>,
+                    stale_before: ::chrono::DateTime<::chrono::Utc>,
+                ) -> Result<Vec<::attune_actors::domain::SensorCommand>, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "take_sensor_commands", async {
+                        let taken =
+                            Shared::take_sensor_commands(self.writer(), holder, now).await?;
+                        let dropped =
+                            Shared::drop_stale_commands(self.writer(), stale_before).await?;
+                        if dropped > 0 {
+                            ::tracing::warn!(
+                                dropped,
+                                "operator commands dropped: no instance held their sensors"
+                            );
+                        }
+                        Ok(taken)
+                    })
+                    .await
+                }
+
+                async fn request_reload(&self) -> Result<i64, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "request_reload", async {
+                        Shared::request_reload(self.writer()).await
+                    })
+                    .await
+                }
+
+                async fn reload_generation(&self) -> Result<i64, StoreError> {
+                    $crate::store::adapter::within(self.deadline(), "reload_generation", async {
+                        Shared::reload_generation(self.reader()).await
+                    })
+                    .await
+                }
+
                 async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "get_event", async {
                         Shared::get_event(self.reader(), id).await

@@ -85,6 +85,8 @@ pub(crate) enum Table {
     RuleThrottle,
     Instance,
     Lease,
+    SensorCommand,
+    ClusterReload,
 }
 
 impl Table {
@@ -106,6 +108,8 @@ impl Table {
             Self::RuleThrottle => "rule_throttle",
             Self::Instance => "instance",
             Self::Lease => "lease",
+            Self::SensorCommand => "sensor_command",
+            Self::ClusterReload => "cluster_reload",
         }
     }
 }

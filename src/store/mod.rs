@@ -25,6 +25,7 @@
 
 mod adapter;
 mod cluster;
+mod commands;
 mod dialect;
 mod events_tx;
 mod idempotency;

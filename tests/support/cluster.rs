@@ -17,6 +17,7 @@ use tokio::time::Instant;
 pub struct Instance {
     pub id: String,
     pub admin: SocketAddr,
+    pub webhook: SocketAddr,
     pub log: PathBuf,
     child: Option<tokio::process::Child>,
 }
@@ -41,10 +42,13 @@ pub async fn start_instance(
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("address");
+    let webhook: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
     let config = json!({
         "database": {"url": database_url},
         "admin": {"bind": admin.to_string()},
-        "webhook": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": webhook.to_string()},
         "packs": {"autoload": [pack]},
         "log": {"level": "info"},
         "sensor": {"reconcile_interval": 3600},
@@ -59,6 +63,7 @@ pub async fn start_instance(
     let mut instance = Instance {
         id: id.to_owned(),
         admin,
+        webhook,
         log,
         child: Some(child),
     };
@@ -138,6 +143,40 @@ impl Instance {
             answer.status()
         );
         answer.json().await.expect("JSON answer")
+    }
+
+    /// `POST /sensors/{ref}/{action}`: the status code and the answer.
+    pub async fn control(&self, sensor_ref: &str, action: &str) -> (u16, Value) {
+        let answer = reqwest::Client::new()
+            .post(format!(
+                "http://{}/sensors/{sensor_ref}/{action}",
+                self.admin
+            ))
+            .send()
+            .await
+            .expect("POST /sensors");
+        let code = answer.status().as_u16();
+        (code, answer.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /reload`.
+    pub async fn reload(&self) -> Value {
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/reload", self.admin))
+            .send()
+            .await
+            .expect("POST /reload");
+        assert!(answer.status().is_success(), "reload: {}", answer.status());
+        answer.json().await.expect("reload JSON")
+    }
+
+    /// This instance's `/status` entry of `sensor_ref`, if it tracks it.
+    pub async fn sensor(&self, sensor_ref: &str) -> Option<Value> {
+        self.status().await["sensors"]
+            .as_array()?
+            .iter()
+            .find(|s| s["sensor_ref"] == sensor_ref)
+            .cloned()
     }
 
     pub async fn status(&self) -> Value {

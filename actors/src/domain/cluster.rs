@@ -96,3 +96,41 @@ pub struct Watermark {
     pub instance: String,
     pub matched_through: Id,
 }
+
+/// An operator command on one sensor (`POST /sensors/{ref}/{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorAction {
+    Restart,
+    Stop,
+    Start,
+}
+
+impl SensorAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Stop => "stop",
+            Self::Start => "start",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "restart" => Some(Self::Restart),
+            "stop" => Some(Self::Stop),
+            "start" => Some(Self::Start),
+            _ => None,
+        }
+    }
+}
+
+/// A command sent to an instance that does not hold the sensor, waiting for its holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SensorCommand {
+    pub sensor_ref: String,
+    pub action: SensorAction,
+    /// The instance that received it.
+    pub sent_by: String,
+    pub created: DateTime<Utc>,
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::domain::{
     Enforcement, Event, EventWrite, Id, InstanceRecord, LeaseRecord, NewEnforcement, NewEvent,
     OutboxMessage, PackDefinition, PackUpsertSummary, ParkedMessage, PruneCount, PruneCutoffs,
-    Rule, Sensor, ThrottleWindow, Trigger, Watermark,
+    Rule, Sensor, SensorCommand, ThrottleWindow, Trigger, Watermark,
 };
 
 /// What [`Store::close_throttle_windows`] did.
@@ -152,6 +152,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lets every lease of `holder` whose name starts with `prefix` go at once.
     async fn release_leases(&self, holder: &str, prefix: &str) -> Result<(), StoreError>;
+
+    /// Queues an operator command for whichever instance holds the sensor's lease.
+    async fn send_sensor_command(&self, command: &SensorCommand) -> Result<(), StoreError>;
+
+    /// Takes (removes and returns, oldest first) the queued commands of the sensors whose
+    /// lease `holder` holds at `now`; also drops commands queued before `stale_before`,
+    /// which no holder took (the sensor is not running anywhere).
+    async fn take_sensor_commands(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<Vec<SensorCommand>, StoreError>;
+
+    /// Asks every instance to reconcile (`POST /reload` on any of them); returns the new
+    /// reload generation.
+    async fn request_reload(&self) -> Result<i64, StoreError>;
+
+    /// The reload generation: an instance that sees it grow reconciles.
+    async fn reload_generation(&self) -> Result<i64, StoreError>;
 
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError>;
 

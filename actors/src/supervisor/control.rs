@@ -29,7 +29,7 @@ impl SupervisorState {
 
     pub(super) async fn operator_stop(&mut self, sensor_ref: &str) -> Result<(), ControlError> {
         if !self.sensors.contains_key(sensor_ref) {
-            return Err(ControlError::UnknownSensor(sensor_ref.to_owned()));
+            return Err(self.not_here(sensor_ref).await);
         }
         self.stop_sensors([sensor_ref.to_owned()], None).await;
         Ok(())
@@ -50,6 +50,21 @@ impl SupervisorState {
         entry.failure_count = 0;
         self.spawn_sensor(myself, sensor_ref).await;
         Ok(())
+    }
+
+    /// Why an operator command cannot act on a sensor this supervisor does not track: its
+    /// holder is another instance, or there is no such sensor here.
+    async fn not_here(&self, sensor_ref: &str) -> ControlError {
+        let Some(book) = self.leases.as_ref() else {
+            return ControlError::UnknownSensor(sensor_ref.to_owned());
+        };
+        match self.store.sensor_by_ref(sensor_ref).await {
+            Ok(Some(sensor)) if sensor.enabled && book.held_elsewhere(&sensor) => {
+                ControlError::HeldElsewhere(sensor_ref.to_owned())
+            }
+            Ok(_) => ControlError::UnknownSensor(sensor_ref.to_owned()),
+            Err(error) => ControlError::Store(error.to_string()),
+        }
     }
 
     /// Makes sure the supervisor tracks `sensor_ref`, loading it when it is enabled in the

@@ -42,6 +42,7 @@ impl Actor for Supervisor {
             shutting_down: false,
             throttled: Arc::default(),
             leases,
+            reload_seen: None,
             status,
         };
         for kind in PipelineKind::ALL {

@@ -76,6 +76,11 @@ impl LeaseBook {
         }
     }
 
+    /// This instance's id, the holder of its leases.
+    pub fn holder(&self) -> &str {
+        &self.config.holder
+    }
+
     /// What an event of `sensor_ref` carries: `None` for a sensor that is not leased.
     pub fn claim(&self, sensor_ref: &str) -> Option<LeaseClaim> {
         self.held.get(sensor_ref).map(|held| LeaseClaim {
@@ -126,6 +131,7 @@ impl SupervisorState {
             if report != ReconcileReport::default() {
                 tracing::info!(?report, "placed sensors");
             }
+            self.run_forwarded(myself).await;
         }
         myself.send_after(tick, || SupervisorMsg::Place);
     }

@@ -8,12 +8,14 @@
 //! `dispatch` (the `Actor` impl), `children` (bookkeeping and status snapshots),
 //! `sensors` (sensor lifecycle), `respawn` (pipeline actors), `control` (operator commands
 //! and reconciles), `leases` (placement ticks under sensor leases, deciding with the pure
-//! [`placement`] plan) and `shutdown`.
+//! [`placement`] plan), `forwarded` (operator commands and reloads that reached another
+//! instance) and `shutdown`.
 
 mod children;
 mod config;
 mod control;
 mod dispatch;
+mod forwarded;
 mod leases;
 mod messages;
 pub mod placement;
@@ -137,4 +139,6 @@ pub struct SupervisorState {
     throttled: Arc<ThrottleCounts>,
     /// The sensor leases this instance holds, when several instances share the database.
     leases: Option<LeaseBook>,
+    /// The reload generation seen at the last placement tick (`forwarded.rs`).
+    reload_seen: Option<i64>,
 }

@@ -29,6 +29,9 @@ struct Inner {
     watermarks: HashMap<String, Id>,
     /// Who stored each event that another instance stored (seeded by tests).
     stored_by: HashMap<Id, String>,
+    /// Operator commands queued for a sensor's holder (every lease is this store's).
+    commands: Vec<SensorCommand>,
+    reload_generation: i64,
     /// Idempotency keys: (scope, key) → (first event, when stored).
     keys: HashMap<(String, String), (Id, chrono::DateTime<Utc>)>,
 }
@@ -497,6 +500,30 @@ impl Store for MemoryStore {
         }
         inner.watermarks.remove(instance);
         Ok(true)
+    }
+    async fn send_sensor_command(&self, command: &SensorCommand) -> Result<(), StoreError> {
+        self.check()?;
+        self.lock().commands.push(command.clone());
+        Ok(())
+    }
+    async fn take_sensor_commands(
+        &self,
+        _holder: &str,
+        _now: chrono::DateTime<Utc>,
+        _stale_before: chrono::DateTime<Utc>,
+    ) -> Result<Vec<SensorCommand>, StoreError> {
+        self.check()?;
+        Ok(std::mem::take(&mut self.lock().commands))
+    }
+    async fn request_reload(&self) -> Result<i64, StoreError> {
+        self.check()?;
+        let mut inner = self.lock();
+        inner.reload_generation += 1;
+        Ok(inner.reload_generation)
+    }
+    async fn reload_generation(&self) -> Result<i64, StoreError> {
+        self.check()?;
+        Ok(self.lock().reload_generation)
     }
     async fn get_event(&self, id: Id) -> Result<Option<Event>, StoreError> {
         Ok(self.lock().events.iter().find(|e| e.id == id).cloned())
