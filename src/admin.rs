@@ -267,16 +267,16 @@ async fn control_sensor(
     State(state): State<AdminState>,
     Path((sensor_ref, action)): Path<(String, String)>,
 ) -> ApiResult {
-    let make: fn(String, ControlReply) -> SupervisorMsg = match action.as_str() {
-        "restart" => SupervisorMsg::RestartSensor,
-        "stop" => SupervisorMsg::StopSensor,
-        "start" => SupervisorMsg::StartSensor,
-        other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("unknown sensor action '{other}' (restart, stop, start)"),
-            ));
-        }
+    let Some(action) = SensorAction::parse(&action) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown sensor action '{action}' (restart, stop, start)"),
+        ));
+    };
+    let make: fn(String, ControlReply) -> SupervisorMsg = match action {
+        SensorAction::Restart => SupervisorMsg::RestartSensor,
+        SensorAction::Stop => SupervisorMsg::StopSensor,
+        SensorAction::Start => SupervisorMsg::StartSensor,
     };
     let target = sensor_ref.clone();
     match state
@@ -286,11 +286,11 @@ async fn control_sensor(
         .await
     {
         Ok(CallResult::Success(Ok(()))) => Ok(Json(
-            json!({"sensor_ref": sensor_ref, "action": action, "ok": true}),
+            json!({"sensor_ref": sensor_ref, "action": action.as_str(), "ok": true}),
         )
         .into_response()),
         Ok(CallResult::Success(Err(ControlError::HeldElsewhere(_)))) => {
-            forward(&state, sensor_ref, &action).await
+            forward(&state, sensor_ref, action).await
         }
         Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
         _ => Err(unavailable()),
@@ -298,36 +298,41 @@ async fn control_sensor(
 }
 
 /// Queues the command for the sensor's holder, which runs it at its next placement tick:
-/// `202` naming the holder.
-async fn forward(state: &AdminState, sensor_ref: String, action: &str) -> ApiResult {
-    let Some(action) = SensorAction::parse(action) else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("unknown sensor action '{action}' (restart, stop, start)"),
-        ));
-    };
-    let command = SensorCommand {
-        sensor_ref: sensor_ref.clone(),
-        action,
-        sent_by: state.identity.id.clone(),
-        created: chrono::Utc::now(),
-    };
+/// `202` naming the holder; `409` when no other live instance holds it now.
+async fn forward(state: &AdminState, sensor_ref: String, action: SensorAction) -> ApiResult {
     let store_error =
         |error: StoreError| ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
-    state
-        .store
-        .send_sensor_command(&command)
-        .await
-        .map_err(store_error)?;
     let lease = sensor_lease(&sensor_ref);
+    let now = chrono::Utc::now();
     let holder = state
         .store
         .leases()
         .await
         .map_err(store_error)?
         .into_iter()
-        .find(|l| l.name == lease)
-        .map(|l| l.holder);
+        .find(|l| l.name == lease && l.expires > now && l.holder != state.identity.id)
+        .map(|l| l.holder)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "sensor '{sensor_ref}' runs on no instance now: none holds its lease \
+                     (between holders, or its placement labels match no live instance); \
+                     retry once it is placed"
+                ),
+            )
+        })?;
+    let command = SensorCommand {
+        sensor_ref: sensor_ref.clone(),
+        action,
+        sent_by: state.identity.id.clone(),
+        created: now,
+    };
+    state
+        .store
+        .send_sensor_command(&command)
+        .await
+        .map_err(store_error)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -352,6 +357,18 @@ fn control_error(error: ControlError) -> ApiError {
 }
 
 async fn reload(State(state): State<AdminState>) -> ApiResult {
+    // The other instances reconcile at their next placement tick; this one at once.
+    match state.store.request_reload().await {
+        Ok(generation) => {
+            let _ = state
+                .tree
+                .supervisor
+                .send_message(SupervisorMsg::SawReload(generation));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reloading here only: could not ask the other instances to");
+        }
+    }
     match state
         .tree
         .supervisor
@@ -361,13 +378,7 @@ async fn reload(State(state): State<AdminState>) -> ApiResult {
         )
         .await
     {
-        Ok(CallResult::Success(Ok(report))) => {
-            // The other instances reconcile at their next placement tick.
-            if let Err(error) = state.store.request_reload().await {
-                tracing::warn!(%error, "reloaded here, but could not ask the other instances to");
-            }
-            Ok(Json(report).into_response())
-        }
+        Ok(CallResult::Success(Ok(report))) => Ok(Json(report).into_response()),
         Ok(CallResult::Success(Err(error))) => Err(control_error(error)),
         _ => Err(unavailable()),
     }

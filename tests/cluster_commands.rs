@@ -42,6 +42,12 @@ fn pack(root: &Path) -> PathBuf {
             .into(),
     ));
     sensors.push((
+        "nowhere".into(),
+        "ref: nowhere\nruntime: builtin\nentrypoint: interval_timer\ntrigger: cx.hit\n\
+         placement:\n  labels:\n    host: no-such-host\nconfig:\n  interval: 1\n"
+            .into(),
+    ));
+    sensors.push((
         "hook".into(),
         "ref: hook\nruntime: builtin\nentrypoint: webhook\ntrigger: cx.hit\nconfig:\n  path: in\n"
             .into(),
@@ -139,9 +145,12 @@ async fn commands_reloads_labels_and_webhooks_work_across_instances() {
     assert_eq!(code, 202, "{answer}");
     let took = wait_sensor(&b, &on_b, "started by its holder", is_running).await;
     eprintln!("start sent to a, done by b in {took:?}");
-    // A command for a sensor nobody has answers as before.
+    // A command for a sensor nobody has answers as before; one no live instance may run
+    // (its labels match none) is refused, not queued for nobody.
     let (code, _) = a.control("cx.nothing", "restart").await;
     assert_eq!(code, 404);
+    let (code, answer) = a.control("cx.nowhere", "restart").await;
+    assert_eq!(code, 409, "{answer}");
 
     // Every instance serves the webhook; the event is stored by whichever received it.
     let http = reqwest::Client::new();

@@ -136,7 +136,7 @@ async fn a_killed_instances_unmatched_events_are_matched_by_a_live_one() {
     );
     assert!(
         a.log()
-            .contains("matching the events a stopped instance may have left unmatched"),
+            .contains("matching the events a stopped instance left unmatched"),
         "a says it adopted b's events:\n{}",
         a.log()
     );

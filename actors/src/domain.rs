@@ -14,8 +14,9 @@ mod retention;
 mod throttle;
 
 pub use cluster::{
-    InstanceRecord, LeaseClaim, LeaseRecord, OUTBOX_LEASE, Placement, PlacementMode,
-    SENSOR_LEASE_PREFIX, SensorAction, SensorCommand, Watermark, sensor_lease,
+    ADOPTION_LEASE_PREFIX, InstanceRecord, LeaseClaim, LeaseRecord, OUTBOX_LEASE, Placement,
+    PlacementMode, SENSOR_LEASE_PREFIX, SensorAction, SensorCommand, Watermark, adoption_lease,
+    sensor_lease,
 };
 pub use dedup::{CONTENT_KEY_SCOPE, ContentDedup, IdempotencyKey, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use retention::{PruneCount, PruneCutoffs};
@@ -37,6 +38,14 @@ pub fn far_future() -> DateTime<Utc> {
 pub fn capped_after(at: DateTime<Utc>, span: chrono::Duration) -> DateTime<Utc> {
     at.checked_add_signed(span)
         .map_or(far_future(), |later| later.min(far_future()))
+}
+
+/// `span` before `at`, or the earliest time there is when that underflows.
+pub fn capped_before(at: DateTime<Utc>, span: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// The runtime ref of built-in sensors (timers, webhooks, file watches).

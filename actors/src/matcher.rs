@@ -30,6 +30,18 @@ pub struct MatchRequest {
     pub repeat: bool,
 }
 
+impl MatchRequest {
+    /// An event read back from the store to be matched again (recovery, adoption): nobody
+    /// waits for it.
+    fn recovered(event: Event) -> Self {
+        Self {
+            event,
+            reply: None,
+            repeat: false,
+        }
+    }
+}
+
 /// What the rule matcher hears.
 pub enum MatcherMsg {
     /// Stored events from the generator, in id order.
@@ -250,14 +262,7 @@ impl MatcherState {
                             },
                             None => Recovery::Done,
                         };
-                        let requests = events
-                            .into_iter()
-                            .map(|event| MatchRequest {
-                                event,
-                                reply: None,
-                                repeat: false,
-                            })
-                            .collect();
+                        let requests = events.into_iter().map(MatchRequest::recovered).collect();
                         self.enqueue(myself, requests)?;
                         Ok(())
                     }

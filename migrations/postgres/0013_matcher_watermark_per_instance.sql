@@ -11,4 +11,7 @@ CREATE TABLE attune.matcher_watermark (
 );
 INSERT INTO attune.matcher_watermark (instance, matched_through)
     SELECT '', matched_through FROM attune.matcher_progress WHERE id = 1 AND EXISTS (SELECT 1 FROM attune.event);
-DROP TABLE attune.matcher_progress;
+-- Adoption and recovery read one instance's events above its watermark.
+CREATE INDEX event_stored_by ON attune.event (stored_by, id);
+-- `matcher_progress` stays for instances of the previous version during a rolling
+-- upgrade: they keep matching their own events (stored as ''s) until they stop.

@@ -11,4 +11,7 @@ CREATE TABLE matcher_watermark (
 );
 INSERT INTO matcher_watermark (instance, matched_through)
     SELECT '', matched_through FROM matcher_progress WHERE id = 1 AND EXISTS (SELECT 1 FROM event);
-DROP TABLE matcher_progress;
+-- Adoption and recovery read one instance's events above its watermark.
+CREATE INDEX event_stored_by ON event (stored_by, id);
+-- `matcher_progress` stays for instances of the previous version during a rolling
+-- upgrade: they keep matching their own events (stored as ''s) until they stop.

@@ -250,8 +250,16 @@ macro_rules! impl_store {
                     now: ::chrono::DateTime<::chrono::Utc>,
                     expires: ::chrono::DateTime<::chrono::Utc>,
                 ) -> Result<Option<i64>, StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "acquire_lease", async {
-                        Shared::acquire_lease(self.writer(), name, holder, now, expires).await
+                    let deadline = $crate::store::adapter::commit_deadline(self.deadline());
+                    $crate::store::adapter::within(deadline, "acquire_lease", async {
+                        let mut tx = self.begin_write().await?;
+                        if Shared::lease_locked(&mut *tx, name).await? {
+                            return Ok(None);
+                        }
+                        let granted =
+                            Shared::acquire_lease(&mut *tx, name, holder, now, expires).await?;
+                        tx.commit().await.map_err($crate::store::store_error)?;
+                        Ok(granted)
                     })
                     .await
                 }
@@ -340,17 +348,18 @@ macro_rules! impl_store {
                     stale_before: ::chrono::DateTime<::chrono::Utc>,
                 ) -> Result<Vec<::attune_actors::domain::SensorCommand>, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "take_sensor_commands", async {
-                        let taken =
-                            Shared::take_sensor_commands(self.writer(), holder, now).await?;
-                        let dropped =
-                            Shared::drop_stale_commands(self.writer(), stale_before).await?;
-                        if dropped > 0 {
-                            ::tracing::warn!(
+                        // Stale ones first: a failure after taking would lose what was taken.
+                        match Shared::drop_stale_commands(self.writer(), stale_before).await {
+                            Ok(0) => {}
+                            Ok(dropped) => ::tracing::warn!(
                                 dropped,
                                 "operator commands dropped: no instance held their sensors"
-                            );
+                            ),
+                            Err(error) => {
+                                ::tracing::debug!(%error, "stale operator commands not dropped yet")
+                            }
                         }
-                        Ok(taken)
+                        Shared::take_sensor_commands(self.writer(), holder, now).await
                     })
                     .await
                 }
@@ -427,8 +436,17 @@ macro_rules! impl_store {
                 }
 
                 async fn forget_watermark(&self, instance: &str) -> Result<bool, StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "forget_watermark", async {
-                        Shared::forget_watermark(self.writer(), instance).await
+                    let deadline = $crate::store::adapter::commit_deadline(self.deadline());
+                    $crate::store::adapter::within(deadline, "forget_watermark", async {
+                        let mut tx = self.begin_write().await?;
+                        Shared::lock_watermark(&mut *tx, instance).await?;
+                        let forgot = Shared::forget_watermark(&mut *tx, instance).await?;
+                        if forgot {
+                            let lease = ::attune_actors::domain::adoption_lease(instance);
+                            Shared::drop_lease(&mut *tx, &lease).await?;
+                        }
+                        tx.commit().await.map_err($crate::store::store_error)?;
+                        Ok(forgot)
                     })
                     .await
                 }

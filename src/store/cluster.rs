@@ -143,6 +143,27 @@ where
         Self::optional(db, statement, |row| row.int("generation")).await
     }
 
+    /// Whether another transaction holds lease `name`'s row locked (PostgreSQL: an
+    /// instance storing a leased sensor's events, whose fence check locks it; SQLite has
+    /// one writer). Taking the lease then waits for the next tick instead of for that
+    /// transaction, which a paused instance keeps open until the server ends it.
+    pub(crate) async fn lease_locked<'c, E>(db: E, name: &str) -> Result<bool, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let lock = DB::DIALECT.lock_read_rows();
+        if lock.is_empty() {
+            return Ok(false);
+        }
+        let sql = format!(
+            "WITH free AS (SELECT name FROM {table} WHERE name = $1{lock} SKIP LOCKED) \
+             SELECT (SELECT count(*) FROM {table} WHERE name = $1) \
+                  - (SELECT count(*) FROM free) AS n",
+            table = DB::DIALECT.table(Table::Lease)
+        );
+        Ok(Self::int(db, sqlx::query(&sql).bind(name), "n").await? > 0)
+    }
+
     pub(crate) async fn release_lease<'c, E>(
         db: E,
         name: &str,

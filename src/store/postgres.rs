@@ -29,6 +29,9 @@ use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, now, store_
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// PostgreSQL adapter. Cheap to clone (it is a connection pool).
+/// The longest a transaction may wait for its client between statements.
+const IDLE_IN_TRANSACTION_MAX: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -91,9 +94,13 @@ impl PgStore {
         // PgBouncer refuse; the migration connection above runs without it.
         // A transaction left open by a paused or cut-off instance would hold its row locks
         // (a sensor lease's, a throttle window's) until it resumed: the server ends it.
+        // Every transaction here sends its statements back to back, so one idle for
+        // seconds belongs to a paused or starved process: it is ended sooner than a slow
+        // statement, so its locks do not outlast a lease's failover.
         let set_timeout = format!(
-            "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}",
-            ms = deadline.as_millis()
+            "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {idle}",
+            ms = deadline.as_millis(),
+            idle = deadline.min(IDLE_IN_TRANSACTION_MAX).as_millis()
         );
         let pool = PgPoolOptions::new()
             .after_connect(move |conn, _meta| {

@@ -5,9 +5,8 @@
 //! instance's watermark says how far its own matcher got: every event it stored with an
 //! id up to `matched_through` has its enforcements. An instance's ids only grow (its
 //! generator commits one batch after another), so one number per instance is enough.
-//! Each query over an instance's events is a scan of the id range above a watermark,
-//! which the primary key serves; those ranges are short, because a live instance moves its
-//! own watermark at every batch and adopts a dead one's within seconds.
+//! Each query over an instance's events reads the range above its watermark through the
+//! index on `(stored_by, id)`, however long ago the instance stored.
 
 use attune_actors::domain::{Event, Id, Watermark};
 use attune_actors::ports::StoreError;
@@ -99,7 +98,9 @@ where
     /// Gives `instance` a watermark just below `first_id` unless it has one: run in the
     /// transaction that stores its events, so no event is ever stored by an instance
     /// without a watermark that another instance could adopt (the first batch of a new
-    /// instance, or of one whose row was forgotten while it was paused).
+    /// instance, or of one whose row was forgotten while it was paused). The no-op update
+    /// locks the row until the events commit, so a concurrent
+    /// [`forget_watermark`](Self::forget_watermark) waits for them and sees them.
     pub(crate) async fn ensure_watermark<'c, E>(
         db: E,
         instance: &str,
@@ -109,8 +110,8 @@ where
         E: Executor<'c, Database = DB>,
     {
         let sql = format!(
-            "INSERT INTO {} (instance, matched_through) VALUES ($1, $2) \
-             ON CONFLICT (instance) DO NOTHING",
+            "INSERT INTO {} AS w (instance, matched_through) VALUES ($1, $2) \
+             ON CONFLICT (instance) DO UPDATE SET matched_through = w.matched_through",
             DB::DIALECT.table(Table::MatcherWatermark)
         );
         let below = first_id.saturating_sub(1);
@@ -139,8 +140,26 @@ where
         Self::all(db, statement, watermark).await
     }
 
+    /// Locks `instance`'s watermark row (PostgreSQL; SQLite's write transaction holds
+    /// the database), waiting for a transaction storing its events to commit.
+    pub(crate) async fn lock_watermark<'c, E>(db: E, instance: &str) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT matched_through AS n FROM {} WHERE instance = $1{}",
+            DB::DIALECT.table(Table::MatcherWatermark),
+            DB::DIALECT.lock_read_rows()
+        );
+        Self::optional(db, sqlx::query(&sql).bind(instance), |row| row.int("n"))
+            .await
+            .map(drop)
+    }
+
     /// Removes `instance`'s watermark if every event it stored is at or below it; returns
-    /// whether it did. An instance that comes back later gets a new one with its next batch.
+    /// whether it did. Run after [`lock_watermark`](Self::lock_watermark), as a statement
+    /// of its own, so it sees every event committed before the lock was granted. An
+    /// instance that comes back later gets a new watermark with its next batch.
     pub(crate) async fn forget_watermark<'c, E>(db: E, instance: &str) -> Result<bool, StoreError>
     where
         E: Executor<'c, Database = DB>,
@@ -153,5 +172,18 @@ where
             events = DB::DIALECT.table(Table::Event),
         );
         Ok(Self::changed(db, sqlx::query(&sql).bind(instance)).await? > 0)
+    }
+
+    /// Deletes the lease named `name` (a finished adoption's: nobody needs its
+    /// generations, and instances with random ids would leave one behind each).
+    pub(crate) async fn drop_lease<'c, E>(db: E, name: &str) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = format!(
+            "DELETE FROM {} WHERE name = $1",
+            DB::DIALECT.table(Table::Lease)
+        );
+        Self::run(db, sqlx::query(&sql).bind(name)).await
     }
 }

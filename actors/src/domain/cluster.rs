@@ -89,6 +89,14 @@ pub struct LeaseClaim {
     pub generation: i64,
 }
 
+/// Prefix of the lease a live instance holds while it matches what a dead one left.
+pub const ADOPTION_LEASE_PREFIX: &str = "matcher:";
+
+/// The adoption lease of `instance`'s watermark.
+pub fn adoption_lease(instance: &str) -> String {
+    format!("{ADOPTION_LEASE_PREFIX}{instance}")
+}
+
 /// How far one instance's matcher got: every event that instance stored with an id up to
 /// `matched_through` has its enforcements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use super::{MatchRequest, MatcherState, RECOVERY_BATCH};
-use crate::domain::Id;
+use crate::domain::{Id, adoption_lease};
 use crate::outbox::OutboxMsg;
 use crate::ports::StoreError;
 
@@ -38,13 +38,12 @@ impl Default for MatcherIdentity {
 /// How often the matcher looks for dead instances' watermarks.
 pub const ADOPT_CHECK: Duration = Duration::from_secs(2);
 
-/// Prefix of the lease that keeps two live instances from adopting the same dead one.
-const ADOPTION_LEASE_PREFIX: &str = "matcher:";
-
 /// A dead instance's events being matched: those above `after`, up to `up_to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Adoption {
     instance: String,
+    /// Its watermark when the adoption began.
+    start: Id,
     after: Id,
     up_to: Id,
 }
@@ -71,9 +70,7 @@ impl MatcherState {
     async fn find_orphan(&mut self) -> Result<Option<Duration>, StoreError> {
         let identity = &self.args.identity;
         let now = chrono::Utc::now();
-        let live_since = now
-            .checked_sub_signed(span(identity.live_for))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let live_since = crate::domain::capped_before(now, identity.live_for);
         let orphans = self
             .args
             .store
@@ -84,15 +81,9 @@ impl MatcherState {
                 continue;
             }
             let up_to = self.args.store.last_event_id().await?;
-            if up_to > orphan.matched_through {
-                tracing::info!(
-                    instance = %orphan.instance,
-                    after = orphan.matched_through,
-                    "matching the events a stopped instance may have left unmatched"
-                );
-            }
             self.adopting = Some(Adoption {
                 instance: orphan.instance,
+                start: orphan.matched_through,
                 after: orphan.matched_through,
                 up_to,
             });
@@ -124,22 +115,24 @@ impl MatcherState {
         };
         let Some(last) = events.last().map(|e| e.id) else {
             // Forgotten only when nothing it stored is above its watermark: an event that
-            // committed late (or an instance that came back) keeps it for the next look.
-            let forgot = store.forget_watermark(&adoption.instance).await?;
-            if forgot {
-                tracing::info!(instance = %adoption.instance, "a stopped instance's events are all matched");
+            // committed late (or an instance that came back) keeps it for the next look,
+            // which waits, so an instance only taken for dead is not chased in a loop.
+            if store.forget_watermark(&adoption.instance).await? {
+                tracing::info!(instance = %adoption.instance, "a stopped instance's watermark is forgotten: all it stored is matched");
+                return Ok(Some(Duration::ZERO));
             }
             self.release_adoption_lease(&adoption.instance).await;
-            return Ok(Some(Duration::ZERO));
+            return Ok(None);
         };
-        let requests: Vec<MatchRequest> = events
-            .into_iter()
-            .map(|event| MatchRequest {
-                event,
-                reply: None,
-                repeat: false,
-            })
-            .collect();
+        if events.first().is_some_and(|e| e.id > adoption.after) && adoption.after == adoption.start
+        {
+            tracing::info!(
+                instance = %adoption.instance,
+                after = adoption.after,
+                "matching the events a stopped instance left unmatched"
+            );
+        }
+        let requests: Vec<MatchRequest> = events.into_iter().map(MatchRequest::recovered).collect();
         if let Err(error) = self.write_enforcements(&requests, &adoption.instance).await {
             self.adopting = Some(adoption);
             return Err(error);
@@ -164,7 +157,7 @@ impl MatcherState {
             .args
             .store
             .acquire_lease(
-                &format!("{ADOPTION_LEASE_PREFIX}{instance}"),
+                &adoption_lease(instance),
                 &identity.instance,
                 now,
                 crate::domain::capped_after(now, span(identity.live_for)),
@@ -178,7 +171,7 @@ impl MatcherState {
         if identity.live_for.is_zero() {
             return;
         }
-        let name = format!("{ADOPTION_LEASE_PREFIX}{instance}");
+        let name = adoption_lease(instance);
         if let Err(error) = self
             .args
             .store

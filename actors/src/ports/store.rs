@@ -205,8 +205,9 @@ pub trait Store: Send + Sync + 'static {
         live_since: DateTime<Utc>,
     ) -> Result<Vec<Watermark>, StoreError>;
 
-    /// Removes `instance`'s watermark once every event it stored is at or below it;
-    /// returns whether it did. An instance that stores again gets a new one.
+    /// Removes `instance`'s watermark once every event it stored is at or below it (after
+    /// waiting for a transaction storing its events, if one is open), with its adoption
+    /// lease; returns whether it did. An instance that stores again gets a new one.
     async fn forget_watermark(&self, instance: &str) -> Result<bool, StoreError>;
 
     /// Newest first; all triggers when `trigger_ref` is `None`.

@@ -120,6 +120,7 @@ impl Actor for Supervisor {
             } => state.mark_healthy(&sensor_ref, generation),
             SupervisorMsg::RespawnPipeline(kind) => state.respawn_pipeline(&myself, kind).await,
             SupervisorMsg::Place => state.place(&myself).await,
+            SupervisorMsg::SawReload(generation) => state.saw_reload(generation),
         }
         state.publish_status();
         Ok(())

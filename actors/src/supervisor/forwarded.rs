@@ -17,18 +17,13 @@ use crate::domain::{SensorAction, SensorCommand};
 pub const COMMAND_STALE_AFTER: Duration = Duration::from_secs(60);
 
 impl SupervisorState {
-    /// On a placement tick: runs the commands queued for the sensors held here, then
-    /// reconciles if another instance asked every instance to reload since the last tick.
-    pub(super) async fn run_forwarded(&mut self, myself: &ActorRef<SupervisorMsg>) {
+    /// On a placement tick: runs the commands queued for the sensors held here.
+    pub(super) async fn run_forwarded_commands(&mut self, myself: &ActorRef<SupervisorMsg>) {
         let Some(holder) = self.leases.as_ref().map(|book| book.holder().to_owned()) else {
             return;
         };
         let now = chrono::Utc::now();
-        let stale_before = now
-            .checked_sub_signed(
-                chrono::Duration::from_std(COMMAND_STALE_AFTER).unwrap_or(chrono::Duration::MAX),
-            )
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let stale_before = crate::domain::capped_before(now, COMMAND_STALE_AFTER);
         match self
             .store
             .take_sensor_commands(&holder, now, stale_before)
@@ -41,6 +36,11 @@ impl SupervisorState {
             }
             Err(error) => tracing::warn!(%error, "cannot read forwarded operator commands yet"),
         }
+    }
+
+    /// On a placement tick: reconciles if another instance asked every instance to reload
+    /// since the last tick (with sensors disabled too: the rules are reloaded).
+    pub(super) async fn follow_reloads(&mut self, myself: &ActorRef<SupervisorMsg>) {
         match self.store.reload_generation().await {
             Ok(generation) => {
                 let seen = self.reload_seen.replace(generation);
@@ -53,6 +53,14 @@ impl SupervisorState {
             }
             Err(error) => tracing::warn!(%error, "cannot read the reload generation yet"),
         }
+    }
+
+    /// The reload of `generation` was asked here, and this instance reconciles for it.
+    pub(super) fn saw_reload(&mut self, generation: i64) {
+        self.reload_seen = Some(
+            self.reload_seen
+                .map_or(generation, |seen| seen.max(generation)),
+        );
     }
 
     async fn run_command(&mut self, myself: &ActorRef<SupervisorMsg>, command: &SensorCommand) {

@@ -131,8 +131,9 @@ impl SupervisorState {
             if report != ReconcileReport::default() {
                 tracing::info!(?report, "placed sensors");
             }
-            self.run_forwarded(myself).await;
+            self.run_forwarded_commands(myself).await;
         }
+        self.follow_reloads(myself).await;
         myself.send_after(tick, || SupervisorMsg::Place);
     }
 

@@ -65,6 +65,9 @@ pub enum SupervisorMsg {
     /// Renew the sensor leases held here, take free ones, give some back (see
     /// `leases.rs`); each tick schedules the next.
     Place,
+    /// This instance asked every instance to reload (`POST /reload`), in this generation,
+    /// and reconciles itself: its own tick need not reconcile again for it.
+    SawReload(i64),
 }
 
 /// Which pipeline actor.
