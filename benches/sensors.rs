@@ -1,0 +1,166 @@
+//! Many sensors: how long the service takes to start N interval timers, how much memory
+//! they hold, and how fast `GET /status` answers with all of them.
+//!
+//! `cargo bench --bench sensors` runs, for each N of `ATTUNE_BENCH_SENSORS` (default
+//! `10000,100000`), on the embedded default (SQLite + the in-process bus), each N in a
+//! process of its own:
+//! 1. writes a pack of N interval timers (every 60 s, so none fires during the
+//!    measurement) and loads it, as `attune-sensor pack load` does (timed on its own);
+//! 2. starts the service with sensors on and waits until every timer is running: the
+//!    start time, and the process's resident memory before and after (`VmRSS`, so the
+//!    delta is what the service and its sensors hold);
+//! 3. asks `GET /status` over HTTP five times: the median and the slowest answer.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use attune_actors::status::SensorState;
+use attune_sensor::config::Settings;
+use attune_sensor::service::Service;
+use serde_json::json;
+
+fn resident_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn write_pack(dir: &Path, sensors: usize) {
+    for sub in ["triggers", "sensors", "rules"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("pack dirs");
+    }
+    std::fs::write(dir.join("pack.yaml"), "ref: many\n").expect("pack.yaml");
+    std::fs::write(dir.join("triggers/tick.yaml"), "ref: tick\n").expect("trigger");
+    std::fs::write(
+        dir.join("rules/every.yaml"),
+        "ref: every\ntrigger: many.tick\naction: core.noop\n",
+    )
+    .expect("rule");
+    for n in 0..sensors {
+        std::fs::write(
+            dir.join("sensors").join(format!("t{n}.yaml")),
+            format!(
+                "ref: t{n}\nruntime: builtin\nentrypoint: interval_timer\ntrigger: many.tick\nconfig:\n  interval: 60\n"
+            ),
+        )
+        .expect("sensor");
+    }
+}
+
+fn settings(database_url: &str) -> Settings {
+    let yaml = json!({
+        "database": {"url": database_url},
+        "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
+        "log": {"level": "warn"},
+        "sensor": {"reconcile_interval": 3600},
+        "shutdown": {"timeout": 30},
+    });
+    match Settings::from_yaml(&yaml.to_string()) {
+        Ok(settings) => settings,
+        Err(error) => panic!("bench settings: {error}"),
+    }
+}
+
+async fn run(sensors: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path().join("many");
+    write_pack(&pack, sensors);
+    let database_url = format!("sqlite:{}", dir.path().join("attune.db").display());
+    let settings = settings(&database_url);
+
+    let loading = Instant::now();
+    {
+        let store = attune_sensor::store::open(&database_url)
+            .await
+            .expect("open the database");
+        attune_sensor::packs::install_pack(store.as_ref(), &pack)
+            .await
+            .expect("load the pack");
+    }
+    let loaded = loading.elapsed();
+
+    let before = resident_mib();
+    let starting = Instant::now();
+    let service = Service::start(&settings).await.expect("service starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let running = service
+            .tree
+            .status()
+            .sensors
+            .iter()
+            .filter(|s| s.sensor_ref.starts_with("many.") && s.state == SensorState::Running)
+            .count();
+        if running == sensors {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} of {sensors} timers running after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = starting.elapsed();
+    let after = resident_mib();
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/status", service.admin_addr);
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let body = http
+            .get(&url)
+            .send()
+            .await
+            .expect("GET /status")
+            .bytes()
+            .await
+            .expect("status body");
+        answers.push((asked.elapsed(), body.len()));
+    }
+    answers.sort();
+    let (median, size) = answers[answers.len() / 2];
+    let slowest = answers[answers.len() - 1].0;
+    println!(
+        "{sensors} interval timers: pack loaded in {:.2} s; all running {:.2} s after start; \
+         RSS {before:.0} MiB before start, {after:.0} MiB running ({:.0} MiB for the service, \
+         {:.1} KiB per timer); GET /status ({:.1} MB) median {:.0} ms, slowest {:.0} ms",
+        loaded.as_secs_f64(),
+        started.as_secs_f64(),
+        after - before,
+        (after - before) * 1024.0 / sensors as f64,
+        size as f64 / 1e6,
+        median.as_secs_f64() * 1000.0,
+        slowest.as_secs_f64() * 1000.0,
+    );
+    service.shutdown().await;
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is read from the command line.
+    let counts = std::env::var("ATTUNE_BENCH_SENSORS").unwrap_or_else(|_| "10000,100000".into());
+    let counts: Vec<usize> = counts
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    if let [count] = counts[..] {
+        run(count).await;
+        return;
+    }
+    // Each count in a process of its own, so one run's memory does not count in the next.
+    let me = std::env::current_exe().expect("this benchmark's path");
+    for count in counts {
+        let status = std::process::Command::new(&me)
+            .arg("--bench")
+            .env("ATTUNE_BENCH_SENSORS", count.to_string())
+            .status()
+            .expect("run one count");
+        assert!(status.success(), "{count} timers: {status}");
+    }
+}
