@@ -268,6 +268,30 @@ impl Db {
     }
 }
 
+/// Waits until every stored event has exactly one enforcement (a timer's last event may
+/// be stored a moment before its enforcement); fails at once on an event enforced twice.
+/// Returns how many events there are.
+pub async fn wait_each_event_enforced_once(db: &mut Db, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let per_event = db.enforcements_per_event().await;
+        let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "events enforced more than once: {twice:?}"
+        );
+        let missing: Vec<_> = per_event.iter().filter(|(_, n)| **n == 0).collect();
+        if missing.is_empty() {
+            return per_event.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events without an enforcement after {within:?}: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits for `check` to hold on the leases, polling every 100 ms; returns them and how
 /// long it took.
 pub async fn wait_holders(
