@@ -40,11 +40,14 @@ pub fn capped_after(at: DateTime<Utc>, span: chrono::Duration) -> DateTime<Utc> 
         .map_or(far_future(), |later| later.min(far_future()))
 }
 
+/// A configured `std` duration as a chrono span, the longest one when it does not fit.
+pub fn chrono_span(duration: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
 /// `span` before `at`, or the earliest time there is when that underflows.
 pub fn capped_before(at: DateTime<Utc>, span: std::time::Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(span)
-        .ok()
-        .and_then(|span| at.checked_sub_signed(span))
+    at.checked_sub_signed(chrono_span(span))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 

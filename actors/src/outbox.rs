@@ -348,7 +348,7 @@ impl OutboxState {
             return Ok(true);
         }
         let wall = chrono::Utc::now();
-        let ttl = chrono::Duration::from_std(lease.config.ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl = crate::domain::chrono_span(lease.config.ttl);
         let asked = self
             .args
             .store

@@ -160,7 +160,7 @@ impl MatcherState {
                 &adoption_lease(instance),
                 &identity.instance,
                 now,
-                crate::domain::capped_after(now, span(identity.live_for)),
+                crate::domain::capped_after(now, crate::domain::chrono_span(identity.live_for)),
             )
             .await?;
         Ok(held.is_some())
@@ -181,8 +181,4 @@ impl MatcherState {
             tracing::debug!(%error, lease = %name, "adoption lease not released; it expires");
         }
     }
-}
-
-fn span(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }

@@ -43,7 +43,7 @@ impl SensorLeases {
     }
 
     fn ttl_span(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX)
+        crate::domain::chrono_span(self.ttl)
     }
 
     fn until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
