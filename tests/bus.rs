@@ -301,6 +301,62 @@ async fn a_message_no_queue_takes_is_returned_as_unroutable() {
     queue.finish().await;
 }
 
+#[tokio::test]
+async fn a_stream_of_batches_is_reported_batch_by_batch_with_its_own_returns() {
+    let url = require_rabbitmq().await;
+    let exchange = unique_exchange();
+    let mut queue = TestQueue::bind(&exchange, "test.0.#").await;
+    let publisher = RabbitPublisher::new(&url, &exchange);
+    // Batches of a size unrelated to the window (256), so batch ends fall anywhere in it
+    // and a returned message's return may ride on the next batch's confirms.
+    let batches: Vec<Vec<OutboxMessage>> = (0..9).map(|k| batch(k * 97..(k + 1) * 97)).collect();
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(1);
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::channel(2);
+    let feeding = batches.clone();
+    let feeder = tokio::spawn(async move {
+        for rows in feeding {
+            batch_tx.send(rows).await.expect("the stream takes every batch");
+        }
+    });
+    let collector = tokio::spawn(async move {
+        let mut reports = Vec::new();
+        while let Some(published) = report_rx.recv().await {
+            reports.push(published);
+        }
+        reports
+    });
+    publisher.publish_stream(batch_rx, report_tx).await;
+    feeder.await.expect("feeder");
+    let reports = collector.await.expect("collector");
+
+    assert_eq!(reports.len(), batches.len(), "one report per batch");
+    for (sent, published) in batches.iter().zip(&reports) {
+        assert_eq!(ids(&published.rows), ids(sent), "reports come in stream order");
+        let report = &published.report;
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert_eq!(report.settled, sent.len());
+        let refused: Vec<usize> = report.refused.iter().map(|r| r.index).collect();
+        let expected: Vec<usize> = (0..sent.len())
+            .filter(|&i| sent[i].routing_key != "test.0.created")
+            .collect();
+        assert_eq!(refused, expected, "each return is pinned on its own message");
+        assert!(report.refused.iter().all(|r| r.kind == RefusalKind::Unroutable));
+    }
+    let routed: Vec<OutboxMessage> = batches
+        .concat()
+        .into_iter()
+        .filter(|m| m.routing_key == "test.0.created")
+        .collect();
+    let got: Vec<String> = queue
+        .wait_for(routed.len(), WAIT)
+        .await
+        .iter()
+        .filter_map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(got, ids(&routed), "the stream keeps the order on the wire");
+    queue.finish().await;
+}
+
 /// Throughput of 500-message batches; run with
 /// `cargo test --release --test bus -- --ignored --nocapture throughput`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -538,7 +538,7 @@ mod cases {
             "ids follow input order"
         );
 
-        let outbox = h.store.pending_outbox(100).await.unwrap();
+        let outbox = h.store.pending_outbox(0, 100).await.unwrap();
         assert_eq!(outbox.len(), 5);
         assert!(outbox.windows(2).all(|w| w[0].id < w[1].id));
         for (message, event) in outbox.iter().zip(&events) {
@@ -567,7 +567,7 @@ mod cases {
             Some(&created[0]),
             "message id and traceparent too"
         );
-        let outbox = h.store.pending_outbox(10).await.unwrap();
+        let outbox = h.store.pending_outbox(0, 10).await.unwrap();
         assert_eq!(Some(outbox[0].message_id), created[0].message_id);
         assert_eq!(h.store.get_event(created[0].id + 1000).await.unwrap(), None);
     }
@@ -645,7 +645,7 @@ mod cases {
 
         let announced: Vec<Value> = h
             .store
-            .pending_outbox(100)
+            .pending_outbox(0, 100)
             .await
             .unwrap()
             .iter()
@@ -715,13 +715,18 @@ mod cases {
             .unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 3);
 
-        let first_two = h.store.pending_outbox(2).await.unwrap();
+        let first_two = h.store.pending_outbox(0, 2).await.unwrap();
         assert_eq!(first_two.len(), 2);
         let ids: Vec<i64> = first_two.iter().map(|m| m.id).collect();
+        // Reading on from the last id read, as the publisher's read-ahead does.
+        let after_first = h.store.pending_outbox(ids[0], 10).await.unwrap();
+        let after: Vec<i64> = after_first.iter().map(|m| m.id).collect();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0], ids[1]);
         h.store.mark_published(&ids).await.unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);
 
-        let rest = h.store.pending_outbox(10).await.unwrap();
+        let rest = h.store.pending_outbox(0, 10).await.unwrap();
         assert_eq!(rest.len(), 1);
         assert!(rest[0].id > ids[1]);
         h.store
@@ -731,7 +736,7 @@ mod cases {
         h.store.mark_published(&[]).await.expect("nothing to mark");
         h.store.mark_published(&[rest[0].id]).await.unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
-        assert!(h.store.pending_outbox(10).await.unwrap().is_empty());
+        assert!(h.store.pending_outbox(0, 10).await.unwrap().is_empty());
     }
 
     pub async fn a_repeated_idempotency_key_stores_nothing_and_answers_the_first_event(
@@ -821,7 +826,7 @@ mod cases {
             .create_plain((0..3).map(|n| new_event(None, "t", n)).collect())
             .await
             .unwrap();
-        let rows = h.store.pending_outbox(10).await.unwrap();
+        let rows = h.store.pending_outbox(0, 10).await.unwrap();
         assert!(rows.iter().all(|r| r.attempts == 0));
         h.store
             .record_outbox_refusal(rows[0].id, "nacked once", false)
@@ -837,7 +842,7 @@ mod cases {
             .unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);
         assert_eq!(h.store.parked_count().await.unwrap(), 2);
-        let pending = h.store.pending_outbox(10).await.unwrap();
+        let pending = h.store.pending_outbox(0, 10).await.unwrap();
         assert_eq!(
             pending.iter().map(|r| r.id).collect::<Vec<_>>(),
             [rows[2].id]
@@ -860,7 +865,7 @@ mod cases {
         assert_eq!(h.store.parked_count().await.unwrap(), 1);
         assert_eq!(h.store.retry_parked(None).await.unwrap(), 1);
         assert_eq!(h.store.parked_count().await.unwrap(), 0);
-        let pending = h.store.pending_outbox(10).await.unwrap();
+        let pending = h.store.pending_outbox(0, 10).await.unwrap();
         assert_eq!(pending.len(), 3);
         assert!(pending.iter().all(|r| r.attempts == 0), "{pending:?}");
         assert_eq!(h.store.retry_parked(None).await.unwrap(), 0);
@@ -884,7 +889,7 @@ mod cases {
             .collect();
         store.create_enforcements(enforcements).await.unwrap();
         store.set_matched_through(LOCAL, old[2].id).await.unwrap();
-        let rows = store.pending_outbox(100).await.unwrap();
+        let rows = store.pending_outbox(0, 100).await.unwrap();
         assert_eq!(rows.len(), 10);
         let unpublished = rows[9].id;
         let published: Vec<Id> = rows[..9].iter().map(|r| r.id).collect();
@@ -903,7 +908,7 @@ mod cases {
             .unwrap();
         store.set_matched_through(LOCAL, new[1].id).await.unwrap();
         let fresh: Vec<Id> = store
-            .pending_outbox(100)
+            .pending_outbox(0, 100)
             .await
             .unwrap()
             .iter()
@@ -944,7 +949,7 @@ mod cases {
         );
         assert_eq!(removed.enforcements, 5);
         assert_eq!(removed.idempotency_keys, 1);
-        let left = store.pending_outbox(100).await.unwrap();
+        let left = store.pending_outbox(0, 100).await.unwrap();
         assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), [unpublished]);
         for event in &new {
             assert!(
@@ -975,7 +980,7 @@ mod cases {
             .unwrap();
         // Published, so only the watermark holds them back.
         let rows: Vec<Id> = store
-            .pending_outbox(100)
+            .pending_outbox(0, 100)
             .await
             .unwrap()
             .iter()
@@ -1178,7 +1183,7 @@ mod cases {
         };
         let rows: Vec<Id> = h
             .store
-            .pending_outbox(100)
+            .pending_outbox(0, 100)
             .await
             .expect("outbox")
             .iter()
@@ -1221,7 +1226,7 @@ mod cases {
         }
         assert!(events.windows(2).all(|w| w[0].id < w[1].id));
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 1000);
-        let outbox = h.store.pending_outbox(1000).await.unwrap();
+        let outbox = h.store.pending_outbox(0, 1000).await.unwrap();
         let announced: Vec<Value> = outbox
             .iter()
             .map(|m| body(m)["payload"]["event_id"].clone())

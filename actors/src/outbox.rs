@@ -1,7 +1,7 @@
 //! The outbox publisher: moves committed outbox rows to the message bus.
 //!
-//! Rows are published in id order, a batch at a time with all of the batch in flight, and
-//! marked published as the broker confirms them. When the broker is away the rows simply
+//! Rows are published in id order through one window of confirms, read ahead and marked
+//! published behind it as the broker confirms them (see [`drain`]). When the broker is away the rows simply
 //! wait (the service keeps running, not ready) and are published once it is back:
 //! at-least-once delivery, nothing lost.
 //!
@@ -20,9 +20,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
+use self::drain::DrainEnd;
 use crate::batch::retry_delay;
 use crate::domain::{OUTBOX_LEASE, capped_after};
 use crate::ports::{PipelineMetrics, Publisher, RefusalKind, Store};
+
+mod drain;
+
+/// How long one drain may run before the actor handles its other messages (shutdown,
+/// the lease's renewal): short against the lease's ttl, long against a batch.
+const DRAIN_BUDGET: Duration = Duration::from_secs(1);
 use crate::sync::{lock, set_error};
 
 /// What the outbox publisher hears.
@@ -30,7 +37,7 @@ pub enum OutboxMsg {
     /// New rows were committed (or the poll tick came): drain unless a drain is already
     /// on its way.
     Wake,
-    /// Publishes one batch, then schedules the next step (more rows, or a retry).
+    /// Publishes for a while, then schedules the next step (more rows, or a retry).
     Drain,
     /// Publishes until the outbox is empty or the deadline passes; replies whether it
     /// emptied. Used on shutdown.
@@ -208,7 +215,7 @@ impl Actor for OutboxPublisherActor {
                     myself.send_message(OutboxMsg::Drain)?;
                 }
             }
-            OutboxMsg::Drain => match state.drain_batch().await {
+            OutboxMsg::Drain => match state.drain_batch(None).await {
                 // The poll tick looks again (and asks for the lease again).
                 Drained::Empty | Drained::Standby => state.drain_scheduled = false,
                 Drained::More => myself.send_message(OutboxMsg::Drain)?,
@@ -218,7 +225,7 @@ impl Actor for OutboxPublisherActor {
             },
             OutboxMsg::DrainAll(deadline, reply) => {
                 let emptied = loop {
-                    match state.drain_batch().await {
+                    match state.drain_batch(Some(deadline)).await {
                         // The instance holding the lease publishes these rows.
                         Drained::Empty | Drained::Standby => break true,
                         Drained::More => {}
@@ -243,98 +250,28 @@ impl Actor for OutboxPublisherActor {
 }
 
 impl OutboxState {
-    async fn drain_batch(&mut self) -> Drained {
+    /// Publishes for up to [`DRAIN_BUDGET`] (less when `deadline` comes first), if this
+    /// instance holds the lease.
+    async fn drain_batch(&mut self, deadline: Option<Instant>) -> Drained {
         match self.holds_lease().await {
             Ok(true) => {}
             Ok(false) => return Drained::Standby,
             Err(error) => return self.failed(error),
         }
-        let rows = match self.args.store.pending_outbox(self.args.batch_size).await {
-            Ok(rows) => rows,
-            Err(error) => return self.failed(format!("reading the outbox failed: {error}")),
-        };
-        if rows.is_empty() {
-            if self.args.publisher.is_connected() {
-                set_error(&self.args.health.last_error, None);
-            }
-            return Drained::Empty;
-        }
-        let started = std::time::Instant::now();
-        let report = self.args.publisher.publish(&rows).await;
-        let settled = &rows[..report.settled.min(rows.len())];
-        self.args
-            .metrics
-            .messages_published(report.confirmed_count(), started.elapsed());
-        let unsettled = rows.len() - settled.len();
-        if report.error.is_some() && unsettled > 0 {
-            self.args.metrics.publish_failed(unsettled);
-        }
-        let mut published: Vec<_> = settled
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| !report.refused.iter().any(|r| r.index == *index))
-            .map(|(_, row)| row.id)
-            .collect();
-        let mut retry_later = None;
-        for refusal in &report.refused {
-            let Some(row) = settled.get(refusal.index) else {
-                continue;
-            };
-            let fate = disposition(
-                refusal.kind,
-                row.attempts,
-                self.args.max_attempts,
-                self.args.unroutable,
-            );
-            let attempts = row.attempts.saturating_add(1);
-            let reason = &refusal.reason;
-            match fate {
-                Disposition::Drop => {
-                    tracing::warn!(id = row.id, message_id = %row.message_id, routing_key = %row.routing_key, %reason, "no queue took the message; dropped (mq.unroutable: drop)");
-                    published.push(row.id);
-                }
-                Disposition::Park => {
-                    self.args.metrics.rows_parked(1);
-                    tracing::warn!(id = row.id, message_id = %row.message_id, routing_key = %row.routing_key, attempts, %reason, "outbox row parked; `attune-sensor outbox retry` puts it back");
-                }
-                Disposition::Retry => {
-                    self.args.metrics.publish_failed(1);
-                    tracing::info!(id = row.id, message_id = %row.message_id, attempts, %reason, "the broker refused an outbox row; it will be retried");
-                    retry_later = Some(format!(
-                        "the broker refused outbox row {}: {reason}",
-                        row.id
-                    ));
-                }
-            }
-            if fate != Disposition::Drop
-                && let Err(error) = self
-                    .args
-                    .store
-                    .record_outbox_refusal(row.id, reason, fate == Disposition::Park)
-                    .await
-            {
-                return self.failed(format!("recording a refused outbox row failed: {error}"));
-            }
-        }
-        if !published.is_empty()
-            && let Err(error) = self.args.store.mark_published(&published).await
-        {
-            // The rows will be published again: duplicates, never losses.
-            return self.failed(format!("marking outbox rows published failed: {error}"));
-        }
-        if let Some(error) = report.error {
-            return self.failed(format!("publishing failed: {error}"));
-        }
-        if let Some(reason) = retry_later {
-            // The rows behind it went out; the refused one waits for the backoff.
-            return self.failed(reason);
+        let budget = deadline.map_or(DRAIN_BUDGET, |deadline| {
+            deadline.saturating_duration_since(Instant::now()).min(DRAIN_BUDGET)
+        });
+        let end = drain::drain(&self.args, budget).await;
+        if let DrainEnd::Failed(error) = end {
+            return self.failed(error);
         }
         self.failures = 0;
-        set_error(&self.args.health.last_error, None);
-        if rows.len() < self.args.batch_size as usize {
-            Drained::Empty
-        } else {
-            Drained::More
+        if self.args.publisher.is_connected() {
+            set_error(&self.args.health.last_error, None);
+        }
+        match end {
+            DrainEnd::More => Drained::More,
+            _ => Drained::Empty,
         }
     }
 

@@ -23,19 +23,28 @@ struct Harness {
 
 /// A tree whose broker refuses every `event.created` message as `refusal`.
 async fn start(refusal: RefusalKind, unroutable: UnroutablePolicy) -> Harness {
-    let store = MemoryStore::default();
-    store.add_trigger("test.tick");
-    store.add_rule("test.all", "test.tick", json!([]));
     let publisher = MemoryPublisher::default();
     publisher
         .refuse
         .lock()
         .unwrap()
         .insert("event.created".into(), refusal);
+    start_with(publisher, unroutable, SupervisorConfig::default().outbox_batch).await
+}
+
+async fn start_with(
+    publisher: MemoryPublisher,
+    unroutable: UnroutablePolicy,
+    outbox_batch: u32,
+) -> Harness {
+    let store = MemoryStore::default();
+    store.add_trigger("test.tick");
+    store.add_rule("test.all", "test.tick", json!([]));
     let config = SupervisorConfig {
         reconcile_interval: None,
         outbox_poll: Duration::from_millis(50),
         outbox_max_attempts: 3,
+        outbox_batch,
         unroutable,
         ..SupervisorConfig::default()
     };
@@ -78,6 +87,48 @@ impl Harness {
     async fn parked(&self) -> u64 {
         self.store.parked_count().await.expect("count")
     }
+}
+
+/// Every outbox row was published exactly once, in id order.
+fn assert_once_in_order(h: &Harness, rows: usize) {
+    let published = h.publisher.published.lock().unwrap();
+    let ids: Vec<i64> = published.iter().map(|m| m.id).collect();
+    let mut once = ids.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), rows, "every row published");
+    assert_eq!(ids, once, "each once, lowest id first");
+}
+
+#[tokio::test]
+async fn a_backlog_of_many_batches_is_published_once_in_order() {
+    let h = start_with(MemoryPublisher::default(), UnroutablePolicy::Park, 50).await;
+    h.emit(400).await;
+    wait_until("every message is published", WAIT, || {
+        h.published("enforcement.created") == 400 && h.published("event.created") == 400
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.store.outbox_backlog().await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "rows never marked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_once_in_order(&h, 800);
+}
+
+#[tokio::test]
+async fn a_link_that_breaks_in_the_middle_of_a_stream_loses_nothing() {
+    let publisher = MemoryPublisher::default();
+    *publisher.break_after.lock().unwrap() = Some(75);
+    let h = start_with(publisher, UnroutablePolicy::Park, 50).await;
+    h.emit(200).await;
+    wait_until("every message is published", WAIT, || {
+        h.published("enforcement.created") == 200 && h.published("event.created") == 200
+    })
+    .await;
+    assert!(h.publisher.break_after.lock().unwrap().is_none(), "the link broke");
+    assert_once_in_order(&h, 400);
+    assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@
 //! confirmed) this gives at-least-once delivery across broker outages without a
 //! reconnect loop of its own.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,9 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_actors::domain::OutboxMessage;
-use attune_actors::ports::{BusError, PublishReport, Publisher, Refusal, RefusalKind};
+use attune_actors::ports::{BusError, PublishReport, PublishedBatch, Publisher, RefusalKind};
 use attune_actors::sync::lock;
-use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{FieldTable, ShortString};
@@ -27,10 +25,13 @@ use lapin::{
     BasicProperties, Channel, ChannelStatus, Confirmation, Connection, ConnectionProperties,
     ConnectionStatus, DefaultConnectionBuilder, ExchangeKind, PublisherConfirm,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::timeout;
 
+use self::window::{Returned, Slot};
 use super::{DEFAULT_EXCHANGE, redact_url, scrub_secret};
+
+mod window;
 
 /// AMQP delivery mode 2: the broker writes the message to disk (on a durable queue).
 const PERSISTENT: u8 = 2;
@@ -44,8 +45,8 @@ pub struct RabbitOptions {
     /// How long a publish may go without progress (a frame written or a confirm
     /// received) before the connection is considered broken.
     pub confirm_timeout: Duration,
-    /// How many messages may await their confirm at once. Larger batches are sent as a
-    /// sliding window: a new message goes out as soon as the oldest one is confirmed.
+    /// How many messages may await their confirm at once: a sliding window, in which a
+    /// new message goes out as soon as the oldest one is confirmed, also across batches.
     pub max_in_flight: usize,
     /// The name shown for the connection in the RabbitMQ management UI.
     pub connection_name: String,
@@ -117,7 +118,7 @@ pub struct RabbitPublisher {
     redacted_url: String,
     exchange: String,
     options: RabbitOptions,
-    /// Held across a whole batch: publishes are serialized, which keeps each batch's
+    /// Held across a whole publish or stream: publishes are serialized, which keeps the
     /// confirms in order on the one channel.
     link: Mutex<Option<Link>>,
     state: AtomicU8,
@@ -138,19 +139,13 @@ impl fmt::Debug for RabbitPublisher {
 }
 
 /// The connection or channel is unusable; it is dropped and rebuilt next time.
+#[derive(Clone)]
 struct Broken(String);
 
 /// A message the broker did not take although the link is fine.
 struct Refused {
     kind: RefusalKind,
     reason: String,
-}
-
-/// One message of the window, in batch order: handed to lapin, or refused before it could
-/// be sent (its fate is known, but it is reported in order with the others).
-enum Slot<'a> {
-    Sent(InFlight<'a>),
-    Refused(Refused),
 }
 
 impl RabbitPublisher {
@@ -342,76 +337,9 @@ impl RabbitPublisher {
         *lock(&self.live) = status;
     }
 
-    /// Sends the batch through a sliding window of confirms. Returns how many leading
-    /// messages the broker settled and which of those it refused, with why it stopped
-    /// early if the link broke.
-    async fn publish_on(&self, channel: &Channel, batch: &[OutboxMessage]) -> PublishReport {
-        let window = self.options.max_in_flight;
-        let mut report = PublishReport::default();
-        let mut in_flight: VecDeque<Slot<'_>> = VecDeque::with_capacity(window.min(batch.len()));
-        let mut returned = Returned::new();
-        let mut broken = None;
-        for msg in batch {
-            if in_flight.len() >= window
-                && let Some(oldest) = in_flight.pop_front()
-                && let Err(failure) = self.settle(oldest, &mut report, &mut returned).await
-            {
-                broken = Some(failure);
-                break;
-            }
-            match self.send(channel, msg).await {
-                Ok(slot) => in_flight.push_back(slot),
-                Err(failure) => {
-                    broken = Some(failure);
-                    break;
-                }
-            }
-        }
-        if broken.is_none() {
-            while let Some(oldest) = in_flight.pop_front() {
-                if let Err(failure) = self.settle(oldest, &mut report, &mut returned).await {
-                    broken = Some(failure);
-                    break;
-                }
-            }
-        }
-        if let Some(Broken(reason)) = broken {
-            // No more confirms will come; count those that arrived before the break
-            // without waiting for the rest.
-            while let Some(fate) = in_flight
-                .pop_front()
-                .and_then(|s| s.settled_now(self, &mut returned))
-            {
-                note_settled(&mut report, fate);
-            }
-            report.error = Some(BusError::Unavailable(reason));
-        }
-        apply_returns(&mut report, batch, returned);
-        report
-    }
-
-    /// Waits for the fate of the oldest message of the window and records it.
-    async fn settle(
-        &self,
-        slot: Slot<'_>,
-        report: &mut PublishReport,
-        returned: &mut Returned,
-    ) -> Result<(), Broken> {
-        let fate = match slot {
-            Slot::Refused(refused) => Some(refused),
-            Slot::Sent(sent) => self.settle_one(sent, returned).await?,
-        };
-        note_settled(report, fate);
-        Ok(())
-    }
-
     /// Hands one message to lapin and returns without waiting for it to be written, let
     /// alone confirmed; that is what lets many messages be in flight at once.
-    async fn send<'a>(
-        &self,
-        channel: &'a Channel,
-        msg: &'a OutboxMessage,
-    ) -> Result<Slot<'a>, Broken> {
+    async fn send(&self, channel: &Channel, msg: &OutboxMessage) -> Result<Slot, Broken> {
         let refused = |what: &str, e: lapin::types::ShortStringError| {
             Slot::Refused(Refused {
                 kind: RefusalKind::Nacked,
@@ -442,44 +370,45 @@ impl RabbitPublisher {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let mut publish: Writing<'a> = Box::pin(channel.basic_publish(
-            exchange,
-            routing_key,
-            options,
-            msg.body.as_bytes(),
-            properties,
-        ));
+        // The future owns what it sends, so the window can outlive the batch it came in.
+        let channel = channel.clone();
+        let body = msg.body.clone().into_bytes();
+        let mut publish: Writing = Box::pin(async move {
+            channel
+                .basic_publish(exchange, routing_key, options, &body, properties)
+                .await
+        });
         // lapin 4 takes the delivery tag and queues the frames during the first poll,
         // before its first await (it then waits for its IO thread to write them). Polling
         // once here, in batch order, fixes the order on the wire and of the confirms;
         // awaiting the write per message instead would cost a thread round trip each.
         match std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await {
-            Poll::Ready(Ok(confirm)) => Ok(Slot::Sent(InFlight::Written(confirm))),
+            Poll::Ready(Ok(confirm)) => Ok(Slot::Written(confirm)),
             Poll::Ready(Err(e)) => Err(self.broken("publish failed", &e)),
-            Poll::Pending => Ok(Slot::Sent(InFlight::Queued(publish))),
+            Poll::Pending => Ok(Slot::Queued(publish)),
         }
     }
 
-    /// Waits until `sent` is written and settled: `None` when confirmed, the refusal when
-    /// the broker nacked or returned it.
+    /// Waits until lapin has written a queued message.
+    async fn written(&self, publish: Writing) -> Result<PublisherConfirm, Broken> {
+        let limit = self.options.confirm_timeout;
+        match timeout(limit, publish).await {
+            Ok(Ok(confirm)) => Ok(confirm),
+            Ok(Err(e)) => Err(self.broken("publish failed", &e)),
+            Err(_) => Err(Broken(format!(
+                "could not send within {limit:?} (broker blocking publishers or connection stalled)"
+            ))),
+        }
+    }
+
+    /// Waits for the broker's answer to a written message: `None` when confirmed, the
+    /// refusal when the broker nacked or returned it.
     async fn settle_one(
         &self,
-        sent: InFlight<'_>,
+        confirm: PublisherConfirm,
         returned: &mut Returned,
     ) -> Result<Option<Refused>, Broken> {
         let limit = self.options.confirm_timeout;
-        let confirm = match sent {
-            InFlight::Written(confirm) => confirm,
-            InFlight::Queued(publish) => match timeout(limit, publish).await {
-                Ok(Ok(confirm)) => confirm,
-                Ok(Err(e)) => return Err(self.broken("publish failed", &e)),
-                Err(_) => {
-                    return Err(Broken(format!(
-                        "could not send within {limit:?} (broker blocking publishers or connection stalled)"
-                    )));
-                }
-            },
-        };
         match timeout(limit, confirm).await {
             Ok(confirmation) => self.judge(confirmation, returned),
             Err(_) => Err(Broken(format!("no confirm within {limit:?}"))),
@@ -534,74 +463,7 @@ impl RabbitPublisher {
 }
 
 /// The future of one `basic_publish`: resolves once lapin has written the frames.
-type Writing<'a> = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send + 'a>>;
-
-/// A message handed to lapin, oldest first in a batch's window.
-enum InFlight<'a> {
-    /// Frames queued, possibly not yet written.
-    Queued(Writing<'a>),
-    /// Written; the broker's confirm is due.
-    Written(PublisherConfirm),
-}
-
-impl Slot<'_> {
-    /// The fate of this message if the broker has already settled it; never waits.
-    fn settled_now(
-        self,
-        publisher: &RabbitPublisher,
-        returned: &mut Returned,
-    ) -> Option<Option<Refused>> {
-        let sent = match self {
-            Slot::Refused(refused) => return Some(Some(refused)),
-            Slot::Sent(sent) => sent,
-        };
-        let confirm = match sent {
-            InFlight::Written(confirm) => confirm,
-            InFlight::Queued(mut publish) => match publish.as_mut().now_or_never() {
-                Some(Ok(confirm)) => confirm,
-                _ => return None,
-            },
-        };
-        confirm
-            .now_or_never()
-            .and_then(|answer| publisher.judge(answer, returned).ok())
-    }
-}
-
-/// Message ids the broker returned as unroutable, with why.
-type Returned = std::collections::HashMap<String, String>;
-
-/// Marks the settled messages the broker returned as unroutable (unless already refused
-/// otherwise), keeping the refusals in batch order.
-fn apply_returns(report: &mut PublishReport, batch: &[OutboxMessage], mut returned: Returned) {
-    if returned.is_empty() {
-        return;
-    }
-    for (index, message) in batch.iter().enumerate().take(report.settled) {
-        if let Some(reason) = returned.remove(&message.message_id.to_string())
-            && !report.refused.iter().any(|r| r.index == index)
-        {
-            report.refused.push(Refusal {
-                index,
-                kind: RefusalKind::Unroutable,
-                reason,
-            });
-        }
-    }
-    report.refused.sort_by_key(|r| r.index);
-}
-
-/// Counts the next message of the batch as settled, refused if `fate` says so.
-fn note_settled(report: &mut PublishReport, fate: Option<Refused>) {
-    if let Some(Refused { kind, reason }) = fate {
-        report.refused.push(Refusal {
-            index: report.settled,
-            kind,
-            reason,
-        });
-    }
-    report.settled += 1;
-}
+type Writing = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
 
 fn link_alive(link: &Link) -> bool {
     link.connection.status().connected() && link.channel.status().connected()
@@ -613,34 +475,52 @@ impl Publisher for RabbitPublisher {
         if batch.is_empty() {
             return PublishReport::default();
         }
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        let (report_tx, mut report_rx) = mpsc::channel(1);
+        // Both have room: neither send waits.
+        let _ = batch_tx.send(batch.to_vec()).await;
+        drop(batch_tx);
+        self.publish_stream(batch_rx, report_tx).await;
+        match report_rx.recv().await {
+            Some(published) => published.report,
+            None => PublishReport::failed(BusError::Unavailable(
+                "the publish ended without a report".to_owned(),
+            )),
+        }
+    }
+
+    async fn publish_stream(
+        &self,
+        mut batches: mpsc::Receiver<Vec<OutboxMessage>>,
+        reports: mpsc::Sender<PublishedBatch>,
+    ) {
+        // Connect only once there is something to send.
+        let Some(first) = batches.recv().await else {
+            return;
+        };
         let mut slot = self.link.lock().await;
         let channel = match self.ensure_link(&mut slot).await {
             Ok(link) => link.channel.clone(),
-            Err(error) => return PublishReport::failed(error),
+            Err(error) => {
+                let failed = PublishedBatch {
+                    rows: first,
+                    report: PublishReport::failed(error),
+                    took: Duration::ZERO,
+                };
+                let _ = reports.send(failed).await;
+                return;
+            }
         };
-
-        let report = self.publish_on(&channel, batch).await;
-        for refusal in &report.refused {
-            let message_id = batch[refusal.index].message_id;
-            tracing::debug!(%message_id, reason = %refusal.reason, "RabbitMQ did not take a message");
+        let window = window::Window::new(self, channel);
+        if let Some(error) = window.run(first, &mut batches, &reports).await {
+            self.drop_link(&mut slot);
+            self.state.store(DOWN, Ordering::SeqCst);
+            tracing::warn!(
+                url = %self.redacted_url,
+                %error,
+                "RabbitMQ publish failed; will reconnect on the next publish"
+            );
         }
-        match &report.error {
-            None => {
-                tracing::trace!(settled = report.settled, exchange = %self.exchange, "batch settled");
-            }
-            Some(error) => {
-                self.drop_link(&mut slot);
-                self.state.store(DOWN, Ordering::SeqCst);
-                tracing::warn!(
-                    url = %self.redacted_url,
-                    %error,
-                    settled = report.settled,
-                    unsettled = batch.len() - report.settled,
-                    "RabbitMQ publish failed; will reconnect on the next publish"
-                );
-            }
-        }
-        report
     }
 
     fn is_connected(&self) -> bool {

@@ -475,10 +475,11 @@ macro_rules! impl_store {
 
                 async fn pending_outbox(
                     &self,
+                    after: Id,
                     limit: u32,
                 ) -> Result<Vec<OutboxMessage>, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "pending_outbox", async {
-                        Shared::pending_outbox(self.reader(), limit).await
+                        Shared::pending_outbox(self.reader(), after, limit).await
                     })
                     .await
                 }

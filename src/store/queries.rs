@@ -248,6 +248,7 @@ where
     /// Unpublished outbox rows in publish (id) order.
     pub(crate) async fn pending_outbox<'c, E>(
         db: E,
+        after: Id,
         limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError>
     where
@@ -256,9 +257,10 @@ where
         let sql = Self::select(
             OUTBOX_COLUMNS,
             Table::Outbox,
-            "WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1",
+            "WHERE published_at IS NULL AND parked_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
         );
-        Self::all(db, sqlx::query(&sql).bind(i64::from(limit)), rows::outbox).await
+        let query = sqlx::query(&sql).bind(after).bind(i64::from(limit));
+        Self::all(db, query, rows::outbox).await
     }
 
     pub(crate) async fn outbox_backlog<'c, E>(db: E) -> Result<u64, StoreError>

@@ -1,6 +1,9 @@
 //! The messaging port: how the outbox publisher hands committed rows to the broker.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::domain::OutboxMessage;
 
@@ -49,6 +52,16 @@ impl PublishReport {
     }
 }
 
+/// One batch of a [`Publisher::publish_stream`], handed back once all of it is settled
+/// (or the link broke).
+#[derive(Debug)]
+pub struct PublishedBatch {
+    pub rows: Vec<OutboxMessage>,
+    pub report: PublishReport,
+    /// From taking the batch to its last confirm.
+    pub took: Duration,
+}
+
 /// One message of a batch the broker did not take, while the link itself stayed good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -73,6 +86,34 @@ pub trait Publisher: Send + Sync + 'static {
     /// Publishes the batch in order, keeping the messages in flight together, and waits
     /// for the broker's confirms.
     async fn publish(&self, batch: &[OutboxMessage]) -> PublishReport;
+
+    /// Publishes the batches that arrive on `batches`, in order, and sends each back on
+    /// `reports` once all of it is settled. Returns when `batches` is closed and everything
+    /// is settled, or right after the first report with an error (the batches still
+    /// queued stay unpublished).
+    ///
+    /// A broker link overrides this to keep one confirm window open across batches, so
+    /// the next batch goes out while the previous one's last confirms are on their way;
+    /// this default publishes one batch after the other.
+    async fn publish_stream(
+        &self,
+        mut batches: mpsc::Receiver<Vec<OutboxMessage>>,
+        reports: mpsc::Sender<PublishedBatch>,
+    ) {
+        while let Some(rows) = batches.recv().await {
+            let started = Instant::now();
+            let report = self.publish(&rows).await;
+            let failed = report.error.is_some();
+            let batch = PublishedBatch {
+                rows,
+                report,
+                took: started.elapsed(),
+            };
+            if reports.send(batch).await.is_err() || failed {
+                return;
+            }
+        }
+    }
 
     /// Whether the last attempt to reach the broker succeeded (for readiness).
     fn is_connected(&self) -> bool;

@@ -12,7 +12,7 @@ mod metrics;
 mod sensor;
 mod store;
 
-pub use bus::{BusError, PublishReport, Publisher, Refusal, RefusalKind};
+pub use bus::{BusError, PublishReport, PublishedBatch, Publisher, Refusal, RefusalKind};
 pub use context::DetectionSink;
 pub use intake::{
     Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, NoSchemas,

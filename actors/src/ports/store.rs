@@ -224,8 +224,10 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Enforcement>, StoreError>;
 
-    /// Unpublished outbox rows that are not parked, lowest id first.
-    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Unpublished outbox rows that are not parked, with an id above `after` (`0`: all),
+    /// lowest id first.
+    async fn pending_outbox(&self, after: Id, limit: u32)
+    -> Result<Vec<OutboxMessage>, StoreError>;
 
     async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError>;
 

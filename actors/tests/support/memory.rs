@@ -558,13 +558,17 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
-    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+    async fn pending_outbox(
+        &self,
+        after: Id,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
         self.check()?;
         Ok(self
             .lock()
             .outbox
             .iter()
-            .filter(|entry| entry.waiting())
+            .filter(|entry| entry.waiting() && entry.row.id > after)
             .take(limit as usize)
             .map(|entry| entry.row.clone())
             .collect())
@@ -683,6 +687,9 @@ pub struct MemoryPublisher {
     pub published: Arc<Mutex<Vec<OutboxMessage>>>,
     pub down: Arc<AtomicBool>,
     pub refuse: Arc<Mutex<HashMap<String, RefusalKind>>>,
+    /// `Some(n)`: the link breaks once after `n` more messages (the rest of that batch
+    /// unsettled), then works again.
+    pub break_after: Arc<Mutex<Option<usize>>>,
 }
 
 #[async_trait]
@@ -692,8 +699,24 @@ impl Publisher for MemoryPublisher {
             return PublishReport::failed(BusError::Unavailable("memory broker is down".into()));
         }
         let refuse = self.refuse.lock().expect("lock").clone();
-        let mut report = PublishReport::confirmed(batch.len());
-        for (index, message) in batch.iter().enumerate() {
+        let mut breaks = self.break_after.lock().expect("lock");
+        let settled = match *breaks {
+            Some(left) if left < batch.len() => {
+                *breaks = None;
+                left
+            }
+            Some(left) => {
+                *breaks = Some(left - batch.len());
+                batch.len()
+            }
+            None => batch.len(),
+        };
+        drop(breaks);
+        let mut report = PublishReport::confirmed(settled);
+        if settled < batch.len() {
+            report.error = Some(BusError::Unavailable("memory broker link broke".into()));
+        }
+        for (index, message) in batch.iter().enumerate().take(settled) {
             match refuse.get(&message.routing_key) {
                 Some(kind) => report.refused.push(Refusal {
                     index,
