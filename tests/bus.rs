@@ -315,7 +315,10 @@ async fn a_stream_of_batches_is_reported_batch_by_batch_with_its_own_returns() {
     let feeding = batches.clone();
     let feeder = tokio::spawn(async move {
         for rows in feeding {
-            batch_tx.send(rows).await.expect("the stream takes every batch");
+            batch_tx
+                .send(rows)
+                .await
+                .expect("the stream takes every batch");
         }
     });
     let collector = tokio::spawn(async move {
@@ -331,7 +334,11 @@ async fn a_stream_of_batches_is_reported_batch_by_batch_with_its_own_returns() {
 
     assert_eq!(reports.len(), batches.len(), "one report per batch");
     for (sent, published) in batches.iter().zip(&reports) {
-        assert_eq!(ids(&published.rows), ids(sent), "reports come in stream order");
+        assert_eq!(
+            ids(&published.rows),
+            ids(sent),
+            "reports come in stream order"
+        );
         let report = &published.report;
         assert!(report.error.is_none(), "{:?}", report.error);
         assert_eq!(report.settled, sent.len());
@@ -339,8 +346,16 @@ async fn a_stream_of_batches_is_reported_batch_by_batch_with_its_own_returns() {
         let expected: Vec<usize> = (0..sent.len())
             .filter(|&i| sent[i].routing_key != "test.0.created")
             .collect();
-        assert_eq!(refused, expected, "each return is pinned on its own message");
-        assert!(report.refused.iter().all(|r| r.kind == RefusalKind::Unroutable));
+        assert_eq!(
+            refused, expected,
+            "each return is pinned on its own message"
+        );
+        assert!(
+            report
+                .refused
+                .iter()
+                .all(|r| r.kind == RefusalKind::Unroutable)
+        );
     }
     let routed: Vec<OutboxMessage> = batches
         .concat()

@@ -259,7 +259,9 @@ impl OutboxState {
             Err(error) => return self.failed(error),
         }
         let budget = deadline.map_or(DRAIN_BUDGET, |deadline| {
-            deadline.saturating_duration_since(Instant::now()).min(DRAIN_BUDGET)
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(DRAIN_BUDGET)
         });
         let end = drain::drain(&self.args, budget).await;
         if let DrainEnd::Failed(error) = end {

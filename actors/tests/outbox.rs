@@ -29,7 +29,12 @@ async fn start(refusal: RefusalKind, unroutable: UnroutablePolicy) -> Harness {
         .lock()
         .unwrap()
         .insert("event.created".into(), refusal);
-    start_with(publisher, unroutable, SupervisorConfig::default().outbox_batch).await
+    start_with(
+        publisher,
+        unroutable,
+        SupervisorConfig::default().outbox_batch,
+    )
+    .await
 }
 
 async fn start_with(
@@ -126,7 +131,10 @@ async fn a_link_that_breaks_in_the_middle_of_a_stream_loses_nothing() {
         h.published("enforcement.created") == 200 && h.published("event.created") == 200
     })
     .await;
-    assert!(h.publisher.break_after.lock().unwrap().is_none(), "the link broke");
+    assert!(
+        h.publisher.break_after.lock().unwrap().is_none(),
+        "the link broke"
+    );
     assert_once_in_order(&h, 400);
     assert_eq!(h.store.outbox_backlog().await.unwrap(), 0);
 }

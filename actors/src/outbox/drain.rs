@@ -175,7 +175,12 @@ async fn settle(
         let Some(row) = settled.get(refusal.index) else {
             continue;
         };
-        let fate = disposition(refusal.kind, row.attempts, args.max_attempts, args.unroutable);
+        let fate = disposition(
+            refusal.kind,
+            row.attempts,
+            args.max_attempts,
+            args.unroutable,
+        );
         let attempts = row.attempts.saturating_add(1);
         let reason = &refusal.reason;
         match fate {
