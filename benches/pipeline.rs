@@ -20,9 +20,10 @@
 //! PostgreSQL runs), `ATTUNE_BENCH_QUEUE` (the durable queue bound; default one of its
 //! own) and `ATTUNE_BENCH_KEEP_QUEUE=1` (leave that queue with the last run's messages).
 
+mod support;
+
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -30,127 +31,14 @@ use std::time::{Duration, Instant};
 
 use attune_sensor::config::Settings;
 use attune_sensor::service::Service;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use sqlx::{Connection as _, Executor, PgConnection};
+use support::{ADMIN_DB, AMQP, BoundQueue, env_usize, settings};
 
-const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The probe's publish window, like the service's.
 const IN_FLIGHT: usize = 256;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn settings(database_url: &str, mq_url: &str, exchange: &str) -> Settings {
-    let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e_pack");
-    let yaml = json!({
-        "database": {"url": database_url},
-        "mq": {"url": mq_url, "exchange": exchange},
-        "admin": {"bind": "127.0.0.1:0"},
-        "webhook": {"bind": "127.0.0.1:0"},
-        "packs": {"autoload": [pack]},
-        "log": {"level": "warn"},
-        "sensor": {"enabled": false, "reconcile_interval": 3600},
-    });
-    match Settings::from_yaml(&yaml.to_string()) {
-        Ok(settings) => settings,
-        Err(error) => panic!("bench settings: {error}"),
-    }
-}
-
-/// The durable queue bound to the bench exchange, as the executor's queue is.
-struct BoundQueue {
-    channel: Channel,
-    name: String,
-    _connection: Connection,
-}
-
-impl BoundQueue {
-    async fn declare(exchange: &str, name: &str) -> Self {
-        let connection = Connection::connect(AMQP, ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("RabbitMQ at {AMQP} is needed for this benchmark: {e}"));
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
-        channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare queue");
-        channel
-            .queue_bind(
-                name.into(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
-        Self {
-            channel,
-            name: name.to_owned(),
-            _connection: connection,
-        }
-    }
-
-    /// Messages in the queue now.
-    async fn count(&self) -> u32 {
-        self.channel
-            .queue_declare(
-                self.name.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive declare")
-            .message_count()
-    }
-
-    async fn purge(&self) {
-        self.channel
-            .queue_purge(self.name.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .expect("purge");
-    }
-
-    async fn delete(&self) {
-        let _ = self
-            .channel
-            .queue_delete(self.name.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-}
 
 type Confirming<'a> = Pin<Box<dyn Future<Output = lapin::Result<lapin::Confirmation>> + Send + 'a>>;
 
@@ -374,7 +262,7 @@ async fn postgres(events: usize, concurrency: usize) {
     let queue_name = std::env::var("ATTUNE_BENCH_QUEUE")
         .unwrap_or_else(|_| format!("attune.bench.executor.{}", uuid::Uuid::new_v4().simple()));
     let keep = std::env::var("ATTUNE_BENCH_KEEP_QUEUE").is_ok_and(|v| v == "1");
-    let queue = BoundQueue::declare(&exchange, &queue_name).await;
+    let queue = BoundQueue::declare(&exchange, &queue_name, "#").await;
     queue.purge().await;
 
     // The probe sends what the service will: two messages per event, of about the size

@@ -1,0 +1,129 @@
+//! What the benchmarks share: where the services are, the settings of a service under
+//! test, and the durable queue bound to its exchange, as the executor's queue is.
+
+#![allow(dead_code)] // Each benchmark uses part of it.
+
+use std::path::PathBuf;
+
+use attune_sensor::config::Settings;
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::json;
+
+pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A service on `database_url` and the broker at `mq_url` (empty: the in-process bus),
+/// with the end-to-end test pack, sensors off and quiet logs.
+pub fn settings(database_url: &str, mq_url: &str, exchange: &str) -> Settings {
+    let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e_pack");
+    let yaml = json!({
+        "database": {"url": database_url},
+        "mq": {"url": mq_url, "exchange": exchange},
+        "admin": {"bind": "127.0.0.1:0"},
+        "webhook": {"bind": "127.0.0.1:0"},
+        "packs": {"autoload": [pack]},
+        "log": {"level": "warn"},
+        "sensor": {"enabled": false, "reconcile_interval": 3600},
+    });
+    match Settings::from_yaml(&yaml.to_string()) {
+        Ok(settings) => settings,
+        Err(error) => panic!("bench settings: {error}"),
+    }
+}
+
+/// The durable queue bound to the bench exchange, as the executor's queue is.
+pub struct BoundQueue {
+    pub channel: Channel,
+    pub name: String,
+    _connection: Connection,
+}
+
+impl BoundQueue {
+    /// Declares `name` (durable) bound to `exchange` for `pattern` (`#`: everything).
+    pub async fn declare(exchange: &str, name: &str, pattern: &str) -> Self {
+        let connection = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ at {AMQP} is needed for this benchmark: {e}"));
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .queue_bind(
+                name.into(),
+                exchange.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+        Self {
+            channel,
+            name: name.to_owned(),
+            _connection: connection,
+        }
+    }
+
+    /// Messages in the queue now.
+    pub async fn count(&self) -> u32 {
+        self.channel
+            .queue_declare(
+                self.name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count()
+    }
+
+    pub async fn purge(&self) {
+        self.channel
+            .queue_purge(self.name.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+    }
+
+    pub async fn delete(&self) {
+        let _ = self
+            .channel
+            .queue_delete(self.name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
