@@ -11,6 +11,8 @@
 //! `cargo bench --bench latency` runs each rate of `ATTUNE_BENCH_RATES` (events/s, default
 //! `10,1000,3000`; the first, near idle, shows what group commit costs a lone event) for
 //! `ATTUNE_BENCH_SECONDS` (default 10) and prints p50, p99 and max per rate.
+//! `ATTUNE_BENCH_BIND=enforcement.created` binds the queue to enforcements only, so every
+//! `EventCreated` comes back unroutable and is parked (the default `mq.unroutable`).
 
 mod support;
 
@@ -167,7 +169,8 @@ async fn main() {
         .expect("create database");
     let exchange = format!("attune.bench.{}", uuid::Uuid::new_v4().simple());
     let queue_name = format!("attune.bench.latency.{}", uuid::Uuid::new_v4().simple());
-    let queue = BoundQueue::declare(&exchange, &queue_name, "#").await;
+    let binding = std::env::var("ATTUNE_BENCH_BIND").unwrap_or_else(|_| "#".into());
+    let queue = BoundQueue::declare(&exchange, &queue_name, &binding).await;
     queue
         .channel
         .basic_qos(1000, BasicQosOptions::default())

@@ -18,7 +18,7 @@ use attune_actors::domain::{
     PackDefinition, PruneCutoffs, RuleDefinition, SensorDefinition, Throttle, ThrottleMode,
     TriggerDefinition, Watermark,
 };
-use attune_actors::ports::{Store, StoreError};
+use attune_actors::ports::{OutboxRefusal, Store, StoreError};
 use serde_json::{Value, json};
 
 /// The instance a store opened without options stores events for.
@@ -828,16 +828,22 @@ mod cases {
             .unwrap();
         let rows = h.store.pending_outbox(0, 10).await.unwrap();
         assert!(rows.iter().all(|r| r.attempts == 0));
+        let refusal = |id, error: &str, park| OutboxRefusal {
+            id,
+            error: error.to_owned(),
+            park,
+        };
         h.store
-            .record_outbox_refusal(rows[0].id, "nacked once", false)
+            .record_outbox_refusals(&[refusal(rows[0].id, "nacked once", false)])
             .await
             .unwrap();
+        h.store.record_outbox_refusals(&[]).await.unwrap();
+        // Two in one call, one of them a row already refused once.
         h.store
-            .record_outbox_refusal(rows[0].id, "nacked twice", true)
-            .await
-            .unwrap();
-        h.store
-            .record_outbox_refusal(rows[1].id, "no queue", true)
+            .record_outbox_refusals(&[
+                refusal(rows[0].id, "nacked twice", true),
+                refusal(rows[1].id, "no queue", true),
+            ])
             .await
             .unwrap();
         assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);

@@ -505,19 +505,29 @@ macro_rules! impl_store {
                     .await
                 }
 
-                async fn record_outbox_refusal(
+                async fn record_outbox_refusals(
                     &self,
-                    id: Id,
-                    error: &str,
-                    park: bool,
+                    refusals: &[attune_actors::ports::OutboxRefusal],
                 ) -> Result<(), StoreError> {
-                    $crate::store::adapter::within(
-                        self.deadline(),
-                        "record_outbox_refusal",
-                        async {
-                            Shared::record_outbox_refusal(self.writer(), id, error, park).await
-                        },
-                    )
+                    if refusals.is_empty() {
+                        return Ok(());
+                    }
+                    let deadline = $crate::store::adapter::commit_deadline(self.deadline());
+                    $crate::store::adapter::within(deadline, "record_outbox_refusals", async {
+                        // One commit for the lot: a batch nobody routes would otherwise
+                        // cost a commit per row and stall the publisher behind it.
+                        let mut tx = self.begin_write().await?;
+                        for refusal in refusals {
+                            Shared::record_outbox_refusal(
+                                &mut *tx,
+                                refusal.id,
+                                &refusal.error,
+                                refusal.park,
+                            )
+                            .await?;
+                        }
+                        tx.commit().await.map_err($crate::store::store_error)
+                    })
                     .await
                 }
 

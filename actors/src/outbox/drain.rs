@@ -6,7 +6,8 @@
 //! - the publisher ([`crate::ports::Publisher::publish_stream`]) sends the batches through one confirm
 //!   window, without waiting for a batch's last confirms before sending the next;
 //! - the marker records the fate of each settled batch, marking the published rows of
-//!   every batch waiting for it in one statement (a group commit).
+//!   every batch waiting for it in one statement and recording their refused rows in one
+//!   transaction (group commits).
 //!
 //! A drain lasts at most its budget, so the actor stays responsive (shutdown, lease
 //! renewal) under a steady flood. It stops reading at the first refusal to retry, read
@@ -21,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{Disposition, OutboxArgs, disposition};
 use crate::domain::{Id, OutboxMessage};
-use crate::ports::PublishedBatch;
+use crate::ports::{OutboxRefusal, PublishedBatch};
 
 /// Batches read ahead of the one being sent: enough to hide a read, few enough to bound
 /// memory (each holds up to `outbox.batch` rows).
@@ -128,12 +129,18 @@ async fn mark(
             waiting.push(next);
         }
         let mut published = Vec::new();
+        let mut refusals = Vec::new();
         for batch in waiting {
-            let settled = settle(args, batch, &mut published).await;
-            if let Err(error) = settled {
+            if let Err(error) = settle(args, batch, &mut published, &mut refusals) {
                 stop.store(true, Ordering::Relaxed);
                 marked.error.get_or_insert(error);
             }
+        }
+        if let Err(error) = args.store.record_outbox_refusals(&refusals).await {
+            stop.store(true, Ordering::Relaxed);
+            marked
+                .error
+                .get_or_insert(format!("recording refused outbox rows failed: {error}"));
         }
         if !published.is_empty()
             && let Err(error) = args.store.mark_published(&published).await
@@ -148,12 +155,14 @@ async fn mark(
     marked
 }
 
-/// Records the fate of one settled batch: its published ids go to `published` (marked by
-/// the caller), refusals are recorded at once. `Err` when the drain must stop.
-async fn settle(
+/// Sorts out the fate of one settled batch: its published ids go to `published` and its
+/// refused rows to `refusals` (both written by the caller, for every batch waiting at
+/// once). `Err` when the drain must stop.
+fn settle(
     args: &OutboxArgs,
     batch: PublishedBatch,
     published: &mut Vec<Id>,
+    refusals: &mut Vec<OutboxRefusal>,
 ) -> Result<(), String> {
     let PublishedBatch { rows, report, took } = batch;
     let settled = &rows[..report.settled.min(rows.len())];
@@ -201,13 +210,12 @@ async fn settle(
                 ));
             }
         }
-        if fate != Disposition::Drop
-            && let Err(error) = args
-                .store
-                .record_outbox_refusal(row.id, reason, fate == Disposition::Park)
-                .await
-        {
-            return Err(format!("recording a refused outbox row failed: {error}"));
+        if fate != Disposition::Drop {
+            refusals.push(OutboxRefusal {
+                id: row.id,
+                error: reason.clone(),
+                park: fate == Disposition::Park,
+            });
         }
     }
     if let Some(error) = report.error {

@@ -20,4 +20,4 @@ pub use intake::{
 };
 pub use metrics::{NoMetrics, PipelineMetrics};
 pub use sensor::{SensorDriver, SensorDriverFactory, SensorFailure};
-pub use store::{ClosedWindows, Store, StoreError, StoredWindow};
+pub use store::{ClosedWindows, OutboxRefusal, Store, StoreError, StoredWindow};

@@ -10,6 +10,15 @@ use crate::domain::{
     Rule, Sensor, SensorCommand, ThrottleWindow, Trigger, Watermark,
 };
 
+/// One outbox row the broker refused, as [`Store::record_outbox_refusals`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRefusal {
+    pub id: Id,
+    pub error: String,
+    /// Take it out of the publish order (parked), rather than retry it later.
+    pub park: bool,
+}
+
 /// What [`Store::close_throttle_windows`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClosedWindows {
@@ -234,14 +243,10 @@ pub trait Store: Send + Sync + 'static {
     /// How many outbox rows wait to be published (parked rows not counted).
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
 
-    /// Records that the broker refused an outbox row: one more attempt, with its error.
-    /// With `park` the row also leaves the publish order until [`Store::retry_parked`].
-    async fn record_outbox_refusal(
-        &self,
-        id: Id,
-        error: &str,
-        park: bool,
-    ) -> Result<(), StoreError>;
+    /// Records that the broker refused these outbox rows, in one transaction: one more
+    /// attempt each, with its error. A row with `park` also leaves the publish order until
+    /// [`Store::retry_parked`].
+    async fn record_outbox_refusals(&self, refusals: &[OutboxRefusal]) -> Result<(), StoreError>;
 
     /// Parked outbox rows, lowest id first.
     async fn parked_outbox(&self, limit: u32) -> Result<Vec<ParkedMessage>, StoreError>;

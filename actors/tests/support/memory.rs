@@ -585,18 +585,16 @@ impl Store for MemoryStore {
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {
         Ok(self.lock().outbox.iter().filter(|e| e.waiting()).count() as u64)
     }
-    async fn record_outbox_refusal(
-        &self,
-        id: Id,
-        error: &str,
-        park: bool,
-    ) -> Result<(), StoreError> {
+    async fn record_outbox_refusals(&self, refusals: &[OutboxRefusal]) -> Result<(), StoreError> {
         self.check()?;
-        for entry in self.lock().outbox.iter_mut().filter(|e| e.row.id == id) {
-            entry.row.attempts += 1;
-            entry.last_error = Some(error.to_owned());
-            if park {
-                entry.parked = Some(Utc::now());
+        let mut state = self.lock();
+        for refusal in refusals {
+            for entry in state.outbox.iter_mut().filter(|e| e.row.id == refusal.id) {
+                entry.row.attempts += 1;
+                entry.last_error = Some(refusal.error.clone());
+                if refusal.park {
+                    entry.parked = Some(Utc::now());
+                }
             }
         }
         Ok(())
