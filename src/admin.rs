@@ -262,17 +262,16 @@ async fn status(State(state): State<AdminState>) -> ApiResult {
         })
     })
     .await;
-    match written {
-        Ok(Ok(body)) => Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
-        Ok(Err(error)) => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("status could not be written: {error}"),
-        )),
-        Err(error) => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("status could not be written: {error}"),
-        )),
-    }
+    let body = written
+        .map_err(|error| error.to_string())
+        .and_then(|serialized| serialized.map_err(|error| error.to_string()))
+        .map_err(|error| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("status could not be written: {error}"),
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The body of `GET /status`.

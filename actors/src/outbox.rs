@@ -1,9 +1,9 @@
 //! The outbox publisher: moves committed outbox rows to the message bus.
 //!
 //! Rows are published in id order through one window of confirms, read ahead and marked
-//! published behind it as the broker confirms them (see [`drain`]). When the broker is away the rows simply
-//! wait (the service keeps running, not ready) and are published once it is back:
-//! at-least-once delivery, nothing lost.
+//! published behind it as the broker confirms them (see [`drain`]). When the broker is
+//! away the rows simply wait (the service keeps running, not ready) and are published once
+//! it is back: at-least-once delivery, nothing lost.
 //!
 //! A row the broker refuses while the link is fine (a nack, or returned because no queue
 //! takes it) does not hold up the rows behind it: it is retried with backoff and, after
@@ -24,13 +24,13 @@ use self::drain::DrainEnd;
 use crate::batch::retry_delay;
 use crate::domain::{OUTBOX_LEASE, capped_after};
 use crate::ports::{PipelineMetrics, Publisher, RefusalKind, Store};
+use crate::sync::{lock, set_error};
 
 mod drain;
 
 /// How long one drain may run before the actor handles its other messages (shutdown,
 /// the lease's renewal): short against the lease's ttl, long against a batch.
 const DRAIN_BUDGET: Duration = Duration::from_secs(1);
-use crate::sync::{lock, set_error};
 
 /// What the outbox publisher hears.
 pub enum OutboxMsg {

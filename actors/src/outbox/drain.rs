@@ -3,8 +3,9 @@
 //! Three parts run at once, joined by two short queues:
 //! - the reader takes pending rows by id (each read starts after the last row it read), so
 //!   the next batch is ready while the current one is in flight;
-//! - the publisher ([`crate::ports::Publisher::publish_stream`]) sends the batches through one confirm
-//!   window, without waiting for a batch's last confirms before sending the next;
+//! - the publisher ([`crate::ports::Publisher::publish_stream`]) sends the batches through
+//!   one confirm window, without waiting for a batch's last confirms before sending the
+//!   next;
 //! - the marker records the fate of each settled batch, marking the published rows of
 //!   every batch waiting for it in one statement and recording their refused rows in one
 //!   transaction (group commits).
@@ -57,12 +58,12 @@ pub(super) async fn drain(args: &OutboxArgs, budget: Duration) -> DrainEnd {
     let (batch_tx, batch_rx) = mpsc::channel(READ_AHEAD);
     let (report_tx, report_rx) = mpsc::channel(MARK_BEHIND);
     let stop = AtomicBool::new(false);
-    let (read, (), marked) = tokio::join!(
+    let (read, (), mark_error) = tokio::join!(
         read(args, batch_tx, until, &stop),
         args.publisher.publish_stream(batch_rx, report_tx),
         mark(args, report_rx, &stop),
     );
-    if let Some(error) = marked.error {
+    if let Some(error) = mark_error {
         return DrainEnd::Failed(error);
     }
     match read {
@@ -110,19 +111,18 @@ async fn read(
     }
 }
 
-/// What the marker did.
-#[derive(Default)]
-struct Marked {
-    /// The first failure: a broken link, a refusal to retry, a failed write.
-    error: Option<String>,
-}
-
+/// Marks what the publisher reports until it stops. Returns the first failure: a broken
+/// link, a refusal to retry, a failed write.
 async fn mark(
     args: &OutboxArgs,
     mut reports: mpsc::Receiver<PublishedBatch>,
     stop: &AtomicBool,
-) -> Marked {
-    let mut marked = Marked::default();
+) -> Option<String> {
+    let mut first_error = None;
+    let mut fail = |error: String| {
+        stop.store(true, Ordering::Relaxed);
+        first_error.get_or_insert(error);
+    };
     while let Some(first) = reports.recv().await {
         let mut waiting = vec![first];
         while let Ok(next) = reports.try_recv() {
@@ -132,27 +132,20 @@ async fn mark(
         let mut refusals = Vec::new();
         for batch in waiting {
             if let Err(error) = settle(args, batch, &mut published, &mut refusals) {
-                stop.store(true, Ordering::Relaxed);
-                marked.error.get_or_insert(error);
+                fail(error);
             }
         }
         if let Err(error) = args.store.record_outbox_refusals(&refusals).await {
-            stop.store(true, Ordering::Relaxed);
-            marked
-                .error
-                .get_or_insert(format!("recording refused outbox rows failed: {error}"));
+            fail(format!("recording refused outbox rows failed: {error}"));
         }
         if !published.is_empty()
             && let Err(error) = args.store.mark_published(&published).await
         {
             // The rows will be published again: duplicates, never losses.
-            stop.store(true, Ordering::Relaxed);
-            marked
-                .error
-                .get_or_insert(format!("marking outbox rows published failed: {error}"));
+            fail(format!("marking outbox rows published failed: {error}"));
         }
     }
-    marked
+    first_error
 }
 
 /// Sorts out the fate of one settled batch: its published ids go to `published` and its
