@@ -5,13 +5,15 @@
 //! error and the supervisor applies the restart policy; when the actor stops, the task is
 //! aborted, which drops the driver and whatever it holds.
 
+use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::domain::{LeaseClaim, Sensor};
+use crate::domain::{LeaseClaim, Sensor, Trigger};
 use crate::ports::{DetectionSink, EventIntake, SensorDriverFactory, SensorFailure, Store};
 use crate::status::SharedActivity;
 
@@ -26,9 +28,13 @@ pub enum SensorMsg {
 pub struct SensorActor;
 
 pub struct SensorArgs {
-    pub sensor: Sensor,
-    pub store: Arc<dyn Store>,
+    /// Shared with the supervisor's entry, so a sensor is held once however it runs.
+    pub sensor: Arc<Sensor>,
+    /// Its trigger, looked up by the supervisor ([`lookup_trigger`]) and shared by every
+    /// sensor of that trigger.
+    pub trigger: Arc<Trigger>,
     pub factory: Arc<dyn SensorDriverFactory>,
+    pub store: Arc<dyn Store>,
     /// Where the sensor's events go.
     pub intake: Arc<dyn EventIntake>,
     pub activity: SharedActivity,
@@ -42,7 +48,7 @@ pub struct SensorArgs {
 /// happens on stop and on failure alike (ractor skips `post_stop` after a failure).
 pub struct RunningDriver {
     driver_task: AbortHandle,
-    monitor: Option<JoinHandle<()>>,
+    finished: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     stop_grace: Duration,
 }
@@ -51,6 +57,30 @@ impl Drop for RunningDriver {
     fn drop(&mut self) {
         self.driver_task.abort();
     }
+}
+
+/// The trigger a starting sensor names, bounded in time: whoever starts sensors waits
+/// for this and answers nobody meanwhile.
+pub async fn lookup_trigger(store: &dyn Store, sensor: &Sensor) -> Result<Trigger, SensorFailure> {
+    tokio::time::timeout(
+        START_LOOKUP_TIMEOUT,
+        store.trigger_by_ref(&sensor.trigger_ref),
+    )
+    .await
+    .map_err(|_| {
+        SensorFailure::new(format!(
+            "the database did not return trigger '{}' within {} s",
+            sensor.trigger_ref,
+            START_LOOKUP_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|error| SensorFailure::new(error.to_string()))?
+    .ok_or_else(|| {
+        SensorFailure::new(format!(
+            "sensor '{}' names unknown trigger '{}'",
+            sensor.r#ref, sensor.trigger_ref
+        ))
+    })
 }
 
 impl Actor for SensorActor {
@@ -63,25 +93,6 @@ impl Actor for SensorActor {
         myself: ActorRef<Self::Msg>,
         args: SensorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Bounded: the supervisor waits for this start and answers nobody meanwhile.
-        let trigger = tokio::time::timeout(
-            START_LOOKUP_TIMEOUT,
-            args.store.trigger_by_ref(&args.sensor.trigger_ref),
-        )
-        .await
-        .map_err(|_| {
-            SensorFailure::new(format!(
-                "the database did not return trigger '{}' within {} s",
-                args.sensor.trigger_ref,
-                START_LOOKUP_TIMEOUT.as_secs()
-            ))
-        })??
-        .ok_or_else(|| {
-            SensorFailure::new(format!(
-                "sensor '{}' names unknown trigger '{}'",
-                args.sensor.r#ref, args.sensor.trigger_ref
-            ))
-        })?;
         let mut driver = args.factory.create(&args.sensor)?;
         let stop_grace = if driver.stops_gracefully() {
             args.stop_grace
@@ -90,33 +101,31 @@ impl Actor for SensorActor {
         };
         let (stop, stop_signal) = watch::channel(false);
         let sink = DetectionSink::new(
-            Arc::new(args.sensor),
-            Arc::new(trigger),
+            args.sensor,
+            args.trigger,
             args.intake,
             args.store,
             args.activity,
             stop_signal,
         )
         .with_lease(args.lease);
-        let driver = tokio::spawn(async move { driver.run(sink).await });
-        let driver_task = driver.abort_handle();
-        // A second task reports how the driver ended, so a panic in sensor code reaches
-        // the supervisor as a failure instead of vanishing with its task.
-        let monitor = tokio::spawn(async move {
-            let result = match driver.await {
+        // The task that runs the driver also reports how it ended, so a panic in sensor
+        // code reaches the supervisor as a failure instead of vanishing with its task;
+        // one task per sensor, not two, because a host may run a hundred thousand.
+        let driver = tokio::spawn(async move {
+            let result = match AssertUnwindSafe(driver.run(sink)).catch_unwind().await {
                 Ok(result) => result,
-                Err(join_error) if join_error.is_panic() => Err(SensorFailure::new(format!(
+                Err(panic) => Err(SensorFailure::new(format!(
                     "sensor panicked: {}",
-                    panic_message(join_error.into_panic())
+                    panic_message(panic)
                 ))),
-                Err(_) => return,
             };
             // The actor may already be stopping; then nobody needs the result.
             let _ = myself.send_message(SensorMsg::DriverExited(result));
         });
         Ok(RunningDriver {
-            driver_task,
-            monitor: Some(monitor),
+            driver_task: driver.abort_handle(),
+            finished: Some(driver),
             stop,
             stop_grace,
         })
@@ -130,10 +139,10 @@ impl Actor for SensorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let _ = state.stop.send(true);
-        if let Some(monitor) = state.monitor.take()
+        if let Some(finished) = state.finished.take()
             && !state.stop_grace.is_zero()
         {
-            let _ = tokio::time::timeout(state.stop_grace, monitor).await;
+            let _ = tokio::time::timeout(state.stop_grace, finished).await;
         }
         Ok(())
     }

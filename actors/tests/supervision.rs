@@ -237,6 +237,35 @@ async fn consecutive_count_resets_after_a_healthy_period() {
 }
 
 #[tokio::test]
+async fn a_recovered_sensor_shows_no_failures_once_it_has_run_healthy_after() {
+    let config = SupervisorConfig {
+        healthy_after: Duration::from_secs(2),
+        ..fast_config()
+    };
+    let h = start(store_with(&[("test.bad", "fail")]), config).await;
+    h.wait_for("the first failure", |s| {
+        s.sensor("test.bad").is_some_and(|x| x.failure_count >= 1)
+    })
+    .await;
+    h.factory.healthy.store(true, Ordering::SeqCst);
+    let recovered = h
+        .wait_for("running and emitting again", |s| {
+            s.sensor("test.bad")
+                .is_some_and(|x| x.state == SensorState::Running && x.activity.events_emitted > 0)
+        })
+        .await;
+    let failures = recovered.sensor("test.bad").map(|x| x.failure_count);
+    assert!(
+        failures >= Some(1),
+        "the count stands until the run is healthy: {failures:?}"
+    );
+    h.wait_for("the count reset after healthy_after", |s| {
+        s.sensor("test.bad").is_some_and(|x| x.failure_count == 0)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn operator_stop_and_start() {
     let h = start(store_with(&[("test.a", "tick")]), fast_config()).await;
     h.wait_for("running", |s| {

@@ -23,7 +23,8 @@ pub(super) enum Child {
 
 /// One tracked sensor.
 pub(super) struct SensorEntry {
-    pub sensor: Sensor,
+    /// Shared with the running actor and its driver's sink: one copy per sensor.
+    pub sensor: Arc<Sensor>,
     pub actor: Option<ActorRef<SensorMsg>>,
     pub state: SensorState,
     pub failure_count: u32,
@@ -40,7 +41,7 @@ pub(super) struct SensorEntry {
 impl SensorEntry {
     pub fn new(sensor: Sensor) -> Self {
         Self {
-            sensor,
+            sensor: Arc::new(sensor),
             actor: None,
             state: SensorState::Stopped,
             failure_count: 0,

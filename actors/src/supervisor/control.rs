@@ -102,6 +102,7 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<ReconcileReport, ControlError> {
+        self.triggers.clear();
         let enabled = self
             .store
             .enabled_sensors()
@@ -132,7 +133,7 @@ impl SupervisorState {
         let plan = reconcile::plan(
             self.sensors
                 .iter()
-                .map(|(sensor_ref, entry)| (sensor_ref.as_str(), &entry.sensor)),
+                .map(|(sensor_ref, entry)| (sensor_ref.as_str(), entry.sensor.as_ref())),
             desired,
         );
         // Stopped together: each may take its stop grace, and the supervisor answers
@@ -155,7 +156,7 @@ impl SupervisorState {
         for sensor in plan.restart {
             let sensor_ref = sensor.r#ref.clone();
             if let Some(entry) = self.sensors.get_mut(&sensor_ref) {
-                entry.sensor = sensor;
+                entry.sensor = std::sync::Arc::new(sensor);
                 entry.failure_count = 0;
             }
             self.spawn_sensor(myself, &sensor_ref).await;

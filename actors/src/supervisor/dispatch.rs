@@ -43,6 +43,7 @@ impl Actor for Supervisor {
             throttled: Arc::default(),
             leases,
             reload_seen: None,
+            triggers: HashMap::new(),
             status,
         };
         for kind in PipelineKind::ALL {
@@ -117,7 +118,11 @@ impl Actor for Supervisor {
             SupervisorMsg::MarkHealthy {
                 sensor_ref,
                 generation,
-            } => state.mark_healthy(&sensor_ref, generation),
+            } => {
+                if !state.mark_healthy(&sensor_ref, generation) {
+                    return Ok(());
+                }
+            }
             SupervisorMsg::RespawnPipeline(kind) => state.respawn_pipeline(&myself, kind).await,
             SupervisorMsg::Place => state.place(&myself).await,
             SupervisorMsg::SawReload(generation) => state.saw_reload(generation),

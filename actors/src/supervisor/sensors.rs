@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use ractor::{Actor, ActorRef, SpawnErr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -10,8 +11,9 @@ use super::SupervisorState;
 use super::children::Child;
 use super::messages::SupervisorMsg;
 use super::policy::RestartDecision;
-use crate::ports::EventIntake;
-use crate::sensor::{SensorActor, SensorArgs};
+use crate::domain::{Sensor, Trigger};
+use crate::ports::{EventIntake, SensorFailure};
+use crate::sensor::{SensorActor, SensorArgs, lookup_trigger};
 use crate::status::SensorState;
 
 impl SupervisorState {
@@ -20,15 +22,30 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         sensor_ref: &str,
     ) {
+        let Some(sensor) = self
+            .sensors
+            .get(sensor_ref)
+            .map(|entry| entry.sensor.clone())
+        else {
+            return;
+        };
+        let trigger = match self.trigger_of(&sensor).await {
+            Ok(trigger) => trigger,
+            Err(failure) => {
+                self.sensor_failed(myself, sensor_ref, format!("start failed: {failure}"));
+                return;
+            }
+        };
         let Some(entry) = self.sensors.get_mut(sensor_ref) else {
             return;
         };
         entry.state = SensorState::Starting;
         entry.next_restart_at = None;
         entry.generation += 1;
-        let intake: std::sync::Arc<dyn EventIntake> = self.refs.clone();
+        let intake: Arc<dyn EventIntake> = self.refs.clone();
         let args = SensorArgs {
-            sensor: entry.sensor.clone(),
+            sensor,
+            trigger,
             store: self.store.clone(),
             factory: self.factory.clone(),
             intake,
@@ -44,14 +61,19 @@ impl SupervisorState {
                 self.children
                     .insert(actor.get_id(), Child::Sensor(sensor_ref.to_owned()));
                 entry.actor = Some(actor);
-                let sensor_ref = sensor_ref.to_owned();
-                let generation = entry.generation;
-                myself.send_after(self.config.healthy_after, move || {
-                    SupervisorMsg::MarkHealthy {
-                        sensor_ref,
-                        generation,
-                    }
-                });
+                // Only a count to reset needs a timer (the policy itself looks at how
+                // long a failed run lasted): a hundred thousand healthy starts schedule
+                // nothing, and nothing republishes the status for each of them later.
+                if entry.failure_count > 0 {
+                    let sensor_ref = sensor_ref.to_owned();
+                    let generation = entry.generation;
+                    myself.send_after(self.config.healthy_after, move || {
+                        SupervisorMsg::MarkHealthy {
+                            sensor_ref,
+                            generation,
+                        }
+                    });
+                }
             }
             Err(error) => {
                 let message = match error {
@@ -61,6 +83,17 @@ impl SupervisorState {
                 self.sensor_failed(myself, sensor_ref, message);
             }
         }
+    }
+
+    /// The sensor's trigger, from the cache or the database.
+    async fn trigger_of(&mut self, sensor: &Sensor) -> Result<Arc<Trigger>, SensorFailure> {
+        if let Some(trigger) = self.triggers.get(&sensor.trigger_ref) {
+            return Ok(trigger.clone());
+        }
+        let trigger = Arc::new(lookup_trigger(self.store.as_ref(), sensor).await?);
+        self.triggers
+            .insert(sensor.trigger_ref.clone(), trigger.clone());
+        Ok(trigger)
     }
 
     /// Applies the restart policy to a sensor that failed (or could not start).
@@ -137,13 +170,18 @@ impl SupervisorState {
         self.spawn_sensor(myself, sensor_ref).await;
     }
 
-    /// Handles `MarkHealthy`.
-    pub(super) fn mark_healthy(&mut self, sensor_ref: &str, generation: u64) {
-        if let Some(entry) = self.sensors.get_mut(sensor_ref)
-            && entry.generation == generation
-            && entry.state == SensorState::Running
-        {
-            entry.failure_count = 0;
+    /// Handles `MarkHealthy`: whether it changed anything.
+    pub(super) fn mark_healthy(&mut self, sensor_ref: &str, generation: u64) -> bool {
+        match self.sensors.get_mut(sensor_ref) {
+            Some(entry)
+                if entry.generation == generation
+                    && entry.state == SensorState::Running
+                    && entry.failure_count > 0 =>
+            {
+                entry.failure_count = 0;
+                true
+            }
+            _ => false,
         }
     }
 
