@@ -145,8 +145,14 @@ async fn offer(
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the service's own main does, before any thread starts.
+    attune_sensor::malloc_arenas::limit_malloc_arenas();
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }

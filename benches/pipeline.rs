@@ -327,8 +327,14 @@ async fn postgres(events: usize, concurrency: usize) {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the service's own main does, before any thread starts.
+    attune_sensor::malloc_arenas::limit_malloc_arenas();
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing useful.
     if std::env::args().any(|a| a == "--list") {
         return;

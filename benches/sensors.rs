@@ -75,7 +75,13 @@ async fn run(sensors: usize) {
 
     let loading = Instant::now();
     {
-        let store = attune_sensor::store::open(&database_url)
+        // One pack of 100,000 sensors is one transaction: more than the default
+        // statement timeout allows on this machine.
+        let options = attune_sensor::store::StoreOptions {
+            statement_timeout: Duration::from_secs(300),
+            ..Default::default()
+        };
+        let store = attune_sensor::store::open_with(&database_url, options)
             .await
             .expect("open the database");
         attune_sensor::packs::install_pack(store.as_ref(), &pack)
@@ -141,8 +147,14 @@ async fn run(sensors: usize) {
     service.shutdown().await;
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the service's own main does, before any thread starts.
+    attune_sensor::malloc_arenas::limit_malloc_arenas();
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
     let counts = std::env::var("ATTUNE_BENCH_SENSORS").unwrap_or_else(|_| "10000,100000".into());
     let counts: Vec<usize> = counts

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod instance_lock;
 pub mod json_errors;
+pub mod malloc_arenas;
 pub mod metrics;
 pub mod outbox_cli;
 pub mod pack_limits;

@@ -142,6 +142,7 @@ enum EventCommand {
 }
 
 fn main() -> ExitCode {
+    attune_sensor::malloc_arenas::limit_malloc_arenas();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,

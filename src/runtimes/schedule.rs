@@ -204,8 +204,9 @@ pub async fn run_timer(
     origin: Option<DateTime<Utc>>,
 ) -> Result<(), SensorFailure> {
     let sensor_ref = sink.sensor().r#ref.clone();
-    let saved = sink
-        .load_state()
+    // The waits below are what every idle timer holds for as long as it runs: the
+    // one-off steps are boxed so their futures do not widen it (a host may run 100,000).
+    let saved = Box::pin(sink.load_state())
         .await
         .map_err(|e| SensorFailure::new(format!("cannot read the timer's last fire: {e}")))?;
     let mut state = TimerState::from_value(saved.as_ref());
@@ -221,11 +222,11 @@ pub async fn run_timer(
             CatchUp::Skip => {
                 tracing::info!(sensor = %sensor_ref, missed = missed.count, "timer skips the instants missed while stopped (catch_up: skip)");
                 state.last_fire = Some(latest);
-                save(sink, &state).await?;
+                Box::pin(save(sink, &state)).await?;
             }
             CatchUp::FireOnce => {
                 tracing::info!(sensor = %sensor_ref, missed = missed.count, "timer fires once for the instants missed while stopped (catch_up: fire_once)");
-                fire(sink, schedule, &mut state, latest, Some(missed)).await?;
+                Box::pin(fire(sink, schedule, &mut state, latest, Some(missed))).await?;
             }
         }
         cursor = latest;
@@ -247,7 +248,7 @@ pub async fn run_timer(
             () = sleep_until(next) => {}
             () = sink.stopping() => return Ok(()),
         }
-        fire(sink, schedule, &mut state, next, None).await?;
+        Box::pin(fire(sink, schedule, &mut state, next, None)).await?;
         cursor = next;
     }
 }

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use serde_json::Value;
 use std::sync::Arc;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::domain::{
     Event, EventOrigin, EventWrite, LeaseClaim, NewEvent, Sensor, Trigger, config_snapshot,
@@ -14,6 +14,9 @@ use crate::ports::{
     EventAck, EventIntake, EventRequest, IntakeError, Permit, Store, StoreError, check_storable,
 };
 use crate::status::{STDERR_TAIL_LINES, SharedActivity};
+
+/// How many sensors load their saved state at the same time, process-wide.
+static STATE_LOADS: Semaphore = Semaphore::const_new(32);
 
 /// Everything a sensor driver may use: where detections go, the sensor's saved state,
 /// its status counters, and the signal that it must stop.
@@ -79,6 +82,10 @@ impl DetectionSink {
 
     /// The state this sensor saved last, across polls and restarts.
     pub async fn load_state(&self) -> Result<Option<Value>, StoreError> {
+        // Every sensor loads its state as it starts; a start of 100,000 timers would
+        // otherwise hold 100,000 queries in flight at once, and the memory they take
+        // stays with the process after they are answered. The permit is never closed.
+        let _permit = STATE_LOADS.acquire().await;
         self.store.sensor_state(&self.sensor.r#ref).await
     }
 
