@@ -266,6 +266,46 @@ async fn a_recovered_sensor_shows_no_failures_once_it_has_run_healthy_after() {
 }
 
 #[tokio::test]
+async fn sensors_of_a_trigger_share_one_lookup_and_an_unknown_trigger_fails_only_its_sensor() {
+    let store = store_with(&[("test.a", "tick"), ("test.b", "tick"), ("test.c", "tick")]);
+    store.add_sensor("test.orphan", "test.missing", "tick");
+    let h = start(store.clone(), fast_config()).await;
+    let status = h
+        .wait_for("the orphan has failed for good", |s| {
+            state_of(s, "test.orphan") == Some(SensorState::Failed)
+        })
+        .await;
+    for sensor_ref in ["test.a", "test.b", "test.c"] {
+        assert_eq!(
+            state_of(&status, sensor_ref),
+            Some(SensorState::Running),
+            "{status:#?}"
+        );
+    }
+    let error = status
+        .sensor("test.orphan")
+        .and_then(|s| s.last_error.clone())
+        .unwrap_or_default();
+    assert!(
+        error.contains("names unknown trigger 'test.missing'"),
+        "{error}"
+    );
+    // One lookup for the three sensors of test.tick; a failed lookup is not remembered,
+    // so each of the orphan's four attempts asked again.
+    assert_eq!(h.store.trigger_lookups.load(Ordering::SeqCst), 1 + 4);
+
+    // Once the trigger exists, an operator restart finds it.
+    store.add_trigger("test.missing");
+    h.control(SupervisorMsg::RestartSensor, "test.orphan")
+        .await
+        .expect("restart accepted");
+    h.wait_for("the orphan runs", |s| {
+        state_of(s, "test.orphan") == Some(SensorState::Running)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn operator_stop_and_start() {
     let h = start(store_with(&[("test.a", "tick")]), fast_config()).await;
     h.wait_for("running", |s| {

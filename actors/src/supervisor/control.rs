@@ -2,6 +2,7 @@
 //! `StopSensor`, `StartSensor` and `Reconcile`.
 
 use ractor::ActorRef;
+use std::sync::Arc;
 
 use super::SupervisorState;
 use super::children::SensorEntry;
@@ -156,7 +157,7 @@ impl SupervisorState {
         for sensor in plan.restart {
             let sensor_ref = sensor.r#ref.clone();
             if let Some(entry) = self.sensors.get_mut(&sensor_ref) {
-                entry.sensor = std::sync::Arc::new(sensor);
+                entry.sensor = Arc::new(sensor);
                 entry.failure_count = 0;
             }
             self.spawn_sensor(myself, &sensor_ref).await;

@@ -73,6 +73,8 @@ pub struct MemoryStore {
     /// The next batch of events is committed but answered with an error, as when the
     /// connection breaks after the commit (an uncertain commit).
     pub lose_next_commit_answer: Arc<AtomicBool>,
+    /// How many times a trigger was looked up by ref.
+    pub trigger_lookups: Arc<AtomicU32>,
 }
 
 impl MemoryStore {
@@ -273,6 +275,7 @@ impl Store for MemoryStore {
             .cloned())
     }
     async fn trigger_by_ref(&self, trigger_ref: &str) -> Result<Option<Trigger>, StoreError> {
+        self.trigger_lookups.fetch_add(1, Ordering::SeqCst);
         Ok(self
             .lock()
             .triggers
