@@ -328,10 +328,7 @@ async fn postgres(events: usize, concurrency: usize) {
 }
 
 fn main() {
-    // As the service's own main does, before any thread starts.
-    attune_sensor::malloc_arenas::limit_malloc_arenas();
-    let runtime = tokio::runtime::Runtime::new().expect("the async runtime");
-    runtime.block_on(bench());
+    support::run(bench());
 }
 
 async fn bench() {

@@ -11,6 +11,8 @@
 //!    delta is what the service and its sensors hold);
 //! 3. asks `GET /status` over HTTP five times: the median and the slowest answer.
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -148,10 +150,7 @@ async fn run(sensors: usize) {
 }
 
 fn main() {
-    // As the service's own main does, before any thread starts.
-    attune_sensor::malloc_arenas::limit_malloc_arenas();
-    let runtime = tokio::runtime::Runtime::new().expect("the async runtime");
-    runtime.block_on(bench());
+    support::run(bench());
 }
 
 async fn bench() {

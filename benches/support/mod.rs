@@ -17,6 +17,14 @@ use serde_json::json;
 pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// Runs a benchmark as the service's own `main` runs the service: glibc's malloc arenas
+/// capped before any thread starts, then a multi-threaded runtime.
+pub fn run(bench: impl std::future::Future<Output = ()>) {
+    attune_sensor::malloc_arenas::limit_malloc_arenas();
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime");
+    runtime.block_on(bench);
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
