@@ -18,7 +18,7 @@ use crate::matcher::MatcherMsg;
 use crate::outbox::OutboxMsg;
 use crate::ports::{
     Admission, EventAck, EventIntake, EventRequest, IntakeError, MatchOutcome, PayloadSchemas,
-    Store, check_storable,
+    Store, StoreError, check_storable,
 };
 use crate::sync::{read, write};
 
@@ -27,8 +27,9 @@ pub struct PipelineRefs {
     pub generator: LiveRef<GeneratorMsg>,
     pub matcher: LiveRef<MatcherMsg>,
     pub outbox: LiveRef<OutboxMsg>,
-    /// Triggers that system events named, with their `dedup` compiled, so a burst of
-    /// them costs one lookup; cleared on every reconcile so edited triggers are picked up.
+    /// Triggers that starting sensors and system events named, with the system events'
+    /// `dedup` compiled, so a burst of events or a start of 100,000 timers costs one
+    /// lookup; cleared on every reconcile so edited triggers are picked up.
     triggers: RwLock<HashMap<String, Arc<KnownTrigger>>>,
     /// Bounds the events waiting to be stored (`pipeline.max_pending`).
     admission: Admission,
@@ -60,6 +61,27 @@ impl PipelineRefs {
         write(&self.triggers).insert(known.trigger.r#ref.clone(), known);
     }
 
+    /// The trigger named `trigger_ref`, from the cache or the store (`None`: there is
+    /// none). A failed lookup is not remembered.
+    pub(crate) async fn known_trigger(
+        &self,
+        store: &dyn Store,
+        trigger_ref: &str,
+    ) -> Result<Option<Arc<KnownTrigger>>, StoreError> {
+        if let Some(known) = self.cached_trigger(trigger_ref) {
+            return Ok(Some(known));
+        }
+        let Some(trigger) = store.trigger_by_ref(trigger_ref).await? else {
+            return Ok(None);
+        };
+        let known = Arc::new(KnownTrigger {
+            dedup: DedupKey::of_source(&trigger, None),
+            trigger: Arc::new(trigger),
+        });
+        self.cache_trigger(known.clone());
+        Ok(Some(known))
+    }
+
     /// Marks every pipeline actor down, after shutdown stopped them.
     pub(crate) fn clear(&self) {
         self.generator.set(None);
@@ -87,9 +109,10 @@ impl EventIntake for PipelineRefs {
     }
 }
 
-/// A trigger system events named, and its `dedup` compiled once.
-struct KnownTrigger {
-    trigger: Trigger,
+/// A trigger looked up by ref, and its `dedup` for system events compiled once.
+pub(crate) struct KnownTrigger {
+    /// Shared by every sensor of the trigger.
+    pub(crate) trigger: Arc<Trigger>,
     dedup: Option<DedupKey>,
 }
 
@@ -128,22 +151,11 @@ impl SystemEvents {
         origin: EventOrigin,
     ) -> Result<MatchOutcome, IntakeError> {
         check_storable(&payload)?;
-        let known = match self.refs.cached_trigger(trigger_ref) {
-            Some(known) => known,
-            None => {
-                let trigger = self
-                    .store
-                    .trigger_by_ref(trigger_ref)
-                    .await?
-                    .ok_or_else(|| IntakeError::UnknownTrigger(trigger_ref.to_owned()))?;
-                let known = Arc::new(KnownTrigger {
-                    dedup: DedupKey::of_source(&trigger, None),
-                    trigger,
-                });
-                self.refs.cache_trigger(known.clone());
-                known
-            }
-        };
+        let known = self
+            .refs
+            .known_trigger(self.store.as_ref(), trigger_ref)
+            .await?
+            .ok_or_else(|| IntakeError::UnknownTrigger(trigger_ref.to_owned()))?;
         let trigger = &known.trigger;
         self.refs.check_payload(trigger, &payload)?;
         let permit = self.refs.admission.try_admit()?;

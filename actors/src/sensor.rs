@@ -30,8 +30,8 @@ pub struct SensorActor;
 pub struct SensorArgs {
     /// Shared with the supervisor's entry, so a sensor is held once however it runs.
     pub sensor: Arc<Sensor>,
-    /// Its trigger, looked up by the supervisor ([`lookup_trigger`]) and shared by every
-    /// sensor of that trigger.
+    /// Its trigger, looked up by the supervisor and shared by every sensor of that
+    /// trigger.
     pub trigger: Arc<Trigger>,
     pub factory: Arc<dyn SensorDriverFactory>,
     pub store: Arc<dyn Store>,
@@ -57,30 +57,6 @@ impl Drop for RunningDriver {
     fn drop(&mut self) {
         self.driver_task.abort();
     }
-}
-
-/// The trigger a starting sensor names, bounded in time: whoever starts sensors waits
-/// for this and answers nobody meanwhile.
-pub async fn lookup_trigger(store: &dyn Store, sensor: &Sensor) -> Result<Trigger, SensorFailure> {
-    tokio::time::timeout(
-        START_LOOKUP_TIMEOUT,
-        store.trigger_by_ref(&sensor.trigger_ref),
-    )
-    .await
-    .map_err(|_| {
-        SensorFailure::new(format!(
-            "the database did not return trigger '{}' within {} s",
-            sensor.trigger_ref,
-            START_LOOKUP_TIMEOUT.as_secs()
-        ))
-    })?
-    .map_err(|error| SensorFailure::new(error.to_string()))?
-    .ok_or_else(|| {
-        SensorFailure::new(format!(
-            "sensor '{}' names unknown trigger '{}'",
-            sensor.r#ref, sensor.trigger_ref
-        ))
-    })
 }
 
 impl Actor for SensorActor {
@@ -162,9 +138,6 @@ impl Actor for SensorActor {
         }
     }
 }
-
-/// How long a starting sensor waits for its trigger's row.
-const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exit reason of a sensor whose driver finished its work.
 pub const COMPLETED: &str = "completed";

@@ -103,7 +103,8 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<ReconcileReport, ControlError> {
-        self.triggers.clear();
+        // Before any sensor starts, so the ones this reconcile starts see edited triggers.
+        self.refs.forget_triggers();
         let enabled = self
             .store
             .enabled_sensors()
@@ -118,7 +119,6 @@ impl SupervisorState {
             }
         };
         self.refs.matcher.send(MatcherMsg::RefreshRules);
-        self.refs.forget_triggers();
         if report != ReconcileReport::default() {
             tracing::info!(?report, "reconciled sensors");
         }

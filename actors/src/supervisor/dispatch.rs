@@ -43,7 +43,6 @@ impl Actor for Supervisor {
             throttled: Arc::default(),
             leases,
             reload_seen: None,
-            triggers: HashMap::new(),
             status,
         };
         for kind in PipelineKind::ALL {

@@ -38,7 +38,6 @@ pub use messages::{
 };
 pub use shutdown::PAST_DEADLINE;
 
-use crate::domain::Trigger;
 use crate::outbox::OutboxHealth;
 use crate::pipeline::{PipelineRefs, SystemEvents};
 use crate::ports::{PayloadSchemas, PipelineMetrics, Publisher, SensorDriverFactory, Store};
@@ -142,8 +141,4 @@ pub struct SupervisorState {
     leases: Option<LeaseBook>,
     /// The reload generation seen at the last placement tick (`forwarded.rs`).
     reload_seen: Option<i64>,
-    /// Triggers that starting sensors named, shared by all of a trigger's sensors, so
-    /// starting a hundred thousand timers costs one lookup; cleared on every reconcile
-    /// so edited triggers are picked up.
-    triggers: HashMap<String, Arc<Trigger>>,
 }

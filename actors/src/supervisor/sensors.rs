@@ -13,8 +13,11 @@ use super::messages::SupervisorMsg;
 use super::policy::RestartDecision;
 use crate::domain::{Sensor, Trigger};
 use crate::ports::{EventIntake, SensorFailure};
-use crate::sensor::{SensorActor, SensorArgs, lookup_trigger};
+use crate::sensor::{SensorActor, SensorArgs};
 use crate::status::SensorState;
+
+/// How long a starting sensor waits for its trigger's row.
+const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SupervisorState {
     pub(super) async fn spawn_sensor(
@@ -85,15 +88,29 @@ impl SupervisorState {
         }
     }
 
-    /// The sensor's trigger, from the cache or the database.
-    async fn trigger_of(&mut self, sensor: &Sensor) -> Result<Arc<Trigger>, SensorFailure> {
-        if let Some(trigger) = self.triggers.get(&sensor.trigger_ref) {
-            return Ok(trigger.clone());
-        }
-        let trigger = Arc::new(lookup_trigger(self.store.as_ref(), sensor).await?);
-        self.triggers
-            .insert(sensor.trigger_ref.clone(), trigger.clone());
-        Ok(trigger)
+    /// The trigger a starting sensor names, from the pipeline's cache or the database,
+    /// bounded in time: the supervisor waits for it and answers nobody meanwhile.
+    async fn trigger_of(&self, sensor: &Sensor) -> Result<Arc<Trigger>, SensorFailure> {
+        let lookup = self
+            .refs
+            .known_trigger(self.store.as_ref(), &sensor.trigger_ref);
+        let known = tokio::time::timeout(START_LOOKUP_TIMEOUT, lookup)
+            .await
+            .map_err(|_| {
+                SensorFailure::new(format!(
+                    "the database did not return trigger '{}' within {} s",
+                    sensor.trigger_ref,
+                    START_LOOKUP_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|error| SensorFailure::new(error.to_string()))?
+            .ok_or_else(|| {
+                SensorFailure::new(format!(
+                    "sensor '{}' names unknown trigger '{}'",
+                    sensor.r#ref, sensor.trigger_ref
+                ))
+            })?;
+        Ok(known.trigger.clone())
     }
 
     /// Applies the restart policy to a sensor that failed (or could not start).
