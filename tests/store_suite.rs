@@ -1368,3 +1368,52 @@ mod open_errors {
         store.close().await;
     }
 }
+
+/// How the PostgreSQL adapter's statements are planned.
+mod postgres_plans {
+    use super::*;
+
+    /// A prepared statement switches to a generic plan after a few runs, chosen for the
+    /// table as it was then: while the outbox was small, a sequential scan, which every
+    /// later mark kept paying for on a large outbox. The mark is planned for each batch.
+    #[tokio::test]
+    async fn postgres_marks_outbox_rows_without_a_generic_plan() {
+        let db = support::postgres::TestDatabase::create().await;
+        attune_sensor::store::migrate(&db.url)
+            .await
+            .expect("migrate");
+        // One connection, so the statements the marks left behind are this one's.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .expect("pool");
+        let store: Arc<dyn Store> =
+            Arc::new(attune_sensor::store::PgStore::from_pool(pool.clone()));
+        store
+            .create_plain((0..300).map(|n| new_event(None, "t", n)).collect())
+            .await
+            .expect("events");
+        let ids: Vec<Id> = store
+            .pending_outbox(0, 1000)
+            .await
+            .expect("pending")
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids.len(), 300);
+        for _ in 0..10 {
+            store.mark_published(&ids).await.expect("mark");
+        }
+        assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+        let generic: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(generic_plans), 0)::bigint FROM pg_prepared_statements \
+             WHERE statement LIKE 'UPDATE attune.outbox SET published_at%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("prepared statements");
+        assert_eq!(generic, 0, "the mark ran on a generic plan");
+        pool.close().await;
+    }
+}

@@ -444,6 +444,11 @@ impl Adapter for PgStore {
         )
         .bind(now())
         .bind(ids)
+        // Planned anew for each batch, for the outbox as it is now. A prepared statement
+        // keeps the generic plan it chose while the table was small, until the table is
+        // next analyzed: here a sequential scan of the whole outbox per mark, slower with
+        // every row added (with autovacuum off, for good).
+        .persistent(false)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
