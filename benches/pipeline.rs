@@ -39,6 +39,8 @@ use support::{ADMIN_DB, AMQP, BoundQueue, env_usize, settings};
 
 /// The probe's publish window, like the service's.
 const IN_FLIGHT: usize = 256;
+/// How long any wait of the benchmark may take before it fails, saying what it waited for.
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
 type Confirming<'a> = Pin<Box<dyn Future<Output = lapin::Result<lapin::Confirmation>> + Send + 'a>>;
 
@@ -124,8 +126,14 @@ async fn replay(
         .expect("mark the outbox unpublished");
     let total = store.outbox_backlog().await.expect("backlog");
     let (mut first, mut from) = (None, 0);
+    let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         let held = queue.count().await;
+        assert!(
+            Instant::now() < deadline,
+            "replay: the queue holds {held} messages after {WAIT_LIMIT:?}, not the {} expected",
+            u64::from(before) + total
+        );
         if first.is_none() && held > before {
             first = Some(Instant::now());
             from = held;
@@ -143,9 +151,13 @@ async fn replay(
 
 /// Waits until every outbox row is marked published.
 async fn settle_backlog(store: &Arc<dyn attune_actors::ports::Store>) {
+    let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         match store.outbox_backlog().await {
             Ok(0) => break,
+            Ok(left) if Instant::now() >= deadline => {
+                panic!("{left} outbox rows still unpublished after {WAIT_LIMIT:?}")
+            }
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(error) => panic!("backlog: {error}"),
         }
@@ -212,7 +224,12 @@ async fn run(
         // database nothing, where counting the backlog every few ms would load it.
         Some(queue) => {
             let expected = queued_before as usize + total + enforcements;
+            let deadline = Instant::now() + WAIT_LIMIT;
             while (queue.count().await as usize) < expected {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: the queue holds fewer than the {expected} messages expected after {WAIT_LIMIT:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
@@ -230,6 +247,9 @@ async fn run(
     );
     let replayed = match replay_from {
         Some(url) => {
+            // The queue can hold a message before its row is marked: a mark still to come
+            // would otherwise land after the replay's reset and keep that row out of it.
+            settle_backlog(&store).await;
             let queue = queue.expect("a replay needs the queue");
             let (rate, rows) = replay(&store, queue, url).await;
             println!(
