@@ -77,13 +77,8 @@ async fn run(sensors: usize) {
 
     let loading = Instant::now();
     {
-        // One pack of 100,000 sensors is one transaction: more than the default
-        // statement timeout allows on this machine.
-        let options = attune_sensor::store::StoreOptions {
-            statement_timeout: Duration::from_secs(300),
-            ..Default::default()
-        };
-        let store = attune_sensor::store::open_with(&database_url, options)
+        // With the default statement timeout, as `attune-sensor pack load` runs.
+        let store = attune_sensor::store::open(&database_url)
             .await
             .expect("open the database");
         attune_sensor::packs::install_pack(store.as_ref(), &pack)

@@ -134,6 +134,7 @@ suite!(
         unknown_trigger_ref_is_refused_and_nothing_is_written,
         entity_of_another_pack_is_refused,
         enabled_sensors_are_oldest_first,
+        a_large_pack_is_written_whole_and_rewritten_unchanged,
         enabled_rules_for_trigger_are_ordered_and_exclude_disabled,
         create_events_keeps_input_order_with_outbox_rows,
         get_event_round_trips,
@@ -475,6 +476,65 @@ mod cases {
         assert_eq!(refs, ["demo.s1", "demo.s3", "late.s1"]);
         assert!(sensors.windows(2).all(|w| w[0].created <= w[1].created));
         assert!(sensors.iter().all(|s| s.enabled));
+    }
+
+    /// More sensors than one read (1,000 refs) or one insert (500 rows) takes, on a
+    /// trigger of another pack.
+    pub async fn a_large_pack_is_written_whole_and_rewritten_unchanged(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let tick = h.store.trigger_by_ref("demo.tick").await.unwrap().unwrap();
+        let count = 1201;
+        let mut big = PackDefinition {
+            sensors: (0..count)
+                .map(|n| {
+                    let mut s = sensor(&format!("big.s{n:04}"), "demo.tick");
+                    s.config = json!({"interval": n});
+                    s
+                })
+                .collect(),
+            ..pack("big")
+        };
+        let first = h.store.upsert_pack(&big).await.expect("first");
+        assert_eq!(
+            (first.created, first.updated, first.unchanged),
+            (1 + count, 0, 0)
+        );
+        let sensors = h.store.enabled_sensors().await.unwrap();
+        let stored: Vec<&attune_actors::domain::Sensor> = sensors
+            .iter()
+            .filter(|s| s.pack_ref.as_deref() == Some("big"))
+            .collect();
+        assert_eq!(stored.len() as u32, count);
+        for (n, s) in stored.iter().enumerate() {
+            assert_eq!(s.r#ref, format!("big.s{n:04}"));
+            assert_eq!(s.config, json!({"interval": n}));
+            assert_eq!(s.trigger, tick.id);
+            assert_eq!(
+                s.pass_env,
+                vec!["DEMO_TOKEN".to_owned(), "HTTPS_PROXY".to_owned()]
+            );
+        }
+
+        let second = h.store.upsert_pack(&big).await.expect("second");
+        assert_eq!(
+            (second.created, second.updated, second.unchanged),
+            (0, 0, 1 + count)
+        );
+
+        // One changed past the first read's refs, one dropped, one added.
+        big.sensors[1100].config = json!({"interval": "changed"});
+        big.sensors.remove(5);
+        big.sensors.push(sensor("big.new", "demo.tick"));
+        let third = h.store.upsert_pack(&big).await.expect("third");
+        assert_eq!(
+            (third.created, third.updated, third.unchanged),
+            (1, 2, count - 1)
+        );
+        let changed = h.store.sensor_by_ref("big.s1100").await.unwrap().unwrap();
+        assert_eq!(changed.config, json!({"interval": "changed"}));
+        let dropped = h.store.sensor_by_ref("big.s0005").await.unwrap().unwrap();
+        assert!(!dropped.enabled);
+        assert!(h.store.sensor_by_ref("big.new").await.unwrap().is_some());
     }
 
     pub async fn enabled_rules_for_trigger_are_ordered_and_exclude_disabled(h: &Harness) {

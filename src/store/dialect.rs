@@ -26,6 +26,7 @@ impl Backend for Postgres {
     const DIALECT: Dialect = Dialect {
         schema: "attune.",
         lock_read_rows: " FOR UPDATE",
+        json_texts: "SELECT jsonb_array_elements_text($1)",
     };
 
     fn rows_affected(done: &Self::QueryResult) -> u64 {
@@ -39,6 +40,7 @@ impl Backend for Sqlite {
     const DIALECT: Dialect = Dialect {
         schema: "",
         lock_read_rows: "",
+        json_texts: "SELECT value FROM json_each($1)",
     };
 
     fn rows_affected(done: &Self::QueryResult) -> u64 {
@@ -54,6 +56,9 @@ pub(crate) struct Dialect {
     schema: &'static str,
     /// Appended to a `SELECT` inside a write transaction whose rows it will update.
     lock_read_rows: &'static str,
+    /// A subquery yielding the strings of the JSON array bound as `$1` (a `Value`, which
+    /// is `jsonb` on PostgreSQL and text on SQLite), one row each.
+    json_texts: &'static str,
 }
 
 impl Dialect {
@@ -64,6 +69,10 @@ impl Dialect {
 
     pub(crate) fn lock_read_rows(self) -> &'static str {
         self.lock_read_rows
+    }
+
+    pub(crate) fn json_texts(self) -> &'static str {
+        self.json_texts
     }
 }
 

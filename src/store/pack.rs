@@ -53,11 +53,14 @@ pub(crate) trait PackTx: Send {
     async fn insert_trigger(&mut self, trigger: &Trigger) -> Result<Id, StoreError>;
     async fn update_trigger(&mut self, trigger: &Trigger) -> Result<(), StoreError>;
 
-    async fn sensor_by_ref(&mut self, sensor_ref: &str) -> Result<Option<Sensor>, StoreError>;
-    async fn insert_sensor(&mut self, sensor: &Sensor) -> Result<Id, StoreError>;
+    /// The stored sensors whose ref is one of `refs`, in any order.
+    async fn sensors_by_refs(&mut self, refs: &[&str]) -> Result<Vec<Sensor>, StoreError>;
+    /// Inserts new sensors (their ids are ignored) in one statement.
+    async fn insert_sensors(&mut self, sensors: &[Sensor]) -> Result<(), StoreError>;
     async fn update_sensor(&mut self, sensor: &Sensor) -> Result<(), StoreError>;
 
-    async fn rule_by_ref(&mut self, rule_ref: &str) -> Result<Option<Rule>, StoreError>;
+    /// The stored rules whose ref is one of `refs`, in any order.
+    async fn rules_by_refs(&mut self, refs: &[&str]) -> Result<Vec<Rule>, StoreError>;
     async fn insert_rule(&mut self, rule: &Rule) -> Result<Id, StoreError>;
     async fn update_rule(&mut self, rule: &Rule) -> Result<(), StoreError>;
 
@@ -179,11 +182,22 @@ pub(crate) async fn upsert<T: PackTx>(
         trigger_ids.insert(trigger.r#ref.as_str(), id);
     }
 
+    let stored_sensors = stored_by_ref(
+        tx,
+        &definition.sensors,
+        |s| s.r#ref.as_str(),
+        |tx, refs| Box::pin(tx.sensors_by_refs(refs)),
+        |s| s.r#ref.clone(),
+    )
+    .await?;
+    let mut other_triggers: HashMap<&str, Id> = HashMap::new();
     let mut runtime_ids: HashMap<&str, Id> = HashMap::new();
+    let mut new_sensors = Vec::with_capacity(SENSORS_PER_INSERT);
     for sensor in &definition.sensors {
         let trigger = resolve_trigger(
             tx,
             &trigger_ids,
+            &mut other_triggers,
             "sensor",
             &sensor.r#ref,
             &sensor.trigger_ref,
@@ -200,23 +214,46 @@ pub(crate) async fn upsert<T: PackTx>(
         write_sensor(
             tx,
             sensor,
+            stored_sensors.get(&sensor.r#ref),
             pack_id,
             pack_ref,
             trigger,
             runtime,
             now,
             &mut summary,
+            &mut new_sensors,
         )
         .await?;
+        if new_sensors.len() >= SENSORS_PER_INSERT {
+            tx.insert_sensors(&new_sensors).await?;
+            new_sensors.clear();
+        }
     }
+    tx.insert_sensors(&new_sensors).await?;
 
+    let stored_rules = stored_by_ref(
+        tx,
+        &definition.rules,
+        |r| r.r#ref.as_str(),
+        |tx, refs| Box::pin(tx.rules_by_refs(refs)),
+        |r| r.r#ref.clone(),
+    )
+    .await?;
     for rule in &definition.rules {
-        let trigger =
-            resolve_trigger(tx, &trigger_ids, "rule", &rule.r#ref, &rule.trigger_ref).await?;
+        let trigger = resolve_trigger(
+            tx,
+            &trigger_ids,
+            &mut other_triggers,
+            "rule",
+            &rule.r#ref,
+            &rule.trigger_ref,
+        )
+        .await?;
         let action = tx.action_id(&rule.action_ref).await?;
         write_rule(
             tx,
             rule,
+            stored_rules.get(&rule.r#ref),
             pack_id,
             pack_ref,
             trigger,
@@ -243,18 +280,24 @@ pub(crate) async fn upsert<T: PackTx>(
     Ok(summary)
 }
 
-async fn resolve_trigger<T: PackTx>(
+/// The id of the trigger `trigger_ref`: the pack's own, or one stored already (looked up
+/// once per pack write, in `others`).
+async fn resolve_trigger<'d, T: PackTx>(
     tx: &mut T,
     own: &HashMap<&str, Id>,
+    others: &mut HashMap<&'d str, Id>,
     kind: &str,
     entity_ref: &str,
-    trigger_ref: &str,
+    trigger_ref: &'d str,
 ) -> Result<Id, StoreError> {
-    if let Some(id) = own.get(trigger_ref) {
+    if let Some(id) = own.get(trigger_ref).or_else(|| others.get(trigger_ref)) {
         return Ok(*id);
     }
     match tx.trigger_by_ref(trigger_ref).await? {
-        Some(trigger) => Ok(trigger.id),
+        Some(trigger) => {
+            others.insert(trigger_ref, trigger.id);
+            Ok(trigger.id)
+        }
         None => Err(StoreError::Invalid(format!(
             "{kind} `{entity_ref}` refers to unknown trigger `{trigger_ref}`"
         ))),
@@ -308,15 +351,16 @@ async fn write_trigger<T: PackTx>(
 async fn write_sensor<T: PackTx>(
     tx: &mut T,
     definition: &SensorDefinition,
+    stored: Option<&Sensor>,
     pack_id: Id,
     pack_ref: &str,
     trigger: Id,
     runtime: Id,
     now: DateTime<Utc>,
     summary: &mut PackUpsertSummary,
-) -> Result<Id, StoreError> {
-    let stored = tx.sensor_by_ref(&definition.r#ref).await?;
-    if let Some(stored) = &stored {
+    new_sensors: &mut Vec<Sensor>,
+) -> Result<(), StoreError> {
+    if let Some(stored) = stored {
         check_owner(
             "sensor",
             &stored.r#ref,
@@ -325,7 +369,7 @@ async fn write_sensor<T: PackTx>(
         )?;
     }
     let desired = Sensor {
-        id: stored.as_ref().map_or(0, |s| s.id),
+        id: stored.map_or(0, |s| s.id),
         r#ref: definition.r#ref.clone(),
         pack: Some(pack_id),
         pack_ref: Some(pack_ref.to_owned()),
@@ -346,24 +390,29 @@ async fn write_sensor<T: PackTx>(
         code_digest: definition.code_digest.clone(),
         dedup: definition.dedup.clone(),
         placement: definition.placement.clone(),
-        created: stored.as_ref().map_or(now, |s| s.created),
-        updated: stored.as_ref().map_or(now, |s| s.updated),
+        created: stored.map_or(now, |s| s.created),
+        updated: stored.map_or(now, |s| s.updated),
     };
-    apply(
-        tx,
-        plan(stored.as_ref(), desired, |s| s.id, |s| s.updated = now),
-        summary,
-        |tx, row| Box::pin(tx.insert_sensor(row)),
-        |tx, row| Box::pin(tx.update_sensor(row)),
-        |s| s.id,
-    )
-    .await
+    // New sensors wait in `new_sensors`, to be inserted several at once.
+    match plan(stored, desired, |s| s.id, |s| s.updated = now) {
+        Plan::Insert(row) => {
+            summary.created += 1;
+            new_sensors.push(row);
+        }
+        Plan::Update(row) => {
+            summary.updated += 1;
+            tx.update_sensor(&row).await?;
+        }
+        Plan::Keep(_) => summary.unchanged += 1,
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn write_rule<T: PackTx>(
     tx: &mut T,
     definition: &RuleDefinition,
+    stored: Option<&Rule>,
     pack_id: Id,
     pack_ref: &str,
     trigger: Id,
@@ -371,12 +420,11 @@ async fn write_rule<T: PackTx>(
     now: DateTime<Utc>,
     summary: &mut PackUpsertSummary,
 ) -> Result<Id, StoreError> {
-    let stored = tx.rule_by_ref(&definition.r#ref).await?;
-    if let Some(stored) = &stored {
+    if let Some(stored) = stored {
         check_owner("rule", &stored.r#ref, stored.pack_ref.as_deref(), pack_ref)?;
     }
     let desired = Rule {
-        id: stored.as_ref().map_or(0, |r| r.id),
+        id: stored.map_or(0, |r| r.id),
         r#ref: definition.r#ref.clone(),
         pack: Some(pack_id),
         pack_ref: Some(pack_ref.to_owned()),
@@ -390,18 +438,45 @@ async fn write_rule<T: PackTx>(
         action_params: definition.action_params.clone(),
         throttle: definition.throttle.clone(),
         enabled: definition.enabled,
-        created: stored.as_ref().map_or(now, |r| r.created),
-        updated: stored.as_ref().map_or(now, |r| r.updated),
+        created: stored.map_or(now, |r| r.created),
+        updated: stored.map_or(now, |r| r.updated),
     };
     apply(
         tx,
-        plan(stored.as_ref(), desired, |r| r.id, |r| r.updated = now),
+        plan(stored, desired, |r| r.id, |r| r.updated = now),
         summary,
         |tx, row| Box::pin(tx.insert_rule(row)),
         |tx, row| Box::pin(tx.update_rule(row)),
         |r| r.id,
     )
     .await
+}
+
+/// Refs looked up per statement: few statements for a large pack, each of them small.
+const REFS_PER_READ: usize = 1000;
+/// Sensors per insert (22 parameters each). Measured on SQLite with a pack of 100,000:
+/// one insert per sensor 19 s, 20 per insert 8.5 s, 50 12 s, 500 85 s (a statement's
+/// cost grows faster than its parameters).
+const SENSORS_PER_INSERT: usize = 20;
+
+/// The stored entities with the refs of `definitions`, by ref: one statement per
+/// [`REFS_PER_READ`] refs, where a statement per entity made a pack of 100,000 sensors
+/// take longer than a statement may.
+async fn stored_by_ref<T: PackTx, D, E>(
+    tx: &mut T,
+    definitions: &[D],
+    definition_ref: impl Fn(&D) -> &str,
+    read: impl for<'a> Fn(&'a mut T, &'a [&'a str]) -> TxFuture<'a, Vec<E>>,
+    stored_ref: impl Fn(&E) -> String,
+) -> Result<HashMap<String, E>, StoreError> {
+    let refs: Vec<&str> = definitions.iter().map(definition_ref).collect();
+    let mut stored = HashMap::with_capacity(refs.len());
+    for chunk in refs.chunks(REFS_PER_READ) {
+        for entity in read(tx, chunk).await? {
+            stored.insert(stored_ref(&entity), entity);
+        }
+    }
+    Ok(stored)
 }
 
 type TxFuture<'a, R> =

@@ -28,7 +28,7 @@ impl<DB: Backend> SqlPackTx<DB> {
 #[async_trait]
 impl<DB> PackTx for SqlPackTx<DB>
 where
-    DB: Backend,
+    DB: Backend + sqlx::database::HasStatementCache,
     DB::Row: StoredRow,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
@@ -159,45 +159,60 @@ where
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 
-    async fn sensor_by_ref(&mut self, sensor_ref: &str) -> Result<Option<Sensor>, StoreError> {
-        Queries::<DB>::sensor_by_ref(&mut *self.0, sensor_ref).await
+    async fn sensors_by_refs(&mut self, refs: &[&str]) -> Result<Vec<Sensor>, StoreError> {
+        Queries::<DB>::sensors_by_refs(&mut *self.0, refs).await
     }
 
-    async fn insert_sensor(&mut self, s: &Sensor) -> Result<Id, StoreError> {
+    async fn insert_sensors(&mut self, sensors: &[Sensor]) -> Result<(), StoreError> {
+        if sensors.is_empty() {
+            return Ok(());
+        }
+        const COLUMNS: usize = 22;
+        let rows: Vec<String> = (0..sensors.len())
+            .map(|row| {
+                let params: Vec<String> = (1..=COLUMNS)
+                    .map(|column| format!("${}", row * COLUMNS + column))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
         let sql = format!(
             r#"INSERT INTO {} (ref, pack, pack_ref, label, description, entrypoint, runtime,
                    runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema,
                    config, created, updated, pack_path, mode, pass_env, code_digest, dedup,
                    placement)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19, $20, $21, $22)
-               RETURNING id"#,
-            Self::table(Table::Sensor)
+               VALUES {}"#,
+            Self::table(Table::Sensor),
+            rows.join(", ")
         );
-        let statement = sqlx::query(&sql)
-            .bind(&s.r#ref)
-            .bind(s.pack)
-            .bind(&s.pack_ref)
-            .bind(&s.label)
-            .bind(&s.description)
-            .bind(&s.entrypoint)
-            .bind(s.runtime)
-            .bind(&s.runtime_ref)
-            .bind(s.trigger)
-            .bind(&s.trigger_ref)
-            .bind(s.enabled)
-            .bind(s.poll_interval)
-            .bind(&s.param_schema)
-            .bind(&s.config)
-            .bind(Stamp(s.created))
-            .bind(Stamp(s.updated))
-            .bind(&s.pack_path)
-            .bind(&s.mode)
-            .bind(serde_json::json!(s.pass_env))
-            .bind(&s.code_digest)
-            .bind(as_json(&s.dedup))
-            .bind(as_json(&Some(&s.placement)));
-        Queries::<DB>::int(&mut *self.0, statement, "id").await
+        // Not kept prepared: the last chunk of each pack has its own length.
+        let mut statement = sqlx::query(&sql).persistent(false);
+        for s in sensors {
+            statement = statement
+                .bind(&s.r#ref)
+                .bind(s.pack)
+                .bind(&s.pack_ref)
+                .bind(&s.label)
+                .bind(&s.description)
+                .bind(&s.entrypoint)
+                .bind(s.runtime)
+                .bind(&s.runtime_ref)
+                .bind(s.trigger)
+                .bind(&s.trigger_ref)
+                .bind(s.enabled)
+                .bind(s.poll_interval)
+                .bind(&s.param_schema)
+                .bind(&s.config)
+                .bind(Stamp(s.created))
+                .bind(Stamp(s.updated))
+                .bind(&s.pack_path)
+                .bind(&s.mode)
+                .bind(serde_json::json!(s.pass_env))
+                .bind(&s.code_digest)
+                .bind(as_json(&s.dedup))
+                .bind(as_json(&Some(&s.placement)));
+        }
+        Queries::<DB>::run(&mut *self.0, statement).await
     }
 
     async fn update_sensor(&mut self, s: &Sensor) -> Result<(), StoreError> {
@@ -235,8 +250,8 @@ where
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 
-    async fn rule_by_ref(&mut self, rule_ref: &str) -> Result<Option<Rule>, StoreError> {
-        Queries::<DB>::rule_by_ref(&mut *self.0, rule_ref).await
+    async fn rules_by_refs(&mut self, refs: &[&str]) -> Result<Vec<Rule>, StoreError> {
+        Queries::<DB>::rules_by_refs(&mut *self.0, refs).await
     }
 
     async fn insert_rule(&mut self, r: &Rule) -> Result<Id, StoreError> {

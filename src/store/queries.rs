@@ -169,6 +169,43 @@ where
         Self::all(db, sqlx::query(&sql).bind(trigger_ref), rows::rule).await
     }
 
+    /// The sensors whose ref is one of `refs`, in no particular order, in one statement.
+    pub(crate) async fn sensors_by_refs<'c, E>(
+        db: E,
+        refs: &[&str],
+    ) -> Result<Vec<Sensor>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        Self::by_refs(db, Table::Sensor, SENSOR_COLUMNS, refs, rows::sensor).await
+    }
+
+    /// The rules whose ref is one of `refs`, in no particular order, in one statement.
+    pub(crate) async fn rules_by_refs<'c, E>(db: E, refs: &[&str]) -> Result<Vec<Rule>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        Self::by_refs(db, Table::Rule, RULE_COLUMNS, refs, rows::rule).await
+    }
+
+    async fn by_refs<'c, E, T>(
+        db: E,
+        table: Table,
+        columns: &str,
+        refs: &[&str],
+        map: Mapper<DB, T>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select(
+            columns,
+            table,
+            &format!("WHERE ref IN ({})", DB::DIALECT.json_texts()),
+        );
+        Self::all(db, sqlx::query(&sql).bind(Value::from(refs)), map).await
+    }
+
     pub(crate) async fn rule_by_ref<'c, E>(
         db: E,
         rule_ref: &str,
