@@ -42,6 +42,57 @@ struct Measured {
     answered: Vec<Duration>,
 }
 
+/// The service's commit histograms, read from `GET /metrics`: `(sum, count)` of each.
+#[derive(Default, Clone, Copy)]
+struct Commits {
+    events: (f64, f64),
+    event_batches: (f64, f64),
+    enforcements: (f64, f64),
+}
+
+impl Commits {
+    async fn scrape(service_url: &str) -> Self {
+        let text = match reqwest::get(format!("{service_url}/metrics")).await {
+            Ok(answer) => answer.text().await.unwrap_or_default(),
+            Err(error) => panic!("GET /metrics: {error}"),
+        };
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let pair = |histogram: &str| {
+            (
+                value(&format!("{histogram}_sum")),
+                value(&format!("{histogram}_count")),
+            )
+        };
+        Self {
+            events: pair("attune_sensor_event_commit_seconds"),
+            event_batches: pair("attune_sensor_event_batch_size"),
+            enforcements: pair("attune_sensor_enforcement_commit_seconds"),
+        }
+    }
+
+    /// What happened between `before` and `self`, as one line.
+    fn since(&self, before: &Self) -> String {
+        let mean = |now: (f64, f64), then: (f64, f64)| {
+            let n = now.1 - then.1;
+            ((now.0 - then.0) / n.max(1.0), n)
+        };
+        let (event_commit, batches) = mean(self.events, before.events);
+        let (batch_size, _) = mean(self.event_batches, before.event_batches);
+        let (enforcement_commit, enforcement_batches) =
+            mean(self.enforcements, before.enforcements);
+        format!(
+            "{batches:.0} event batches (mean {batch_size:.1} events, commit mean {:.1} ms), \
+             {enforcement_batches:.0} enforcement batches (commit mean {:.1} ms)",
+            event_commit * 1000.0,
+            enforcement_commit * 1000.0,
+        )
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -190,7 +241,9 @@ async fn bench() {
     offer(&service_url, &queue, 0, 200, 1).await;
     for (index, rate) in rates.iter().enumerate() {
         let run = index as u64 + 1;
+        let before = Commits::scrape(&service_url).await;
         let measured = offer(&service_url, &queue, run, *rate, seconds).await;
+        let commits = Commits::scrape(&service_url).await.since(&before);
         let mut sorted = measured.latencies.clone();
         sorted.sort_unstable();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -212,6 +265,7 @@ async fn bench() {
             ms(percentile(&answered, 99.0)),
             ms(answered.last().copied().unwrap_or_default()),
         );
+        println!("  {rate} events/s: {commits}");
     }
     service.shutdown().await;
     queue.delete().await;
