@@ -13,7 +13,7 @@ use sqlx::{Encode, Executor, IntoArguments, Transaction, Type};
 
 use super::dialect::{Backend, Stamp, Table};
 use super::pack::{PackRow, PackTx};
-use super::queries::{Bind, Queries};
+use super::queries::{Bind, Queries, Statement};
 use super::rows::{self, PACK_COLUMNS, StoredRow};
 
 /// A transaction seen by the shared pack writer. Dropping it uncommitted rolls it back.
@@ -23,6 +23,45 @@ impl<DB: Backend> SqlPackTx<DB> {
     fn table(table: Table) -> String {
         DB::DIALECT.table(table)
     }
+}
+
+/// The sensor columns an insert and an update both write, in this order: `pack`,
+/// `pack_ref`, `label`, `description`, `entrypoint`, `runtime`, `runtime_ref`, `trigger`,
+/// `trigger_ref`, `enabled`, `poll_interval`, `param_schema`, `config`, `updated`,
+/// `pack_path`, `mode`, `pass_env`, `code_digest`, `dedup`, `placement`.
+fn bind_sensor<'a, DB>(statement: Statement<'a, DB>, s: &'a Sensor) -> Statement<'a, DB>
+where
+    DB: Backend,
+    Option<i64>: Bind<DB>,
+    i64: Bind<DB>,
+    String: Bind<DB>,
+    Option<String>: Bind<DB>,
+    bool: Bind<DB>,
+    Value: Bind<DB>,
+    Option<Value>: Bind<DB>,
+    Stamp: Bind<DB>,
+{
+    statement
+        .bind(s.pack)
+        .bind(&s.pack_ref)
+        .bind(&s.label)
+        .bind(&s.description)
+        .bind(&s.entrypoint)
+        .bind(s.runtime)
+        .bind(&s.runtime_ref)
+        .bind(s.trigger)
+        .bind(&s.trigger_ref)
+        .bind(s.enabled)
+        .bind(s.poll_interval)
+        .bind(&s.param_schema)
+        .bind(&s.config)
+        .bind(Stamp(s.updated))
+        .bind(&s.pack_path)
+        .bind(&s.mode)
+        .bind(serde_json::json!(s.pass_env))
+        .bind(&s.code_digest)
+        .bind(as_json(&s.dedup))
+        .bind(as_json(&Some(&s.placement)))
 }
 
 #[async_trait]
@@ -177,10 +216,10 @@ where
             })
             .collect();
         let sql = format!(
-            r#"INSERT INTO {} (ref, pack, pack_ref, label, description, entrypoint, runtime,
-                   runtime_ref, "trigger", trigger_ref, enabled, poll_interval, param_schema,
-                   config, created, updated, pack_path, mode, pass_env, code_digest, dedup,
-                   placement)
+            r#"INSERT INTO {} (ref, created, pack, pack_ref, label, description, entrypoint,
+                   runtime, runtime_ref, "trigger", trigger_ref, enabled, poll_interval,
+                   param_schema, config, updated, pack_path, mode, pass_env, code_digest,
+                   dedup, placement)
                VALUES {}"#,
             Self::table(Table::Sensor),
             rows.join(", ")
@@ -188,29 +227,7 @@ where
         // Not kept prepared: the last chunk of each pack has its own length.
         let mut statement = sqlx::query(&sql).persistent(false);
         for s in sensors {
-            statement = statement
-                .bind(&s.r#ref)
-                .bind(s.pack)
-                .bind(&s.pack_ref)
-                .bind(&s.label)
-                .bind(&s.description)
-                .bind(&s.entrypoint)
-                .bind(s.runtime)
-                .bind(&s.runtime_ref)
-                .bind(s.trigger)
-                .bind(&s.trigger_ref)
-                .bind(s.enabled)
-                .bind(s.poll_interval)
-                .bind(&s.param_schema)
-                .bind(&s.config)
-                .bind(Stamp(s.created))
-                .bind(Stamp(s.updated))
-                .bind(&s.pack_path)
-                .bind(&s.mode)
-                .bind(serde_json::json!(s.pass_env))
-                .bind(&s.code_digest)
-                .bind(as_json(&s.dedup))
-                .bind(as_json(&Some(&s.placement)));
+            statement = bind_sensor(statement.bind(&s.r#ref).bind(Stamp(s.created)), s);
         }
         Queries::<DB>::run(&mut *self.0, statement).await
     }
@@ -225,28 +242,7 @@ where
                WHERE id = $1"#,
             Self::table(Table::Sensor)
         );
-        let statement = sqlx::query(&sql)
-            .bind(s.id)
-            .bind(s.pack)
-            .bind(&s.pack_ref)
-            .bind(&s.label)
-            .bind(&s.description)
-            .bind(&s.entrypoint)
-            .bind(s.runtime)
-            .bind(&s.runtime_ref)
-            .bind(s.trigger)
-            .bind(&s.trigger_ref)
-            .bind(s.enabled)
-            .bind(s.poll_interval)
-            .bind(&s.param_schema)
-            .bind(&s.config)
-            .bind(Stamp(s.updated))
-            .bind(&s.pack_path)
-            .bind(&s.mode)
-            .bind(serde_json::json!(s.pass_env))
-            .bind(&s.code_digest)
-            .bind(as_json(&s.dedup))
-            .bind(as_json(&Some(&s.placement)));
+        let statement = bind_sensor(sqlx::query(&sql).bind(s.id), s);
         Queries::<DB>::run(&mut *self.0, statement).await
     }
 
