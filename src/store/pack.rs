@@ -239,6 +239,7 @@ pub(crate) async fn upsert<T: PackTx>(
         |r| r.r#ref.clone(),
     )
     .await?;
+    let mut action_ids: HashMap<&str, Option<Id>> = HashMap::new();
     for rule in &definition.rules {
         let trigger = resolve_trigger(
             tx,
@@ -249,7 +250,14 @@ pub(crate) async fn upsert<T: PackTx>(
             &rule.trigger_ref,
         )
         .await?;
-        let action = tx.action_id(&rule.action_ref).await?;
+        let action = match action_ids.get(rule.action_ref.as_str()) {
+            Some(id) => *id,
+            None => {
+                let id = tx.action_id(&rule.action_ref).await?;
+                action_ids.insert(rule.action_ref.as_str(), id);
+                id
+            }
+        };
         write_rule(
             tx,
             rule,
