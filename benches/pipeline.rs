@@ -117,6 +117,9 @@ async fn replay(
     queue: &BoundQueue,
     database_url: &str,
 ) -> (f64, u64) {
+    // The queue can hold a message before its row is marked: a mark still to come would
+    // otherwise land after the reset below and keep that row out of the replay.
+    settle_backlog(store).await;
     let mut db = PgConnection::connect(database_url)
         .await
         .expect("replay connection");
@@ -247,9 +250,6 @@ async fn run(
     );
     let replayed = match replay_from {
         Some(url) => {
-            // The queue can hold a message before its row is marked: a mark still to come
-            // would otherwise land after the replay's reset and keep that row out of it.
-            settle_backlog(&store).await;
             let queue = queue.expect("a replay needs the queue");
             let (rate, rows) = replay(&store, queue, url).await;
             println!(
