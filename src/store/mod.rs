@@ -30,6 +30,7 @@ mod dialect;
 mod events_tx;
 mod idempotency;
 mod pack;
+mod pack_plan;
 mod pack_tx;
 mod postgres;
 mod queries;

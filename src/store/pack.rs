@@ -2,7 +2,8 @@
 //! backends.
 //!
 //! Each backend exposes its open transaction as a [`PackTx`] (plain row reads and writes);
-//! [`upsert`] decides what to insert, update, keep or disable. Keeping the decisions here
+//! [`upsert`] decides what to insert, update, keep or disable (the comparisons and checks
+//! are `pack_plan.rs`'s pure functions). Keeping the decisions here
 //! means "writing the same pack twice changes nothing" holds for both databases by
 //! construction, and the backends only differ in SQL.
 //!
@@ -10,7 +11,7 @@
 //! id and timestamps taken from the stored row: equal means unchanged, so `updated` only
 //! moves when a field really changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use attune_actors::domain::{
@@ -19,6 +20,8 @@ use attune_actors::domain::{
 };
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
+
+use super::pack_plan::{Plan, check_owner, check_unique, plan};
 
 /// A stored pack row.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,61 +73,6 @@ pub(crate) trait PackTx: Send {
     async fn enabled_pack_rules(&mut self, pack: Id) -> Result<Vec<(Id, String)>, StoreError>;
     async fn disable_sensor(&mut self, id: Id, now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn disable_rule(&mut self, id: Id, now: DateTime<Utc>) -> Result<(), StoreError>;
-}
-
-/// What to do with one entity.
-enum Plan<T> {
-    Insert(T),
-    Update(T),
-    Keep(Id),
-}
-
-/// Compares the desired value (carrying the stored id and timestamps) with the stored one.
-fn plan<T: PartialEq>(
-    existing: Option<&T>,
-    mut desired: T,
-    id: impl Fn(&T) -> Id,
-    bump: impl FnOnce(&mut T),
-) -> Plan<T> {
-    match existing {
-        None => Plan::Insert(desired),
-        Some(stored) if *stored == desired => Plan::Keep(id(stored)),
-        Some(_) => {
-            bump(&mut desired);
-            Plan::Update(desired)
-        }
-    }
-}
-
-/// Refuses to take over an entity that another pack owns. Entities without a pack (made by
-/// hand or by an older tool) are adopted.
-fn check_owner(
-    kind: &str,
-    entity_ref: &str,
-    owner: Option<&str>,
-    pack_ref: &str,
-) -> Result<(), StoreError> {
-    match owner {
-        Some(owner) if owner != pack_ref => Err(StoreError::Invalid(format!(
-            "{kind} `{entity_ref}` belongs to pack `{owner}`, not `{pack_ref}`"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn check_unique<'a>(
-    kind: &str,
-    refs: impl Iterator<Item = &'a str>,
-) -> Result<HashSet<&'a str>, StoreError> {
-    let mut seen = HashSet::new();
-    for entity_ref in refs {
-        if !seen.insert(entity_ref) {
-            return Err(StoreError::Invalid(format!(
-                "{kind} `{entity_ref}` is defined twice in the pack"
-            )));
-        }
-    }
-    Ok(seen)
 }
 
 /// Writes `definition` through `tx`. The caller commits on `Ok` and rolls back on `Err`.
