@@ -379,7 +379,11 @@ where
         Self::optional(db, sqlx::query(&sql), |row| row.time("created")).await
     }
 
-    /// Deletes up to `limit` outbox rows published before `before`; returns how many.
+    /// Deletes up to `limit` outbox rows published before `before`, oldest publication
+    /// first; returns how many. Ordered by `published_at`, so the partial index on it both
+    /// finds and orders them: ordered by `id`, a table without statistics was walked by
+    /// its primary key from the first row, filtering every row (652 ms at 120,000 rows
+    /// with none old enough).
     pub(crate) async fn prune_outbox<'c, E>(
         db: E,
         before: DateTime<Utc>,
@@ -391,7 +395,7 @@ where
         let outbox = DB::DIALECT.table(Table::Outbox);
         let sql = format!(
             "DELETE FROM {outbox} WHERE id IN (SELECT id FROM {outbox} \
-             WHERE published_at IS NOT NULL AND published_at < $1 ORDER BY id LIMIT $2)"
+             WHERE published_at IS NOT NULL AND published_at < $1 ORDER BY published_at LIMIT $2)"
         );
         let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
         Self::changed(db, statement).await
@@ -400,14 +404,20 @@ where
     /// The events retention may remove: stored before `$1`, already matched (at or below
     /// the watermark of the instance that stored it; an instance without one has matched
     /// all it stored), and older than the oldest outbox row not yet published (parked ones
-    /// included), so no message outlives the rows it announces.
+    /// included), so no message outlives the rows it announces. The oldest of each kind
+    /// is read from its own partial index: asked for both at once, a table without
+    /// statistics was walked by its primary key through every published row.
     fn prunable_events_where() -> String {
         format!(
             "WHERE created < $1 \
              AND NOT EXISTS (SELECT 1 FROM {watermarks} w \
                  WHERE w.instance = {events}.stored_by AND w.matched_through < {events}.id) \
-             AND created < COALESCE((SELECT created FROM {outbox} \
-                 WHERE published_at IS NULL ORDER BY id LIMIT 1), $1)",
+             AND created < COALESCE((SELECT min(created) FROM ( \
+                 SELECT created FROM (SELECT created FROM {outbox} \
+                     WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT 1) AS waiting \
+                 UNION ALL SELECT created FROM (SELECT created FROM {outbox} \
+                     WHERE published_at IS NULL AND parked_at IS NOT NULL ORDER BY id LIMIT 1) AS parked \
+                 ) AS unpublished), $1)",
             watermarks = DB::DIALECT.table(Table::MatcherWatermark),
             events = DB::DIALECT.table(Table::Event),
             outbox = DB::DIALECT.table(Table::Outbox),
@@ -416,7 +426,9 @@ where
 
     /// Deletes the rows of `table` whose `column` names one of the oldest `limit`
     /// prunable events (see `prunable_events_where`): their enforcements (`event`), then
-    /// the events themselves (`id`; their idempotency keys go with them).
+    /// the events themselves (`id`; their idempotency keys go with them). Oldest stored
+    /// first, by the index on `created`, which finds them as it orders them; `id` breaks
+    /// ties, so both statements pick the same events.
     pub(crate) async fn prune_of_events<'c, E>(
         db: E,
         table: Table,
@@ -428,7 +440,7 @@ where
         E: Executor<'c, Database = DB>,
     {
         let sql = format!(
-            "DELETE FROM {} WHERE {column} IN (SELECT id FROM {} {} ORDER BY id LIMIT $2)",
+            "DELETE FROM {} WHERE {column} IN (SELECT id FROM {} {} ORDER BY created, id LIMIT $2)",
             DB::DIALECT.table(table),
             DB::DIALECT.table(Table::Event),
             Self::prunable_events_where()
