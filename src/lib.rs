@@ -12,6 +12,7 @@ pub mod config;
 pub mod instance_lock;
 pub mod json_errors;
 pub mod malloc_arenas;
+pub mod memory_trim;
 pub mod metrics;
 pub mod outbox_cli;
 pub mod pack_limits;

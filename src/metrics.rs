@@ -59,6 +59,7 @@ pub struct Metrics {
     pool_in_use: IntGauge,
     pruned: IntCounterVec,
     last_prune: IntGauge,
+    memory_trims: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -297,6 +298,11 @@ impl Metrics {
                 "last_prune_timestamp_seconds",
                 "When the last prune started (Unix time; 0 before the first).",
             ),
+            memory_trims: counter(
+                r,
+                "memory_trims_total",
+                "Times freed memory was returned to the operating system after the actor tree settled.",
+            ),
             registry,
         }
     }
@@ -331,6 +337,16 @@ impl Metrics {
             self.pruned.with_label_values(&[table]).inc_by(n);
         }
         self.last_prune.set(at.timestamp());
+    }
+
+    /// Freed memory was returned to the operating system (`memory_trim`).
+    pub fn memory_trimmed(&self) {
+        self.memory_trims.inc();
+    }
+
+    /// How many times freed memory was returned since the service started.
+    pub fn memory_trims(&self) -> u64 {
+        self.memory_trims.get()
     }
 
     pub fn webhook_request(&self, sensor_ref: &str, code: u16) {

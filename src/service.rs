@@ -65,6 +65,8 @@ pub struct Service {
     pub admin_addr: SocketAddr,
     /// Where the webhook listener listens (the real port when `webhook.bind` asked for 0).
     pub webhook_addr: SocketAddr,
+    /// What `GET /metrics` renders.
+    pub metrics: Arc<Metrics>,
     webhook_stop: oneshot::Sender<()>,
     webhook_task: JoinHandle<()>,
     admin_stop: oneshot::Sender<()>,
@@ -75,6 +77,8 @@ pub struct Service {
     pack_watch: Option<JoinHandle<()>>,
     /// Keeps this instance's row in the `instance` table fresh.
     heartbeat: JoinHandle<()>,
+    /// Returns freed memory to the OS once the tree settles after a change.
+    memory_trim: JoinHandle<()>,
     pub identity: Arc<crate::cluster::Identity>,
     /// SQLite only: held while the service runs, so no second one opens the file.
     _instance_lock: Option<crate::instance_lock::InstanceLock>,
@@ -182,6 +186,7 @@ impl Service {
             }
         };
         tracing::info!(instance = %identity.id, "instance started");
+        let memory_trim = crate::memory_trim::spawn(tree.status_feed(), metrics.clone());
         let pack_watch_stats = Arc::new(crate::pack_watch::WatchStats::default());
         let pack_watch = settings
             .packs
@@ -254,6 +259,7 @@ impl Service {
             in_process_bus,
             admin_addr,
             webhook_addr,
+            metrics,
             webhook_stop,
             webhook_task,
             admin_stop,
@@ -262,6 +268,7 @@ impl Service {
             pruner,
             pack_watch,
             heartbeat,
+            memory_trim,
             identity,
             _instance_lock: instance_lock,
             shutdown_timeout: settings.shutdown_timeout(),
@@ -330,6 +337,7 @@ impl Service {
         }
         let _ = tokio::time::timeout(ADMIN_TAIL, self.supervisor_task).await;
         self.heartbeat.abort();
+        self.memory_trim.abort();
         crate::cluster::deregister(self.store.as_ref(), &self.identity).await;
         if report.outbox_drained {
             tracing::info!("shut down cleanly");

@@ -190,6 +190,11 @@ impl StatusFeed {
         Self(receiver)
     }
 
+    /// Waits for the supervisor's next snapshot; `false` once it has stopped publishing.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+
     /// The latest status.
     pub fn current(&self) -> TreeStatus {
         let snapshot = self.0.borrow().clone();

@@ -116,6 +116,11 @@ impl Tree {
     pub fn status(&self) -> TreeStatus {
         self.status.current()
     }
+
+    /// A reader of the supervisor's status snapshots, to wait for the next one.
+    pub fn status_feed(&self) -> StatusFeed {
+        self.status.clone()
+    }
 }
 
 /// How long `Tree::start` waits for the first reconcile.
