@@ -25,7 +25,7 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use sqlx::{Connection as _, Executor, PgConnection};
-use support::{ADMIN_DB, AMQP, BoundQueue, env_usize, settings};
+use support::{ADMIN_DB, AMQP, BoundQueue, Commits, env_usize, settings};
 
 /// Longest wait for the last enforcement after the last request was due.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -40,57 +40,6 @@ struct Measured {
     refused: usize,
     /// From due to the `201` (stored and matched), per answered request.
     answered: Vec<Duration>,
-}
-
-/// The service's commit histograms, read from `GET /metrics`: `(sum, count)` of each.
-#[derive(Default, Clone, Copy)]
-struct Commits {
-    events: (f64, f64),
-    event_batches: (f64, f64),
-    enforcements: (f64, f64),
-}
-
-impl Commits {
-    async fn scrape(service_url: &str) -> Self {
-        let text = match reqwest::get(format!("{service_url}/metrics")).await {
-            Ok(answer) => answer.text().await.unwrap_or_default(),
-            Err(error) => panic!("GET /metrics: {error}"),
-        };
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(0.0)
-        };
-        let pair = |histogram: &str| {
-            (
-                value(&format!("{histogram}_sum")),
-                value(&format!("{histogram}_count")),
-            )
-        };
-        Self {
-            events: pair("attune_sensor_event_commit_seconds"),
-            event_batches: pair("attune_sensor_event_batch_size"),
-            enforcements: pair("attune_sensor_enforcement_commit_seconds"),
-        }
-    }
-
-    /// What happened between `before` and `self`, as one line.
-    fn since(&self, before: &Self) -> String {
-        let mean = |now: (f64, f64), then: (f64, f64)| {
-            let n = now.1 - then.1;
-            ((now.0 - then.0) / n.max(1.0), n)
-        };
-        let (event_commit, batches) = mean(self.events, before.events);
-        let (batch_size, _) = mean(self.event_batches, before.event_batches);
-        let (enforcement_commit, enforcement_batches) =
-            mean(self.enforcements, before.enforcements);
-        format!(
-            "{batches:.0} event batches (mean {batch_size:.1} events, commit mean {:.1} ms), \
-             {enforcement_batches:.0} enforcement batches (commit mean {:.1} ms)",
-            event_commit * 1000.0,
-            enforcement_commit * 1000.0,
-        )
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -11,8 +11,8 @@
 //!   events/s end to end (until the queue holds every message: the broker is asked, so
 //!   the measuring does not load the database), the messages the queue holds (duplicates
 //!   show), and the ratio of the service's message rate to the probe's. With one instance
-//!   the outbox is then replayed (every row marked unpublished again) to time the
-//!   publisher alone against the probe;
+//!   the queue is then emptied and the outbox replayed (every row marked unpublished
+//!   again) to time the publisher alone against the probe, both from an empty queue;
 //! - on SQLite + the in-process bus.
 //!
 //! Knobs: `ATTUNE_BENCH_EVENTS` (default 20000), `ATTUNE_BENCH_CONCURRENCY` (default 512),
@@ -35,7 +35,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use sqlx::{Connection as _, Executor, PgConnection};
-use support::{ADMIN_DB, AMQP, BoundQueue, env_usize, settings};
+use support::{ADMIN_DB, AMQP, BoundQueue, Commits, env_usize, settings};
 
 /// The probe's publish window, like the service's.
 const IN_FLIGHT: usize = 256;
@@ -104,6 +104,8 @@ struct Run {
     events: usize,
     messages: usize,
     end_to_end: Duration,
+    /// What the queue held once every message was published (before any replay).
+    held: Option<usize>,
     /// The replay's messages per second and rows, when there was one.
     replayed: Option<(f64, u64)>,
 }
@@ -198,6 +200,10 @@ async fn run(
         Some(queue) => queue.count().await,
         None => 0,
     };
+    let mut commits_before = Vec::new();
+    for service in &services {
+        commits_before.push(Commits::scrape(&format!("http://{}", service.admin_addr)).await);
+    }
     let started = Instant::now();
     let per_task = events / concurrency;
     let mut tasks = Vec::new();
@@ -248,9 +254,20 @@ async fn run(
         end_to_end.as_secs_f64(),
         total as f64 / end_to_end.as_secs_f64(),
     );
+    for (service, before) in services.iter().zip(&commits_before) {
+        let commits = Commits::scrape(&format!("http://{}", service.admin_addr)).await;
+        println!("  {name}: {}", commits.since(before));
+    }
+    let held = match queue {
+        Some(queue) => Some(queue.count().await as usize),
+        None => None,
+    };
     let replayed = match replay_from {
         Some(url) => {
             let queue = queue.expect("a replay needs the queue");
+            // From an empty queue, as the probe's: a classic queue holding 40,000
+            // messages took the probe's own messages about 9% slower.
+            queue.purge().await;
             let (rate, rows) = replay(&store, queue, url).await;
             println!(
                 "  {name}: outbox replay ({rows} rows marked unpublished, publisher alone): {rate:.0} msg/s"
@@ -268,6 +285,7 @@ async fn run(
         events: total,
         messages: total + enforcements,
         end_to_end,
+        held,
         replayed,
     }
 }
@@ -316,18 +334,17 @@ async fn postgres(events: usize, concurrency: usize) {
         // The replay once, with one instance: a second would only share the lease.
         let replay_from = (*count == 1).then_some(url.as_str());
         let result = run(&label, all, events, concurrency, Some(&queue), replay_from).await;
-        let held = queue.count().await as usize;
-        // Warm-up messages are in the queue too, and the replay's.
+        let held = result.held.unwrap_or(0);
+        // Warm-up messages are in the queue too.
         let warmup = 50 * 2 * count;
-        let replayed = result.replayed.map_or(0, |(_, rows)| rows as usize);
         let rate = result.messages as f64 / result.end_to_end.as_secs_f64();
         println!(
-            "  {label}: {:.0} msg/s = {:.2} x the probe; queue holds {held} messages for {} sent ({} events, {replayed} replayed, {} duplicates)",
+            "  {label}: {:.0} msg/s = {:.2} x the probe; queue holds {held} messages for {} sent ({} events, {} duplicates)",
             rate,
             rate / probe_rate,
-            result.messages + warmup + replayed,
+            result.messages + warmup,
             result.events,
-            held.saturating_sub(result.messages + warmup + replayed),
+            held.saturating_sub(result.messages + warmup),
         );
         if let Some((replay_rate, _)) = result.replayed {
             println!(

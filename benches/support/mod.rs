@@ -135,3 +135,54 @@ impl BoundQueue {
             .await;
     }
 }
+
+/// The service's commit histograms, read from `GET /metrics`: `(sum, count)` of each.
+#[derive(Default, Clone, Copy)]
+pub struct Commits {
+    events: (f64, f64),
+    event_batches: (f64, f64),
+    enforcements: (f64, f64),
+}
+
+impl Commits {
+    pub async fn scrape(service_url: &str) -> Self {
+        let text = match reqwest::get(format!("{service_url}/metrics")).await {
+            Ok(answer) => answer.text().await.unwrap_or_default(),
+            Err(error) => panic!("GET /metrics: {error}"),
+        };
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let pair = |histogram: &str| {
+            (
+                value(&format!("{histogram}_sum")),
+                value(&format!("{histogram}_count")),
+            )
+        };
+        Self {
+            events: pair("attune_sensor_event_commit_seconds"),
+            event_batches: pair("attune_sensor_event_batch_size"),
+            enforcements: pair("attune_sensor_enforcement_commit_seconds"),
+        }
+    }
+
+    /// What happened between `before` and `self`, as one line.
+    pub fn since(&self, before: &Self) -> String {
+        let mean = |now: (f64, f64), then: (f64, f64)| {
+            let n = now.1 - then.1;
+            ((now.0 - then.0) / n.max(1.0), n)
+        };
+        let (event_commit, batches) = mean(self.events, before.events);
+        let (batch_size, _) = mean(self.event_batches, before.event_batches);
+        let (enforcement_commit, enforcement_batches) =
+            mean(self.enforcements, before.enforcements);
+        format!(
+            "{batches:.0} event batches (mean {batch_size:.1} events, commit mean {:.1} ms), \
+             {enforcement_batches:.0} enforcement batches (commit mean {:.1} ms)",
+            event_commit * 1000.0,
+            enforcement_commit * 1000.0,
+        )
+    }
+}
