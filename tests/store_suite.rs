@@ -1433,16 +1433,17 @@ mod open_errors {
 mod postgres_plans {
     use super::*;
 
-    /// A prepared statement switches to a generic plan after a few runs, chosen for the
-    /// table as it was then: while the outbox was small, a sequential scan, which every
-    /// later mark kept paying for on a large outbox. The mark is planned for each batch.
-    #[tokio::test]
-    async fn postgres_marks_outbox_rows_without_a_generic_plan() {
+    /// A store on a fresh database through a pool of one connection, so the statements
+    /// prepared on it are those the store ran.
+    async fn one_connection_store() -> (
+        support::postgres::TestDatabase,
+        sqlx::PgPool,
+        Arc<dyn Store>,
+    ) {
         let db = support::postgres::TestDatabase::create().await;
         attune_sensor::store::migrate(&db.url)
             .await
             .expect("migrate");
-        // One connection, so the statements the marks left behind are this one's.
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect(&db.url)
@@ -1450,6 +1451,15 @@ mod postgres_plans {
             .expect("pool");
         let store: Arc<dyn Store> =
             Arc::new(attune_sensor::store::PgStore::from_pool(pool.clone()));
+        (db, pool, store)
+    }
+
+    /// A prepared statement switches to a generic plan after a few runs, chosen for the
+    /// table as it was then: while the outbox was small, a sequential scan, which every
+    /// later mark kept paying for on a large outbox. The mark is planned for each batch.
+    #[tokio::test]
+    async fn postgres_marks_outbox_rows_without_a_generic_plan() {
+        let (_db, pool, store) = one_connection_store().await;
         store
             .create_plain((0..300).map(|n| new_event(None, "t", n)).collect())
             .await
@@ -1500,17 +1510,7 @@ mod postgres_plans {
     #[tokio::test]
     async fn postgres_prunes_by_index_when_nothing_is_old_enough() {
         const ROWS: usize = 3000;
-        let db = support::postgres::TestDatabase::create().await;
-        attune_sensor::store::migrate(&db.url)
-            .await
-            .expect("migrate");
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&db.url)
-            .await
-            .expect("pool");
-        let store: Arc<dyn Store> =
-            Arc::new(attune_sensor::store::PgStore::from_pool(pool.clone()));
+        let (_db, pool, store) = one_connection_store().await;
         store
             .create_plain((0..ROWS).map(|n| new_event(None, "t", n)).collect())
             .await
