@@ -4,21 +4,26 @@
 //! glibc's allocator keeps freed memory for reuse, returning only what lies at the top of
 //! its heaps. Starting sensors frees a lot in between (the definitions read, state loads,
 //! the supervisor's status snapshots as the tree grew), so a service that had started
-//! 100,000 interval timers held 947 to 1,081 MiB and, after `malloc_trim`, 914 to 923 MiB
-//! (`cargo bench --bench sensors`, benches/README.md). The trim takes a few milliseconds
-//! on such a heap, so it runs once the tree has been quiet for [`QUIET`], on a blocking
-//! thread, not after every change while a start wave or a reconcile is still going.
+//! 100,000 interval timers held 939 to 1,079 MiB when all ran and 896 to 906 MiB once
+//! trimmed (`cargo bench --bench sensors`, benches/README.md). The trim takes a few
+//! milliseconds on such a heap, during which allocations wait for it, so it runs on a
+//! blocking thread once the tree has been quiet for [`QUIET`], and at most once per
+//! [`MIN_GAP`]: the supervisor publishes its status after every message it handles
+//! (lease ticks every few seconds on a cluster), and most of those change nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use attune_actors::status::StatusFeed;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
 /// How long the tree's status must stay unchanged before freed memory is returned.
 pub const QUIET: Duration = Duration::from_secs(1);
+/// The least time between two trims.
+pub const MIN_GAP: Duration = Duration::from_secs(60);
 
 /// Returns the free memory of every malloc arena to the operating system. Other
 /// platforms and allocators are left as they are.
@@ -31,24 +36,51 @@ pub fn release_free_memory() {
     }
 }
 
-/// Trims after each change of the tree once it has been quiet for [`QUIET`].
+/// Trims after each change of the tree once it has been quiet for [`QUIET`], at most
+/// once per [`MIN_GAP`].
 pub fn spawn(feed: StatusFeed, metrics: Arc<Metrics>) -> JoinHandle<()> {
-    tokio::spawn(trim_when_settled(feed, QUIET, move || {
+    let pace = Pace {
+        quiet: QUIET,
+        min_gap: MIN_GAP,
+    };
+    tokio::spawn(trim_when_settled(feed, pace, move || {
         release_free_memory();
         metrics.memory_trimmed();
     }))
 }
 
+/// When a trim may run.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Unchanged this long since the last change.
+    quiet: Duration,
+    /// This long after the last trim.
+    min_gap: Duration,
+}
+
+impl Pace {
+    /// How long to wait for the next change before trimming, at `now`, the last trim
+    /// having run at `last_trim`.
+    fn wait(&self, now: Instant, last_trim: Option<Instant>) -> Duration {
+        let gap_left = last_trim.map_or(Duration::ZERO, |at| {
+            (at + self.min_gap).saturating_duration_since(now)
+        });
+        self.quiet.max(gap_left)
+    }
+}
+
 /// Runs `trim` (on a blocking thread) each time the feed has changed and then stayed
-/// unchanged for `quiet`; returns when the supervisor stops publishing.
+/// unchanged as `pace` says; returns when the supervisor stops publishing.
 async fn trim_when_settled(
     mut feed: StatusFeed,
-    quiet: Duration,
+    pace: Pace,
     trim: impl Fn() + Clone + Send + 'static,
 ) {
+    let mut last_trim = None;
     while feed.changed().await {
         loop {
-            match tokio::time::timeout(quiet, feed.changed()).await {
+            let wait = pace.wait(Instant::now(), last_trim);
+            match tokio::time::timeout(wait, feed.changed()).await {
                 Ok(true) => continue,
                 Ok(false) => return,
                 Err(_elapsed) => break,
@@ -58,6 +90,7 @@ async fn trim_when_settled(
         if let Err(error) = tokio::task::spawn_blocking(trim).await {
             tracing::warn!(%error, "returning freed memory failed");
         }
+        last_trim = Some(Instant::now());
     }
 }
 
@@ -86,11 +119,27 @@ mod tests {
         }
     }
 
+    const PACE: Pace = Pace {
+        quiet: QUIET,
+        min_gap: MIN_GAP,
+    };
+
+    #[test]
+    fn waits_for_quiet_and_for_the_gap_since_the_last_trim() {
+        let start = Instant::now();
+        let now = start + MIN_GAP * 2;
+        assert_eq!(PACE.wait(now, None), QUIET);
+        assert_eq!(PACE.wait(now, Some(now)), MIN_GAP);
+        assert_eq!(PACE.wait(now, Some(start)), QUIET, "long ago");
+        let a_while_ago = start + MIN_GAP + Duration::from_secs(10);
+        assert_eq!(PACE.wait(now, Some(a_while_ago)), Duration::from_secs(10));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn trims_once_the_tree_is_quiet_not_while_it_changes() {
         let (publish, feed) = watch::channel(Arc::new(TreeSnapshot::default()));
         let (trims, trim) = counting();
-        let task = tokio::spawn(trim_when_settled(StatusFeed::new(feed), QUIET, trim));
+        let task = tokio::spawn(trim_when_settled(StatusFeed::new(feed), PACE, trim));
 
         // A start wave: a snapshot every 200 ms for 5 s keeps it from trimming.
         for _ in 0..25 {
@@ -100,13 +149,22 @@ mod tests {
         }
         wait_for(&trims, 1).await;
 
+        let first = Instant::now();
+
         // Nothing changes: no further trim.
         tokio::time::sleep(QUIET * 10).await;
         assert_eq!(trims.load(Ordering::SeqCst), 1);
 
-        // The next change trims again once it has settled.
+        // A change soon after waits out the gap since the first trim, then trims.
         publish.send_replace(Arc::new(TreeSnapshot::default()));
+        tokio::time::sleep(QUIET * 5).await;
+        assert_eq!(trims.load(Ordering::SeqCst), 1, "trimmed within the gap");
         wait_for(&trims, 2).await;
+        assert!(
+            first.elapsed() >= MIN_GAP,
+            "trimmed after {:?}",
+            first.elapsed()
+        );
 
         drop(publish);
         tokio::time::timeout(Duration::from_secs(60), task)
