@@ -4,7 +4,7 @@
 //! glibc's allocator keeps freed memory for reuse, returning only what lies at the top of
 //! its heaps. Starting sensors frees a lot in between (the definitions read, state loads,
 //! the supervisor's status snapshots as the tree grew), so a service that had started
-//! 100,000 interval timers held 939 to 1,079 MiB when all ran and 896 to 906 MiB once
+//! 100,000 interval timers held 939 to 1,079 MiB when all ran and 894 to 906 MiB once
 //! trimmed (`cargo bench --bench sensors`, benches/README.md). The trim takes a few
 //! milliseconds on such a heap, during which allocations wait for it, so it runs on a
 //! blocking thread once the tree has been quiet for [`QUIET`], and at most once per
