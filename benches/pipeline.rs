@@ -126,7 +126,7 @@ async fn replay(
         .await
         .expect("replay connection");
     let before = queue.count().await;
-    db.execute("UPDATE attune.outbox SET published_at = NULL")
+    db.execute("INSERT INTO attune.outbox_pending (id) SELECT id FROM attune.outbox ON CONFLICT DO NOTHING")
         .await
         .expect("mark the outbox unpublished");
     let total = store.outbox_backlog().await.expect("backlog");

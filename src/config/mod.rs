@@ -61,7 +61,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
-    /// Published outbox rows older than this are deleted (`0`: kept forever).
+    /// Published outbox rows written longer ago than this are deleted (`0`: kept forever).
     pub outbox: duration::Seconds,
     /// Events and their enforcements older than this are deleted (`0`: kept forever).
     pub events: duration::Seconds,

@@ -517,14 +517,14 @@ macro_rules! impl_store {
                         // One commit for the lot: a batch nobody routes would otherwise
                         // cost a commit per row and stall the publisher behind it.
                         let mut tx = self.begin_write().await?;
+                        let now = $crate::store::now();
                         for refusal in refusals {
-                            Shared::record_outbox_refusal(
-                                &mut *tx,
-                                refusal.id,
-                                &refusal.error,
-                                refusal.park,
-                            )
-                            .await?;
+                            Shared::record_outbox_refusal(&mut *tx, refusal.id, &refusal.error)
+                                .await?;
+                            if refusal.park {
+                                Shared::park_outbox(&mut *tx, refusal.id, now).await?;
+                                Shared::stop_waiting(&mut *tx, refusal.id).await?;
+                            }
                         }
                         tx.commit().await.map_err($crate::store::store_error)
                     })
@@ -644,16 +644,21 @@ macro_rules! impl_store {
 
                 async fn retry_parked(&self, ids: Option<&[Id]>) -> Result<u64, StoreError> {
                     $crate::store::adapter::within(self.deadline(), "retry_parked", async {
+                        let mut tx = self.begin_write().await?;
+                        let mut unparked = Vec::new();
                         match ids {
-                            None => Shared::retry_parked(self.writer(), None).await,
+                            None => unparked = Shared::unpark(&mut *tx, None).await?,
                             Some(ids) => {
-                                let mut count = 0;
                                 for id in ids {
-                                    count += Shared::retry_parked(self.writer(), Some(*id)).await?;
+                                    unparked.extend(Shared::unpark(&mut *tx, Some(*id)).await?);
                                 }
-                                Ok(count)
                             }
                         }
+                        for id in &unparked {
+                            Shared::wait_again(&mut *tx, *id).await?;
+                        }
+                        tx.commit().await.map_err($crate::store::store_error)?;
+                        Ok(unparked.len() as u64)
                     })
                     .await
                 }

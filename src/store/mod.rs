@@ -29,6 +29,7 @@ mod commands;
 mod dialect;
 mod events_tx;
 mod idempotency;
+mod outbox_queries;
 mod pack;
 mod pack_plan;
 mod pack_tx;

@@ -24,7 +24,7 @@ use sqlx::{Connection, PgConnection, Pool, Postgres, Transaction};
 use super::adapter::{Adapter, impl_store};
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, now, store_error};
+use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -193,6 +193,11 @@ impl PgStore {
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
+        sqlx::query("INSERT INTO attune.outbox_pending (id) SELECT unnest($1::bigint[])")
+            .bind(&ids[..drafts.len()])
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 }
@@ -438,20 +443,16 @@ impl Adapter for PgStore {
     }
 
     async fn write_published(&self, ids: &[Id]) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE attune.outbox SET published_at = $1 \
-             WHERE id = ANY($2) AND published_at IS NULL",
-        )
-        .bind(now())
-        .bind(ids)
-        // Planned anew for each batch, for the outbox as it is now. A prepared statement
-        // keeps the generic plan it chose while the table was small, until the table is
-        // next analyzed: here a sequential scan of the whole outbox per mark, slower with
-        // every row added (with autovacuum off, for good).
-        .persistent(false)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
+        sqlx::query("DELETE FROM attune.outbox_pending WHERE id = ANY($1)")
+            .bind(ids)
+            // Planned anew for each batch, for the table as it is now. A prepared statement
+            // keeps the generic plan it chose while the table was small, until the table is
+            // next analyzed: here a sequential scan of every pending row per mark, slower with
+            // every row added (with autovacuum off, for good).
+            .persistent(false)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 

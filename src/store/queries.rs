@@ -7,9 +7,7 @@
 
 use std::marker::PhantomData;
 
-use attune_actors::domain::{
-    Enforcement, Event, Id, OutboxMessage, ParkedMessage, Rule, Sensor, Trigger,
-};
+use attune_actors::domain::{Enforcement, Event, Id, Rule, Sensor, Trigger};
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -18,8 +16,8 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 
 use super::dialect::{Backend, Stamp, Table};
 use super::rows::{
-    self, ENFORCEMENT_COLUMNS, EVENT_COLUMNS, OUTBOX_COLUMNS, PARKED_COLUMNS, RULE_COLUMNS,
-    SENSOR_COLUMNS, StoredRow, TRIGGER_COLUMNS,
+    self, ENFORCEMENT_COLUMNS, EVENT_COLUMNS, RULE_COLUMNS, SENSOR_COLUMNS, StoredRow,
+    TRIGGER_COLUMNS,
 };
 use super::{now, store_error};
 
@@ -49,7 +47,7 @@ where
     Stamp: Bind<DB>,
 {
     /// `SELECT ... FROM <table> <rest>` with the backend's name for the table.
-    fn select(columns: &str, table: Table, rest: &str) -> String {
+    pub(super) fn select(columns: &str, table: Table, rest: &str) -> String {
         format!("SELECT {columns} FROM {} {rest}", DB::DIALECT.table(table))
     }
 
@@ -282,145 +280,19 @@ where
         Self::all(db, statement.bind(i64::from(limit)), rows::enforcement).await
     }
 
-    /// Unpublished outbox rows in publish (id) order.
-    pub(crate) async fn pending_outbox<'c, E>(
-        db: E,
-        after: Id,
-        limit: u32,
-    ) -> Result<Vec<OutboxMessage>, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            OUTBOX_COLUMNS,
-            Table::Outbox,
-            "WHERE published_at IS NULL AND parked_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
-        );
-        let query = sqlx::query(&sql).bind(after).bind(i64::from(limit));
-        Self::all(db, query, rows::outbox).await
-    }
-
-    pub(crate) async fn outbox_backlog<'c, E>(db: E) -> Result<u64, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            "count(*) AS n",
-            Table::Outbox,
-            "WHERE published_at IS NULL AND parked_at IS NULL",
-        );
-        let pending = Self::int(db, sqlx::query(&sql), "n").await?;
-        Ok(u64::try_from(pending).unwrap_or(0))
-    }
-
-    /// One more refusal of an outbox row, with its error; parks the row when `park`.
-    pub(crate) async fn record_outbox_refusal<'c, E>(
-        db: E,
-        id: Id,
-        error: &str,
-        park: bool,
-    ) -> Result<(), StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = format!(
-            "UPDATE {} SET attempts = attempts + 1, last_error = $2, \
-             parked_at = CASE WHEN $3 = 1 THEN $4 ELSE parked_at END \
-             WHERE id = $1 AND published_at IS NULL",
-            DB::DIALECT.table(Table::Outbox)
-        );
-        let statement = sqlx::query(&sql)
-            .bind(id)
-            .bind(error)
-            .bind(i64::from(park))
-            .bind(Stamp(now()));
-        Self::run(db, statement).await
-    }
-
-    pub(crate) async fn parked_outbox<'c, E>(
-        db: E,
-        limit: u32,
-    ) -> Result<Vec<ParkedMessage>, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            PARKED_COLUMNS,
-            Table::Outbox,
-            "WHERE published_at IS NULL AND parked_at IS NOT NULL ORDER BY id LIMIT $1",
-        );
-        Self::all(db, sqlx::query(&sql).bind(i64::from(limit)), rows::parked).await
-    }
-
-    pub(crate) async fn parked_count<'c, E>(db: E) -> Result<u64, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            "count(*) AS n",
-            Table::Outbox,
-            "WHERE published_at IS NULL AND parked_at IS NOT NULL",
-        );
-        let parked = Self::int(db, sqlx::query(&sql), "n").await?;
-        Ok(u64::try_from(parked).unwrap_or(0))
-    }
-
-    pub(crate) async fn oldest_unpublished<'c, E>(
-        db: E,
-    ) -> Result<Option<DateTime<Utc>>, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = Self::select(
-            "created",
-            Table::Outbox,
-            "WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT 1",
-        );
-        Self::optional(db, sqlx::query(&sql), |row| row.time("created")).await
-    }
-
-    /// Deletes up to `limit` outbox rows published before `before`, oldest publication
-    /// first; returns how many. Ordered by `published_at`, so the partial index on it both
-    /// finds and orders them: ordered by `id`, a table without statistics was walked by
-    /// its primary key from the first row, filtering every row (652 ms at 120,000 rows
-    /// with none old enough).
-    pub(crate) async fn prune_outbox<'c, E>(
-        db: E,
-        before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<u64, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let outbox = DB::DIALECT.table(Table::Outbox);
-        let sql = format!(
-            "DELETE FROM {outbox} WHERE id IN (SELECT id FROM {outbox} \
-             WHERE published_at IS NOT NULL AND published_at < $1 ORDER BY published_at LIMIT $2)"
-        );
-        let statement = sqlx::query(&sql).bind(Stamp(before)).bind(i64::from(limit));
-        Self::changed(db, statement).await
-    }
-
     /// The events retention may remove: stored before `$1`, already matched (at or below
     /// the watermark of the instance that stored it; an instance without one has matched
     /// all it stored), and older than the oldest outbox row not yet published (parked ones
-    /// included), so no message outlives the rows it announces. The oldest of each kind
-    /// is read from its own partial index: asked for both at once, a table without
-    /// statistics was walked by its primary key through every published row.
+    /// included), so no message outlives the rows it announces.
     fn prunable_events_where() -> String {
         format!(
             "WHERE created < $1 \
              AND NOT EXISTS (SELECT 1 FROM {watermarks} w \
                  WHERE w.instance = {events}.stored_by AND w.matched_through < {events}.id) \
-             AND created < COALESCE((SELECT min(created) FROM ( \
-                 SELECT created FROM (SELECT created FROM {outbox} \
-                     WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT 1) AS waiting \
-                 UNION ALL SELECT created FROM (SELECT created FROM {outbox} \
-                     WHERE published_at IS NULL AND parked_at IS NOT NULL ORDER BY id LIMIT 1) AS parked \
-                 ) AS unpublished), $1)",
+             AND created < COALESCE({unpublished}, $1)",
             watermarks = DB::DIALECT.table(Table::MatcherWatermark),
             events = DB::DIALECT.table(Table::Event),
-            outbox = DB::DIALECT.table(Table::Outbox),
+            unpublished = Self::oldest_unpublished_or_parked(),
         )
     }
 
@@ -481,11 +353,7 @@ where
     where
         E: Executor<'c, Database = DB> + Copy,
     {
-        let outbox = Self::select(
-            "count(*) AS n",
-            Table::Outbox,
-            "WHERE published_at IS NOT NULL AND published_at < $1",
-        );
+        let outbox = Self::select("count(*) AS n", Table::Outbox, &Self::published_before());
         let events_where = Self::prunable_events_where();
         let events = Self::select("count(*) AS n", Table::Event, &events_where);
         let enforcements = Self::select(
@@ -506,23 +374,6 @@ where
         )
         .await?;
         Ok((count(o), count(e), count(f)))
-    }
-
-    /// Puts one parked row (`Some(id)`) or all of them back in the publish order; returns
-    /// how many went back.
-    pub(crate) async fn retry_parked<'c, E>(db: E, id: Option<Id>) -> Result<u64, StoreError>
-    where
-        E: Executor<'c, Database = DB>,
-    {
-        let sql = format!(
-            "UPDATE {} SET parked_at = NULL, attempts = 0 \
-             WHERE published_at IS NULL AND parked_at IS NOT NULL AND ($1 = 1 OR id = $2)",
-            DB::DIALECT.table(Table::Outbox)
-        );
-        let statement = sqlx::query(&sql)
-            .bind(i64::from(id.is_none()))
-            .bind(id.unwrap_or(0));
-        Self::changed(db, statement).await
     }
 
     pub(crate) async fn sensor_state<'c, E>(

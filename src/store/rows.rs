@@ -31,13 +31,15 @@ pub(crate) const ENFORCEMENT_COLUMNS: &str = r#"id, rule, rule_ref, trigger_ref,
     payload, condition, conditions, created, CAST(correlation_id AS TEXT) AS correlation_id,
     traceparent, action_ref, action_params, error, throttle"#;
 pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, created, updated";
-/// The message id is `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text:
-/// read as text, both decode one way, and the body goes out as the database holds it.
-pub(crate) const OUTBOX_COLUMNS: &str = "id, CAST(message_id AS TEXT) AS message_id, \
-    message_type, routing_key, CAST(body AS TEXT) AS body, CAST(attempts AS BIGINT) AS attempts";
-pub(crate) const PARKED_COLUMNS: &str = "id, CAST(message_id AS TEXT) AS message_id, \
-    message_type, routing_key, CAST(attempts AS BIGINT) AS attempts, last_error, created, \
-    parked_at";
+/// Read from the pending rows (`p`) joined to their outbox rows (`o`). The message id is
+/// `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text: read as text, both
+/// decode one way, and the body goes out as the database holds it.
+pub(crate) const OUTBOX_COLUMNS: &str = "o.id, CAST(o.message_id AS TEXT) AS message_id, \
+    o.message_type, o.routing_key, CAST(o.body AS TEXT) AS body, \
+    CAST(p.attempts AS BIGINT) AS attempts";
+pub(crate) const PARKED_COLUMNS: &str = "o.id, CAST(o.message_id AS TEXT) AS message_id, \
+    o.message_type, o.routing_key, CAST(p.attempts AS BIGINT) AS attempts, p.last_error, \
+    o.created, p.parked_at";
 
 /// The kinds of column the schema has, read from a row by name.
 pub(crate) trait StoredRow {
@@ -49,6 +51,7 @@ pub(crate) trait StoredRow {
     fn json(&self, column: &str) -> Result<Value, sqlx::Error>;
     fn opt_json(&self, column: &str) -> Result<Option<Value>, sqlx::Error>;
     fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
 }
 
 /// A type a row of `DB` decodes into.
@@ -88,6 +91,9 @@ where
         self.try_get(column)
     }
     fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
         self.try_get(column)
     }
 }

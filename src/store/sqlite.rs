@@ -28,7 +28,7 @@ use super::adapter::{Adapter, impl_store};
 use super::dialect::Stamp;
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, now, store_error};
+use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -134,7 +134,7 @@ impl SqliteStore {
     }
 
     /// Inserts outbox rows in one statement, in the order given (so their ids ascend in
-    /// that order).
+    /// that order), and their pending rows in another.
     async fn insert_outbox(
         tx: &mut Transaction<'static, Sqlite>,
         drafts: &[OutboxDraft],
@@ -152,7 +152,7 @@ impl SqliteStore {
                 b: &d.body,
             })
             .collect();
-        sqlx::query(
+        let outcome = sqlx::query(
             "INSERT INTO outbox (message_id, message_type, routing_key, body, created) \
              SELECT value ->> 'm', value ->> 'y', value ->> 'k', value ->> 'b', $2 \
              FROM json_each($1) ORDER BY key",
@@ -162,6 +162,18 @@ impl SqliteStore {
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
+        let ids = inserted_ids(&outcome, drafts.len())?;
+        if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+            sqlx::query(
+                "WITH RECURSIVE ids(id) AS (SELECT $1 UNION ALL SELECT id + 1 FROM ids WHERE id < $2) \
+                 INSERT INTO outbox_pending (id) SELECT id FROM ids",
+            )
+            .bind(first)
+            .bind(last)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+        }
         Ok(())
     }
 }
@@ -431,15 +443,11 @@ impl Adapter for SqliteStore {
         // One statement for any number of ids: the list travels as a JSON array.
         let list = serde_json::to_string(ids)
             .map_err(|e| StoreError::Other(format!("cannot encode outbox ids: {e}")))?;
-        sqlx::query(
-            "UPDATE outbox SET published_at = $1 \
-             WHERE id IN (SELECT value FROM json_each($2)) AND published_at IS NULL",
-        )
-        .bind(Stamp(now()))
-        .bind(list)
-        .execute(&self.writer)
-        .await
-        .map_err(store_error)?;
+        sqlx::query("DELETE FROM outbox_pending WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(list)
+            .execute(&self.writer)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 
