@@ -1531,63 +1531,111 @@ mod postgres_plans {
         }
     }
 
+    /// Whether the plan reads the whole outbox: a sequential scan of it, or a hash join
+    /// (which hashes one side whole).
+    fn reads_whole_outbox(plan: &Value) -> bool {
+        match plan {
+            Value::Object(node) => {
+                let kind = node.get("Node Type").and_then(Value::as_str);
+                let relation = node.get("Relation Name").and_then(Value::as_str);
+                kind == Some("Hash Join")
+                    || (kind == Some("Seq Scan") && relation == Some("outbox"))
+                    || node.values().any(reads_whole_outbox)
+            }
+            Value::Array(items) => items.iter().any(reads_whole_outbox),
+            _ => false,
+        }
+    }
+
+    /// The text of the statement backend `pid` ran last.
+    async fn last_statement(admin: &mut sqlx::PgConnection, pid: i32) -> String {
+        sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(admin)
+            .await
+            .expect("the backend's last statement")
+    }
+
     /// The publisher reads the few rows still waiting behind many published ones. Joined
     /// to the outbox before being limited, the read was planned as a merge of both primary
     /// keys that stops early, and walked every published outbox row first (28 ms for
-    /// 200,000 rows); so did the age of the oldest waiting row.
+    /// 200,000 rows); so did the age of the oldest waiting row; joined after the limit, it
+    /// hashed all 3,000 outbox rows here for 10 waiting ones. Both run unprepared: the
+    /// generic plan a prepared read settled on while the tables were small scanned the
+    /// whole outbox for every read once it had grown.
     #[tokio::test]
     async fn postgres_reads_the_backlog_without_walking_published_rows() {
         const ROWS: usize = 3000;
         const WAITING: usize = 10;
-        let (_db, pool, store) = one_connection_store().await;
+        let (db, pool, store) = one_connection_store().await;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("the store's backend");
+        // Small tables first, read more than the five times after which PostgreSQL may
+        // keep a prepared statement's generic plan.
+        store
+            .create_plain((0..5).map(|n| new_event(None, "t", n)).collect())
+            .await
+            .expect("first events");
+        for _ in 0..8 {
+            store.pending_outbox(0, 1000).await.expect("pending");
+            store.oldest_unpublished().await.expect("oldest");
+        }
         store
             .create_plain((0..ROWS).map(|n| new_event(None, "t", n)).collect())
             .await
             .expect("events");
         let ids: Vec<Id> = store
-            .pending_outbox(0, ROWS as u32 + 1)
+            .pending_outbox(0, ROWS as u32 + 10)
             .await
             .expect("pending")
             .iter()
             .map(|m| m.id)
             .collect();
         store
-            .mark_published(&ids[..ROWS - WAITING])
+            .mark_published(&ids[..ids.len() - WAITING])
             .await
             .expect("mark");
-        assert_eq!(store.pending_outbox(0, 1000).await.unwrap().len(), WAITING);
-        assert!(store.oldest_unpublished().await.unwrap().is_some());
 
-        let mut connection = pool.acquire().await.expect("the pool's one connection");
-        let reads: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, statement FROM pg_prepared_statements \
-             WHERE statement LIKE 'SELECT o.id%' OR statement LIKE 'SELECT min(created)%'",
-        )
-        .fetch_all(&mut *connection)
-        .await
-        .expect("prepared statements");
-        assert_eq!(
-            reads.len(),
-            2,
-            "the read and the oldest row's age: {reads:?}"
-        );
-        for (name, statement) in reads {
-            let arguments = if statement.contains("$2") {
-                "(0, 1000)"
-            } else {
-                ""
-            };
+        use sqlx::{Connection as _, Executor as _};
+        let mut admin = sqlx::PgConnection::connect(&db.url).await.expect("admin");
+        assert_eq!(store.pending_outbox(0, 1000).await.unwrap().len(), WAITING);
+        let read = last_statement(&mut admin, pid).await;
+        assert!(store.oldest_unpublished().await.unwrap().is_some());
+        let oldest = last_statement(&mut admin, pid).await;
+        for (name, statement, arguments) in [("read", &read, "(0, 1000)"), ("oldest", &oldest, "")]
+        {
+            admin
+                .execute(format!("PREPARE {name} AS {statement}").as_str())
+                .await
+                .unwrap_or_else(|e| panic!("prepare {statement}: {e}"));
             let plan: Value =
                 sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) EXECUTE {name}{arguments}"))
-                    .fetch_one(&mut *connection)
+                    .fetch_one(&mut admin)
                     .await
-                    .expect("explain the read");
+                    .expect("explain");
             assert!(
                 !limit_over_join(&plan),
                 "{statement}\nlimits a join: {plan:#}"
             );
+            assert!(
+                !reads_whole_outbox(&plan),
+                "{statement}\nreads the whole outbox: {plan:#}"
+            );
         }
-        drop(connection);
+        let prepared: Vec<String> = sqlx::query_scalar(
+            "SELECT statement FROM pg_prepared_statements \
+             WHERE statement LIKE 'SELECT o.id%' OR statement LIKE 'SELECT min(created)%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("prepared statements");
+        assert!(
+            prepared.is_empty(),
+            "outbox reads keep a prepared plan: {prepared:?}"
+        );
+        admin.close().await.expect("close");
         pool.close().await;
     }
 

@@ -27,6 +27,11 @@ impl Backend for Postgres {
         schema: "attune.",
         lock_read_rows: " FOR UPDATE",
         json_texts: "SELECT jsonb_array_elements_text($1)",
+        // `OFFSET 0` keeps the subquery from being flattened into a join the planner may
+        // hash: sized for the limit rather than the few rows waiting, a hash join over a
+        // sequential scan of the whole outbox looked cheaper than a lookup per row.
+        lookup_by_id: "CROSS JOIN LATERAL (SELECT * FROM {table} WHERE id = {of}.id OFFSET 0) AS {alias}",
+        prepare_growing_reads: false,
     };
 
     fn rows_affected(done: &Self::QueryResult) -> u64 {
@@ -41,6 +46,11 @@ impl Backend for Sqlite {
         schema: "",
         lock_read_rows: "",
         json_texts: "SELECT value FROM json_each($1)",
+        // SQLite joins by nested loops only: this is a lookup by primary key per row.
+        lookup_by_id: "JOIN {table} AS {alias} ON {alias}.id = {of}.id",
+        // Without ANALYZE, SQLite plans by the schema alone, not by how big the tables
+        // were when the statement was prepared.
+        prepare_growing_reads: true,
     };
 
     fn rows_affected(done: &Self::QueryResult) -> u64 {
@@ -59,6 +69,13 @@ pub(crate) struct Dialect {
     /// A subquery yielding the strings of the JSON array bound as `$1` (a `Value`, which
     /// is `jsonb` on PostgreSQL and text on SQLite), one row each.
     json_texts: &'static str,
+    /// Joins to each row of `{of}` the row of `{table}` with its id, as `{alias}`, one
+    /// primary key lookup per row whatever the statistics say.
+    lookup_by_id: &'static str,
+    /// Whether reads over tables that grow and shrink quickly (the outbox's) may keep
+    /// their prepared statement: PostgreSQL keeps the generic plan it chose for a
+    /// statement's first runs, costed for the tables as they were then.
+    prepare_growing_reads: bool,
 }
 
 impl Dialect {
@@ -69,6 +86,18 @@ impl Dialect {
 
     pub(crate) fn lock_read_rows(self) -> &'static str {
         self.lock_read_rows
+    }
+
+    /// See `lookup_by_id`: the row of `table` with the id of each row of `of`, as `alias`.
+    pub(crate) fn lookup_by_id(self, table: Table, of: &str, alias: &str) -> String {
+        self.lookup_by_id
+            .replace("{table}", &self.table(table))
+            .replace("{of}", of)
+            .replace("{alias}", alias)
+    }
+
+    pub(crate) fn prepare_growing_reads(self) -> bool {
+        self.prepare_growing_reads
     }
 
     pub(crate) fn json_texts(self) -> &'static str {
