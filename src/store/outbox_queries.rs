@@ -86,9 +86,16 @@ where
     where
         E: Executor<'c, Database = DB>,
     {
-        let sql = Self::select("count(*) AS n", Table::OutboxPending, "");
-        let pending = Self::int(db, sqlx::query(&sql), "n").await?;
-        Ok(u64::try_from(pending).unwrap_or(0))
+        Self::count_rows(db, Table::OutboxPending).await
+    }
+
+    async fn count_rows<'c, E>(db: E, table: Table) -> Result<u64, StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let sql = Self::select("count(*) AS n", table, "");
+        let rows = Self::int(db, sqlx::query(&sql), "n").await?;
+        Ok(u64::try_from(rows).unwrap_or(0))
     }
 
     /// One more refusal of a waiting outbox row, with its error.
@@ -186,9 +193,7 @@ where
     where
         E: Executor<'c, Database = DB>,
     {
-        let sql = Self::select("count(*) AS n", Table::OutboxParked, "");
-        let parked = Self::int(db, sqlx::query(&sql), "n").await?;
-        Ok(u64::try_from(parked).unwrap_or(0))
+        Self::count_rows(db, Table::OutboxParked).await
     }
 
     /// When the first waiting row was written (parked rows not counted).
