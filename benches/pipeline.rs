@@ -18,7 +18,13 @@
 //! Knobs: `ATTUNE_BENCH_EVENTS` (default 20000), `ATTUNE_BENCH_CONCURRENCY` (default 512),
 //! `ATTUNE_BENCH_BACKENDS` (`postgres,sqlite`), `ATTUNE_BENCH_INSTANCES` (`1,2`: the
 //! PostgreSQL runs), `ATTUNE_BENCH_QUEUE` (the durable queue bound; default one of its
-//! own) and `ATTUNE_BENCH_KEEP_QUEUE=1` (leave that queue with the last run's messages).
+//! own), `ATTUNE_BENCH_KEEP_QUEUE=1` (leave that queue with the last run's messages) and
+//! `ATTUNE_BENCH_PROBE_CHANNELS` (e.g. `2,4`: after the one-channel probe, probes on that
+//! many channels of one connection).
+//!
+//! Each probe and run also prints the cores that this process (the service and its load),
+//! PostgreSQL and RabbitMQ used meanwhile, and the machine's idle share (`/proc`), since
+//! all three share the machine's cores.
 
 mod support;
 
@@ -35,6 +41,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use sqlx::{Connection as _, Executor, PgConnection};
+use support::cpu::CpuSample;
 use support::{ADMIN_DB, AMQP, BoundQueue, Commits, env_usize, settings};
 
 /// The probe's publish window, like the service's.
@@ -44,20 +51,39 @@ const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
 type Confirming<'a> = Pin<Box<dyn Future<Output = lapin::Result<lapin::Confirmation>> + Send + 'a>>;
 
-/// The broker's ceiling on one channel: `messages` persistent messages of `size` bytes
-/// with confirms, `IN_FLIGHT` at a time, to the exchange the queue is bound to.
-/// Returns messages per second.
-async fn probe(exchange: &str, messages: usize, size: usize) -> f64 {
+/// The broker's ceiling on `channels` channels of one connection: `messages` persistent
+/// messages of `size` bytes with confirms, `IN_FLIGHT` at a time on each channel, to the
+/// exchange the queue is bound to. Returns messages per second.
+async fn probe(exchange: &str, messages: usize, size: usize, channels: usize) -> f64 {
     let connection = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .expect("probe connection");
-    let channel = connection.create_channel().await.expect("probe channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let body = vec![b'x'; size];
+    let mut opened = Vec::new();
+    for _ in 0..channels {
+        let channel = connection.create_channel().await.expect("probe channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        opened.push(channel);
+    }
     let started = Instant::now();
+    let mut senders = Vec::new();
+    for (index, channel) in opened.into_iter().enumerate() {
+        let share = messages / channels + usize::from(index < messages % channels);
+        let exchange = exchange.to_owned();
+        senders.push(tokio::spawn(async move {
+            probe_channel(&channel, &exchange, share, size).await
+        }));
+    }
+    for sender in senders {
+        sender.await.expect("probe task");
+    }
+    messages as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn probe_channel(channel: &lapin::Channel, exchange: &str, messages: usize, size: usize) {
+    let body = vec![b'x'; size];
     let mut in_flight: VecDeque<Confirming> = VecDeque::with_capacity(IN_FLIGHT);
     for n in 0..messages {
         let properties = BasicProperties::default()
@@ -96,7 +122,6 @@ async fn probe(exchange: &str, messages: usize, size: usize) -> f64 {
     for confirming in in_flight {
         confirming.await.expect("probe confirm");
     }
-    messages as f64 / started.elapsed().as_secs_f64()
 }
 
 /// One run's figures.
@@ -113,12 +138,12 @@ struct Run {
 /// How fast the publisher alone drains a backlog: every outbox row of `database_url` is
 /// marked unpublished again, and the drain is timed from the first message the queue
 /// receives to the last (the publisher notices on its next poll). Returns messages per
-/// second and how many rows it published again.
+/// second, how many rows it published again, and the cores used meanwhile.
 async fn replay(
     store: &Arc<dyn attune_actors::ports::Store>,
     queue: &BoundQueue,
     database_url: &str,
-) -> (f64, u64) {
+) -> (f64, u64, String) {
     // The queue can hold a message before its row is marked: a mark still to come would
     // otherwise land after the reset below and keep that row out of the replay.
     settle_backlog(store).await;
@@ -130,7 +155,7 @@ async fn replay(
         .await
         .expect("mark the outbox unpublished");
     let total = store.outbox_backlog().await.expect("backlog");
-    let (mut first, mut from) = (None, 0);
+    let (mut first, mut from, mut cpu_from) = (None, 0, None);
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         let held = queue.count().await;
@@ -142,6 +167,7 @@ async fn replay(
         if first.is_none() && held > before {
             first = Some(Instant::now());
             from = held;
+            cpu_from = Some(CpuSample::now());
         }
         if u64::from(held) >= u64::from(before) + total {
             break;
@@ -149,9 +175,10 @@ async fn replay(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = first.map_or(Duration::ZERO, |t| t.elapsed());
+    let cpu = cpu_from.map_or_else(String::new, |from| CpuSample::now().since(&from));
     let rate = f64::from(before + total as u32 - from) / took.as_secs_f64().max(1e-9);
     settle_backlog(store).await;
-    (rate, total)
+    (rate, total, cpu)
 }
 
 /// Waits until every outbox row is marked published.
@@ -204,6 +231,7 @@ async fn run(
     for service in &services {
         commits_before.push(Commits::scrape(&format!("http://{}", service.admin_addr)).await);
     }
+    let cpu_before = CpuSample::now();
     let started = Instant::now();
     let per_task = events / concurrency;
     let mut tasks = Vec::new();
@@ -245,6 +273,7 @@ async fn run(
         None => settle_backlog(&store).await,
     }
     let end_to_end = started.elapsed();
+    let cpu = CpuSample::now().since(&cpu_before);
     println!(
         "{name}: {total} events, {enforcements} enforcements; stored and matched in {:.2} s = {:.0} events/s; \
          all {} messages published after {:.2} s = {:.0} events/s end to end",
@@ -254,6 +283,7 @@ async fn run(
         end_to_end.as_secs_f64(),
         total as f64 / end_to_end.as_secs_f64(),
     );
+    println!("  {name}: {cpu}");
     for (service, before) in services.iter().zip(&commits_before) {
         let commits = Commits::scrape(&format!("http://{}", service.admin_addr)).await;
         println!("  {name}: {}", commits.since(before));
@@ -268,9 +298,9 @@ async fn run(
             // From an empty queue, as the probe's: a classic queue holding 40,000
             // messages took the probe's own messages about 9% slower.
             queue.purge().await;
-            let (rate, rows) = replay(&store, queue, url).await;
+            let (rate, rows, cpu) = replay(&store, queue, url).await;
             println!(
-                "  {name}: outbox replay ({rows} rows marked unpublished, publisher alone): {rate:.0} msg/s"
+                "  {name}: outbox replay ({rows} rows marked unpublished, publisher alone): {rate:.0} msg/s; {cpu}"
             );
             Some((rate, rows))
         }
@@ -305,11 +335,28 @@ async fn postgres(events: usize, concurrency: usize) {
 
     // The probe sends what the service will: two messages per event, of about the size
     // of an EnforcementCreated for this pack's payloads.
-    let probe_rate = probe(&exchange, events * 2, 900).await;
+    let cpu_before = CpuSample::now();
+    let probe_rate = probe(&exchange, events * 2, 900, 1).await;
     println!(
         "rabbitmq probe (bare lapin, persistent, confirms, {IN_FLIGHT} in flight, durable queue {queue_name} bound): {:.0} msg/s",
         probe_rate
     );
+    println!("  probe: {}", CpuSample::now().since(&cpu_before));
+    // More channels than one: whether the ceiling is the channel or the queue behind it.
+    if let Ok(list) = std::env::var("ATTUNE_BENCH_PROBE_CHANNELS") {
+        for channels in list
+            .split(',')
+            .filter_map(|n| n.trim().parse::<usize>().ok())
+        {
+            let channels = channels.max(1);
+            queue.purge().await;
+            let rate = probe(&exchange, events * 2, 900, channels).await;
+            println!(
+                "rabbitmq probe on {channels} channel(s) of one connection: {rate:.0} msg/s = {:.2} x one channel",
+                rate / probe_rate
+            );
+        }
+    }
     queue.purge().await;
 
     let instances = std::env::var("ATTUNE_BENCH_INSTANCES").unwrap_or_else(|_| "1,2".into());

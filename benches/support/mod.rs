@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each benchmark uses part of it.
 
+pub mod cpu;
+
 use std::path::PathBuf;
 
 use attune_sensor::config::Settings;
