@@ -8,6 +8,7 @@
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
+use super::glob::{Glob, glob_to_regex};
 use super::path::Path;
 use super::tree::{Affix, Condition, Equality, Needle, Node, OPERATORS, Order, Set, Test};
 use super::{ConditionError, MAX_DEPTH, REGEX_SIZE_LIMIT};
@@ -420,7 +421,8 @@ fn compile_test(operator: &str, value: &Value, ignore_case: bool) -> Result<Test
         "matches" => Test::Matches(build_regex(needs_string("a regex string")?, ignore_case)?),
         "wildcard" => {
             let glob = needs_string("a glob string")?;
-            Test::Wildcard(build_regex(&glob_to_regex(glob)?, ignore_case)?)
+            let regex = build_regex(&glob_to_regex(glob)?, ignore_case)?;
+            Test::Wildcard(Glob::new(glob, regex, ignore_case))
         }
         "timediff_lt" | "timediff_gt" => {
             let seconds = value
@@ -466,33 +468,4 @@ fn build_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
 /// it instead of carrying a second folding table.
 fn literal_regex(text: &str, (start, end): (&str, &str)) -> Result<Regex, String> {
     build_regex(&format!("{start}(?:{}){end}", regex::escape(text)), true)
-}
-
-/// Translates a glob (`*` any run of characters, `?` one character, `\` escapes the next
-/// character) into an anchored regex.
-pub(super) fn glob_to_regex(glob: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(glob.len() + 8);
-    out.push_str("^(?s:");
-    let mut chars = glob.chars();
-    let mut buf = [0u8; 4];
-    let mut after_star = false;
-    while let Some(c) = chars.next() {
-        // A run of stars means the same as one; collapsing keeps the regex small.
-        let star = c == '*';
-        match c {
-            '*' if after_star => {}
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '\\' => {
-                let escaped = chars
-                    .next()
-                    .ok_or_else(|| "invalid glob: it ends with a lone '\\'".to_owned())?;
-                out.push_str(&regex::escape(escaped.encode_utf8(&mut buf)));
-            }
-            other => out.push_str(&regex::escape(other.encode_utf8(&mut buf))),
-        }
-        after_star = star;
-    }
-    out.push_str(")$");
-    Ok(out)
 }

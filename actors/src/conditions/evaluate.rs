@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
 
+use super::glob::Glob;
 use super::tree::{Affix, Condition, Equality, Needle, Node, Order, Set, Test};
 
 /// What a condition is evaluated against: the event context, the current element inside
@@ -121,8 +122,16 @@ impl Test {
             },
             Test::In(set) => set.contains(actual).into(),
             Test::NotIn(set) => (!set.contains(actual)).into(),
-            Test::Matches(re) | Test::Wildcard(re) => match actual {
-                Value::String(s) => re.is_match(s).into(),
+            // One call of the regex for both: a second kept the compiler from inlining
+            // the regex's setup into this one (`matches` took 2 % more instructions).
+            Test::Matches(re) | Test::Wildcard(Glob { regex: re, .. }) => match actual {
+                Value::String(s) => {
+                    let quick = match self {
+                        Test::Wildcard(glob) => glob.decide_quickly(s),
+                        _ => None,
+                    };
+                    quick.unwrap_or_else(|| re.is_match(s)).into()
+                }
                 _ => Verdict::Mismatch("the field is not a string"),
             },
             Test::TimediffLt(limit) => match age_seconds(actual, env) {

@@ -28,6 +28,7 @@
 mod compile;
 mod evaluate;
 mod explain;
+mod glob;
 mod path;
 mod tree;
 

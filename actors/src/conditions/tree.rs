@@ -5,6 +5,7 @@
 use regex::Regex;
 use serde_json::Value;
 
+use super::glob::Glob;
 use super::path::Path;
 
 /// A compiled group or condition.
@@ -52,7 +53,7 @@ pub(super) enum Test {
     In(Set),
     NotIn(Set),
     Matches(Regex),
-    Wildcard(Regex),
+    Wildcard(Glob),
     Exists,
     NotExists,
     TimediffLt(f64),
