@@ -1,6 +1,7 @@
 //! Upgrading a database that holds an outbox backlog: migration 0016 moves the rows
 //! waiting to be published (parked ones with their attempts and errors) into
-//! `outbox_pending`, and nothing already published comes back.
+//! `outbox_pending`, and nothing already published comes back; on PostgreSQL, 0017 keeps
+//! each body, as text.
 
 mod support {
     pub mod postgres;
@@ -39,7 +40,7 @@ async fn migrator_before_pending(dir: &str) -> Migrator {
 const OLD_ROWS: &str = "INSERT INTO {outbox} \
     (id, message_id, message_type, routing_key, body, created, published_at, attempts, last_error, parked_at) VALUES \
     (1, '00000000-0000-4000-8000-000000000001', 'EventCreated', 'event.created', '{}', {t}, {t}, 0, NULL, NULL), \
-    (2, '00000000-0000-4000-8000-000000000002', 'EventCreated', 'event.created', '{}', {t}, NULL, 2, 'nack', NULL), \
+    (2, '00000000-0000-4000-8000-000000000002', 'EventCreated', 'event.created', '{\"b\": 1, \"a\": [1, 2]}', {t}, NULL, 2, 'nack', NULL), \
     (3, '00000000-0000-4000-8000-000000000003', 'EnforcementCreated', 'enforcement.created', '{}', {t}, NULL, 10, 'unroutable', {t})";
 
 async fn assert_backlog_kept(store: &dyn Store) {
@@ -52,6 +53,9 @@ async fn assert_backlog_kept(store: &dyn Store) {
         [(2, 2)],
         "the waiting row, with its attempts"
     );
+    // On PostgreSQL the body was jsonb before migration 0017 and is its text now.
+    let body: serde_json::Value = serde_json::from_str(&waiting[0].body).expect("JSON body");
+    assert_eq!(body, serde_json::json!({"b": 1, "a": [1, 2]}));
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 1);
     let parked = store.parked_outbox(100).await.expect("parked");
     assert_eq!(parked.len(), 1, "{parked:?}");

@@ -18,6 +18,7 @@ use attune_actors::domain::{
     PackDefinition, PruneCutoffs, RuleDefinition, SensorDefinition, Throttle, ThrottleMode,
     TriggerDefinition, Watermark,
 };
+use attune_actors::messages::{Envelope, EventCreated};
 use attune_actors::ports::{OutboxRefusal, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -609,6 +610,15 @@ mod cases {
             assert_eq!(body["payload"]["event_id"], json!(event.id));
             assert_eq!(body["payload"]["payload"], event.payload);
             assert_eq!(body["payload"]["sensor_ref"], json!("demo.s1"));
+            // Kept as the service wrote it, so the broker gets that text on both backends
+            // (PostgreSQL's jsonb printed the keys in an order of its own).
+            let envelope: Envelope<EventCreated> =
+                serde_json::from_str(&message.body).expect("an EventCreated envelope");
+            assert_eq!(
+                serde_json::to_string(&envelope).expect("serialize"),
+                message.body,
+                "the body is the service's own text"
+            );
         }
         assert!(h.store.create_plain(Vec::new()).await.unwrap().is_empty());
     }

@@ -180,7 +180,7 @@ impl PgStore {
         let bodies: Vec<&str> = drafts.iter().map(|d| d.body.as_str()).collect();
         sqlx::query(
             r#"INSERT INTO attune.outbox (id, message_id, message_type, routing_key, body, created)
-               SELECT id, message_id, message_type, routing_key, body::jsonb, $6
+               SELECT id, message_id, message_type, routing_key, body, $6
                FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
                     AS u(id, message_id, message_type, routing_key, body)"#,
         )

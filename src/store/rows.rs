@@ -32,10 +32,10 @@ pub(crate) const ENFORCEMENT_COLUMNS: &str = r#"id, rule, rule_ref, trigger_ref,
     traceparent, action_ref, action_params, error, throttle"#;
 pub(crate) const PACK_COLUMNS: &str = "id, ref, label, description, version, created, updated";
 /// Read from the pending rows (`p`) joined to their outbox rows (`o`). The message id is
-/// `uuid` on PostgreSQL and text on SQLite, the body `jsonb` or text: read as text, both
-/// decode one way, and the body goes out as the database holds it.
+/// `uuid` on PostgreSQL and text on SQLite: read as text, both decode one way. The body is
+/// text on both, the service's own, and goes out as written.
 pub(crate) const OUTBOX_COLUMNS: &str = "o.id, CAST(o.message_id AS TEXT) AS message_id, \
-    o.message_type, o.routing_key, CAST(o.body AS TEXT) AS body, \
+    o.message_type, o.routing_key, o.body, \
     CAST(p.attempts AS BIGINT) AS attempts";
 pub(crate) const PARKED_COLUMNS: &str = "o.id, CAST(o.message_id AS TEXT) AS message_id, \
     o.message_type, o.routing_key, CAST(p.attempts AS BIGINT) AS attempts, p.last_error, \
