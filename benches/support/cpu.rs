@@ -29,11 +29,10 @@ impl CpuSample {
                     continue;
                 };
                 let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                let ticks = process_ticks(pid);
                 if comm.starts_with("postgres") {
-                    postgres += ticks;
+                    postgres += process_ticks(pid);
                 } else if comm.starts_with("beam") || comm.starts_with("erl_child_setup") {
-                    rabbitmq += ticks;
+                    rabbitmq += process_ticks(pid);
                 }
             }
         }
