@@ -1,8 +1,8 @@
 //! Gives memory the service has freed back to the operating system once the actor tree
 //! has settled after a change.
 //!
-//! glibc's allocator keeps freed memory for reuse, returning only what lies at the top of
-//! its heaps. Starting sensors frees a lot in between (the definitions read, state loads,
+//! An allocator keeps freed memory for reuse (glibc's returns only what lies at the top
+//! of its heaps, mimalloc what stays free a while). Starting sensors frees a lot in between (the definitions read, state loads,
 //! the supervisor's status snapshots as the tree grew), so a service that had started
 //! 100,000 interval timers held 939 to 1,079 MiB when all ran and 894 to 906 MiB once
 //! trimmed (`cargo bench --bench sensors`, benches/README.md). The trim takes a few
@@ -25,9 +25,15 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// The least time between two trims.
 pub const MIN_GAP: Duration = Duration::from_secs(60);
 
-/// Returns the free memory of every malloc arena to the operating system. Other
-/// platforms and allocators are left as they are.
+/// Returns free memory to the operating system: mimalloc's (the service's allocator, see
+/// `main.rs`) and that of every glibc malloc arena (where SQLite and the other C
+/// libraries allocate).
 pub fn release_free_memory() {
+    // SAFETY: mi_collect only frees the allocator's own unused pages; called from any
+    // thread, it collects that thread's heap and the abandoned ones.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and shrinks the allocator's own free lists, under
     // each arena's lock, so threads allocating meanwhile merely wait for it.
