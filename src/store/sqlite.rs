@@ -77,8 +77,12 @@ impl SqliteStore {
         };
         // An in-memory database lives as long as one of its connections, so that single
         // connection is kept forever and serves reads too.
+        // No ping before each use: a connection to a local file cannot have dropped, and
+        // the ping is one more round trip to SQLite's thread per transaction (a statement
+        // that fails still fails as it would have).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .min_connections(if in_memory { 1 } else { 0 })
             .idle_timeout(if in_memory {
                 None
@@ -99,6 +103,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await
