@@ -245,6 +245,17 @@ pub(crate) struct DedupedEnforcements {
     pub slot: Vec<usize>,
 }
 
+impl DedupedEnforcements {
+    /// Every input item's result, from the results of the unique pairs: moved when no
+    /// pair repeats (the common case), cloned for the repeats.
+    pub(crate) fn spread<T: Clone>(&self, results: Vec<T>) -> Vec<T> {
+        if self.unique.len() == self.slot.len() {
+            return results;
+        }
+        self.slot.iter().map(|s| results[*s].clone()).collect()
+    }
+}
+
 pub(crate) fn dedup_enforcements(items: &[NewEnforcement]) -> DedupedEnforcements {
     let mut seen: HashMap<(Id, Id), usize> = HashMap::with_capacity(items.len());
     let mut unique = Vec::with_capacity(items.len());
@@ -296,5 +307,8 @@ mod tests {
         let deduped = dedup_enforcements(&[item(1, 1), item(2, 1), item(1, 1)]);
         assert_eq!(deduped.unique, vec![0, 1]);
         assert_eq!(deduped.slot, vec![0, 1, 0]);
+        assert_eq!(deduped.spread(vec!["a", "b"]), ["a", "b", "a"]);
+        let distinct = dedup_enforcements(&[item(1, 1), item(2, 1)]);
+        assert_eq!(distinct.spread(vec!["a", "b"]), ["a", "b"]);
     }
 }

@@ -439,7 +439,7 @@ impl Adapter for PgStore {
             .map(|e| OutboxDraft::of(&Envelope::enforcement_created(e)))
             .collect();
         Self::insert_outbox(tx, &outbox_ids, &drafts, created).await?;
-        Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
+        Ok(deduped.spread(results))
     }
 
     async fn write_published(&self, ids: &[Id]) -> Result<(), StoreError> {

@@ -358,7 +358,7 @@ impl Adapter for SqliteStore {
              WHERE (rule, event) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))"
         );
         let statement = sqlx::query(&sql).bind(batch_json(&pairs)?);
-        let existing: HashMap<(Id, Id), Enforcement> =
+        let mut existing: HashMap<(Id, Id), Enforcement> =
             Queries::<Sqlite>::all(&mut **tx, statement, rows::enforcement)
                 .await?
                 .into_iter()
@@ -430,9 +430,8 @@ impl Adapter for SqliteStore {
             .iter()
             .map(|pair| {
                 existing
-                    .get(pair)
-                    .or_else(|| inserted.get(pair))
-                    .cloned()
+                    .remove(pair)
+                    .or_else(|| inserted.remove(pair))
                     .ok_or_else(|| {
                         StoreError::Other(format!(
                             "enforcement for rule {} and event {} neither inserted nor found",
@@ -441,7 +440,7 @@ impl Adapter for SqliteStore {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(deduped.slot.iter().map(|s| results[*s].clone()).collect())
+        Ok(deduped.spread(results))
     }
 
     async fn write_published(&self, ids: &[Id]) -> Result<(), StoreError> {
