@@ -5,6 +5,7 @@
 //! configuration and the wiring that starts it all.
 
 pub mod admin;
+mod allocator;
 pub mod bus;
 pub mod client;
 pub mod cluster;

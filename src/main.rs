@@ -141,14 +141,6 @@ enum EventCommand {
     },
 }
 
-/// mimalloc rather than glibc's malloc for the service's own allocations: the pipeline
-/// allocates and frees many short-lived buffers (rows, message bodies, JSON values) on
-/// one thread and frees them on another, where glibc spent a fifth of the runtime's time
-/// in `malloc`/`free` and consolidating chunks; the embedded pipeline ran 5 to 16 %
-/// faster with mimalloc (`cargo bench --bench pipeline`, benches/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     attune_sensor::malloc_arenas::limit_malloc_arenas();
     let cli = Cli::parse();

@@ -4,7 +4,7 @@
 //! idle interval timers took 150 MiB resident with the default and 110 MiB with two
 //! arenas (`cargo bench --bench sensors`, benches/README.md). Two keep that waste small
 //! and still give the runtime's two worker threads one each on this 2-core target.
-//! The service's own allocations now go to mimalloc (`main.rs`); glibc's malloc serves
+//! The service's own allocations now go to mimalloc (`allocator.rs`); glibc's malloc serves
 //! the C libraries (SQLite's page cache and statements), whose threads the cap still
 //! keeps to two arenas.
 

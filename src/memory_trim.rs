@@ -28,7 +28,7 @@ pub const QUIET: Duration = Duration::from_secs(1);
 pub const MIN_GAP: Duration = Duration::from_secs(60);
 
 /// Returns free memory to the operating system: mimalloc's (the service's allocator, see
-/// `main.rs`) and that of every glibc malloc arena (where SQLite and the other C
+/// `allocator.rs`) and that of every glibc malloc arena (where SQLite and the other C
 /// libraries allocate).
 pub fn release_free_memory() {
     // SAFETY: mi_collect only frees the allocator's own unused pages; called from any
