@@ -1,8 +1,9 @@
 //! What a backend must provide, and the one [`Store`] implementation built on it.
 //!
 //! A backend supplies its pools, its batch writers (the statements that truly differ:
-//! PostgreSQL's `UNNEST` with preallocated ids, SQLite's `json_each`) and how a pack
-//! transaction begins; every other port method is a shared statement from `queries`.
+//! PostgreSQL's `UNNEST` with preallocated ids, SQLite's bound inserts on the connection's
+//! handle), how a pack transaction begins and, optionally, a thread for its writes; every
+//! other port method is a shared statement from `queries`.
 //!
 //! [`Store`] belongs to another crate, so it cannot be implemented once for every
 //! [`Adapter`]; [`impl_store!`] writes that implementation for one adapter type instead,
@@ -17,6 +18,7 @@ use sqlx::{Pool, Transaction};
 use std::time::Duration;
 
 use super::dialect::Backend;
+use super::write_thread::WriteThread;
 
 #[async_trait]
 pub(crate) trait Adapter: Send + Sync + 'static {
@@ -32,6 +34,12 @@ pub(crate) trait Adapter: Send + Sync + 'static {
 
     /// The instance this store stores events for (`event.stored_by`).
     fn instance(&self) -> &str;
+
+    /// The thread the pipeline's writes run on, if the backend has one (SQLite: see
+    /// `write_thread`); without one they run on the caller's task.
+    fn write_thread(&self) -> Option<&WriteThread> {
+        None
+    }
 
     /// Opens a write transaction (on SQLite, holding the write lock from the start).
     async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, StoreError>;
@@ -78,6 +86,23 @@ pub(crate) async fn within<T>(
             "the database did not answer {call} within {:.1} s (database.statement_timeout)",
             deadline.as_secs_f64()
         ))),
+    }
+}
+
+/// Runs the write call `call` makes of the adapter on the adapter's write thread, or on the
+/// caller's task when it has none.
+pub(crate) async fn on_write_path<A, T, F>(
+    adapter: &A,
+    call: impl FnOnce(A) -> F,
+) -> Result<T, StoreError>
+where
+    A: Adapter + Clone,
+    T: Send + 'static,
+    F: Future<Output = Result<T, StoreError>> + Send + 'static,
+{
+    match adapter.write_thread() {
+        Some(thread) => thread.run(call(adapter.clone())).await,
+        None => call(adapter.clone()).await,
     }
 }
 
@@ -168,11 +193,16 @@ macro_rules! impl_store {
                     &self,
                     events: Vec<NewEvent>,
                 ) -> Result<Vec<EventWrite>, StoreError> {
-                    $crate::store::adapter::within(
-                        $crate::store::adapter::commit_deadline(self.deadline()),
-                        "create_events",
-                        $crate::store::events_tx::EventsTx::<$store>::create_events(self, events),
-                    )
+                    $crate::store::adapter::on_write_path(self, |store: $store| async move {
+                        $crate::store::adapter::within(
+                            $crate::store::adapter::commit_deadline(store.deadline()),
+                            "create_events",
+                            $crate::store::events_tx::EventsTx::<$store>::create_events(
+                                &store, events,
+                            ),
+                        )
+                        .await
+                    })
                     .await
                 }
 
@@ -180,14 +210,17 @@ macro_rules! impl_store {
                     &self,
                     enforcements: Vec<NewEnforcement>,
                 ) -> Result<Vec<Option<Enforcement>>, StoreError> {
-                    $crate::store::adapter::within(
-                        $crate::store::adapter::commit_deadline(self.deadline()),
-                        "create_enforcements",
-                        $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
-                            self,
-                            enforcements,
-                        ),
-                    )
+                    $crate::store::adapter::on_write_path(self, |store: $store| async move {
+                        $crate::store::adapter::within(
+                            $crate::store::adapter::commit_deadline(store.deadline()),
+                            "create_enforcements",
+                            $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
+                                &store,
+                                enforcements,
+                            ),
+                        )
+                        .await
+                    })
                     .await
                 }
 
@@ -196,13 +229,16 @@ macro_rules! impl_store {
                     now: ::chrono::DateTime<::chrono::Utc>,
                     limit: u32,
                 ) -> Result<::attune_actors::ports::ClosedWindows, StoreError> {
-                    $crate::store::adapter::within(
-                        $crate::store::adapter::commit_deadline(self.deadline()),
-                        "close_throttle_windows",
-                        $crate::store::throttle_tx::ThrottleTx::<$store>::close_windows(
-                            self, now, limit,
-                        ),
-                    )
+                    $crate::store::adapter::on_write_path(self, move |store: $store| async move {
+                        $crate::store::adapter::within(
+                            $crate::store::adapter::commit_deadline(store.deadline()),
+                            "close_throttle_windows",
+                            $crate::store::throttle_tx::ThrottleTx::<$store>::close_windows(
+                                &store, now, limit,
+                            ),
+                        )
+                        .await
+                    })
                     .await
                 }
 
@@ -418,8 +454,17 @@ macro_rules! impl_store {
                     instance: &str,
                     event_id: Id,
                 ) -> Result<(), StoreError> {
-                    $crate::store::adapter::within(self.deadline(), "set_matched_through", async {
-                        Shared::set_matched_through(self.writer(), instance, event_id).await
+                    let instance = instance.to_owned();
+                    $crate::store::adapter::on_write_path(self, move |store: $store| async move {
+                        $crate::store::adapter::within(
+                            store.deadline(),
+                            "set_matched_through",
+                            async {
+                                Shared::set_matched_through(store.writer(), &instance, event_id)
+                                    .await
+                            },
+                        )
+                        .await
                     })
                     .await
                 }
@@ -485,16 +530,18 @@ macro_rules! impl_store {
                 }
 
                 async fn mark_published(&self, ids: &[Id]) -> Result<(), StoreError> {
-                    $crate::store::adapter::within(
-                        $crate::store::adapter::commit_deadline(self.deadline()),
-                        "mark_published",
-                        async {
-                            if ids.is_empty() {
-                                return Ok(());
-                            }
-                            self.write_published(ids).await
-                        },
-                    )
+                    if ids.is_empty() {
+                        return Ok(());
+                    }
+                    let ids = ids.to_vec();
+                    $crate::store::adapter::on_write_path(self, move |store: $store| async move {
+                        $crate::store::adapter::within(
+                            $crate::store::adapter::commit_deadline(store.deadline()),
+                            "mark_published",
+                            store.write_published(&ids),
+                        )
+                        .await
+                    })
                     .await
                 }
 

@@ -37,9 +37,11 @@ mod postgres;
 mod queries;
 mod rows;
 mod sqlite;
+mod sqlite_batch;
 mod throttle;
 mod throttle_tx;
 mod watermark;
+mod write_thread;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! for the write lock (and fail with `SQLITE_BUSY` when a read transaction tries to
 //! upgrade), every write goes through a pool of exactly one connection, so writes queue
 //! in-process; reads use a separate pool and, thanks to WAL, never wait for the writer.
-//! A batch is one transaction with one `INSERT ... SELECT FROM json_each(...)` per
-//! table (see [`batch_json`]); its ids are consecutive and come from the insert itself.
+//! The pipeline's writes run on a thread of their own ([`WriteThread`]), and a batch's
+//! rows are inserted with bound parameters on the connection's handle (`sqlite_batch`).
 //!
 //! JSON is stored as text and timestamps as fixed-width UTC text (see the migration and
 //! `dialect::Stamp`), so rows sort by time with plain text comparison. Everything but the
@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,17 +29,20 @@ use super::adapter::{Adapter, impl_store};
 use super::dialect::Stamp;
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
+use super::sqlite_batch::{self, EventRow, on_handle};
+use super::write_thread::WriteThread;
 use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// SQLite adapter. Cheap to clone (two connection pools).
+/// SQLite adapter. Cheap to clone (two connection pools and the write thread).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     deadline: Duration,
     instance: String,
+    writes: Arc<WriteThread>,
 }
 
 impl SqliteStore {
@@ -118,6 +122,7 @@ impl SqliteStore {
             reader,
             deadline,
             instance: store_options.instance,
+            writes: Arc::new(WriteThread::start("sqlite-writes")?),
         })
     }
 
@@ -137,115 +142,6 @@ impl SqliteStore {
             .await
             .map_err(store_error)
     }
-
-    /// Inserts outbox rows in one statement, in the order given (so their ids ascend in
-    /// that order), and their pending rows in another.
-    async fn insert_outbox(
-        tx: &mut Transaction<'static, Sqlite>,
-        drafts: &[OutboxDraft],
-        created: Stamp,
-    ) -> Result<(), StoreError> {
-        if drafts.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<OutboxJson<'_>> = drafts
-            .iter()
-            .map(|d| OutboxJson {
-                m: d.message_id,
-                y: d.message_type,
-                k: d.routing_key,
-                b: &d.body,
-            })
-            .collect();
-        let outcome = sqlx::query(
-            "INSERT INTO outbox (message_id, message_type, routing_key, body, created) \
-             SELECT value ->> 'm', value ->> 'y', value ->> 'k', value ->> 'b', $2 \
-             FROM json_each($1) ORDER BY key",
-        )
-        .bind(batch_json(&rows)?)
-        .bind(created)
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-        let ids = inserted_ids(&outcome, drafts.len())?;
-        if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
-            sqlx::query(
-                "WITH RECURSIVE ids(id) AS (SELECT $1 UNION ALL SELECT id + 1 FROM ids WHERE id < $2) \
-                 INSERT INTO outbox_pending (id) SELECT id FROM ids",
-            )
-            .bind(first)
-            .bind(last)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
-        }
-        Ok(())
-    }
-}
-
-/// A batch travels to SQLite as one JSON array bound to a single parameter and is
-/// unpacked with `json_each`: one statement per batch instead of one per row, whatever
-/// the batch size, and the statement text (hence the prepared statement) never changes.
-/// JSON documents inside a row are carried as strings so SQLite stores serde's exact text.
-fn batch_json<T: serde::Serialize>(rows: &[T]) -> Result<String, StoreError> {
-    serde_json::to_string(rows)
-        .map_err(|e| StoreError::Invalid(format!("cannot encode batch: {e}")))
-}
-
-#[derive(serde::Serialize)]
-struct OutboxJson<'a> {
-    m: uuid::Uuid,
-    y: &'a str,
-    k: &'a str,
-    b: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct EventJson<'a> {
-    t: Option<Id>,
-    r: &'a str,
-    c: String,
-    p: String,
-    s: Option<Id>,
-    sr: Option<&'a str>,
-    m: String,
-    tp: Option<&'a str>,
-}
-
-#[derive(serde::Serialize)]
-struct EnforcementJson<'a> {
-    rule: Id,
-    rr: &'a str,
-    tr: &'a str,
-    ev: Id,
-    p: String,
-    c: &'a str,
-    cs: String,
-    ci: Option<String>,
-    tp: Option<&'a str>,
-    st: &'a str,
-    ar: &'a str,
-    ap: Option<String>,
-    er: Option<&'a str>,
-    th: Option<String>,
-}
-
-/// Ids of `n` rows just inserted by one `INSERT ... SELECT` into an AUTOINCREMENT table,
-/// in insertion order. SQLite numbers such rows consecutively (nothing else can write
-/// while the statement runs) and reports the last one.
-fn inserted_ids(
-    outcome: &sqlx::sqlite::SqliteQueryResult,
-    n: usize,
-) -> Result<Vec<Id>, StoreError> {
-    let inserted = usize::try_from(outcome.rows_affected()).unwrap_or(usize::MAX);
-    if inserted != n {
-        return Err(StoreError::Other(format!(
-            "inserted {inserted} rows of a batch of {n}"
-        )));
-    }
-    let last = outcome.last_insert_rowid();
-    let first = last - i64::try_from(n).unwrap_or(i64::MAX) + 1;
-    Ok((first..=last).collect())
 }
 
 fn is_in_memory(url: &str) -> bool {
@@ -285,6 +181,10 @@ impl Adapter for SqliteStore {
         self.begin().await
     }
 
+    fn write_thread(&self) -> Option<&WriteThread> {
+        Some(&self.writes)
+    }
+
     async fn insert_events(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
@@ -292,50 +192,32 @@ impl Adapter for SqliteStore {
         created: DateTime<Utc>,
     ) -> Result<Vec<Event>, StoreError> {
         let message_ids: Vec<uuid::Uuid> = events.iter().map(|_| uuid::Uuid::new_v4()).collect();
-        let rows: Vec<EventJson<'_>> = events
-            .iter()
-            .zip(&message_ids)
-            .map(|(e, message_id)| EventJson {
-                t: e.trigger,
-                r: &e.trigger_ref,
-                c: e.config.to_string(),
-                p: e.payload.to_string(),
-                s: e.source,
-                sr: e.source_ref.as_deref(),
-                m: message_id.to_string(),
-                tp: e.traceparent.as_deref(),
-            })
-            .collect();
-        let batch = batch_json(&rows)?;
-        drop(rows);
-
-        let outcome = sqlx::query(
-            r#"INSERT INTO event
-                   ("trigger", trigger_ref, config, payload, source, source_ref, created,
-                    message_id, traceparent, stored_by)
-               SELECT value ->> 't', value ->> 'r', value ->> 'c', value ->> 'p',
-                      value ->> 's', value ->> 'sr', $2, value ->> 'm', value ->> 'tp', $3
-               FROM json_each($1) ORDER BY key"#,
-        )
-        .bind(batch)
-        .bind(Stamp(created))
-        .bind(&self.instance)
-        .execute(&mut **tx)
+        let stamp = Stamp(created).text();
+        on_handle(tx, |db| {
+            let rows: Vec<EventRow<'_>> = events
+                .iter()
+                .zip(&message_ids)
+                .map(|(event, message_id)| EventRow {
+                    event,
+                    message_id: message_id.to_string(),
+                })
+                .collect();
+            let ids = sqlite_batch::insert_events(db, &rows, &stamp, &self.instance)?;
+            drop(rows);
+            let stored: Vec<Event> = events
+                .into_iter()
+                .zip(ids)
+                .zip(message_ids)
+                .map(|((new, id), message_id)| new.stored_as(id, created, message_id))
+                .collect();
+            let drafts: Vec<OutboxDraft> = stored
+                .iter()
+                .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
+                .collect();
+            sqlite_batch::insert_outbox(db, &drafts, &stamp)?;
+            Ok(stored)
+        })
         .await
-        .map_err(store_error)?;
-        let ids = inserted_ids(&outcome, events.len())?;
-        let stored: Vec<Event> = events
-            .into_iter()
-            .zip(ids)
-            .zip(message_ids)
-            .map(|((new, id), message_id)| new.stored_as(id, created, message_id))
-            .collect();
-        let drafts: Vec<OutboxDraft> = stored
-            .iter()
-            .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
-            .collect();
-        Self::insert_outbox(tx, &drafts, Stamp(created)).await?;
-        Ok(stored)
     }
 
     async fn insert_enforcements(
@@ -352,18 +234,24 @@ impl Adapter for SqliteStore {
             .collect();
 
         // The write lock is held since BEGIN IMMEDIATE, so what exists now is exactly
-        // what the insert below would conflict with.
-        let sql = format!(
-            "SELECT {ENFORCEMENT_COLUMNS} FROM enforcement \
-             WHERE (rule, event) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))"
-        );
-        let statement = sqlx::query(&sql).bind(batch_json(&pairs)?);
-        let mut existing: HashMap<(Id, Id), Enforcement> =
-            Queries::<Sqlite>::all(&mut **tx, statement, rows::enforcement)
+        // what the inserts below would conflict with. Usually nothing does: only those
+        // pairs are read back in full.
+        let found = on_handle(tx, |db| sqlite_batch::existing_enforcements(db, &pairs)).await?;
+        let mut existing: HashMap<(Id, Id), Enforcement> = if found.is_empty() {
+            HashMap::new()
+        } else {
+            let list = serde_json::to_string(&found)
+                .map_err(|e| StoreError::Other(format!("cannot encode enforcement pairs: {e}")))?;
+            let sql = format!(
+                "SELECT {ENFORCEMENT_COLUMNS} FROM enforcement \
+                 WHERE (rule, event) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))"
+            );
+            Queries::<Sqlite>::all(&mut **tx, sqlx::query(&sql).bind(list), rows::enforcement)
                 .await?
                 .into_iter()
                 .map(|e| ((e.rule, e.event), e))
-                .collect();
+                .collect()
+        };
 
         let fresh: Vec<&NewEnforcement> = deduped
             .unique
@@ -373,57 +261,22 @@ impl Adapter for SqliteStore {
             .collect();
         let mut inserted: HashMap<(Id, Id), Enforcement> = HashMap::with_capacity(fresh.len());
         if !fresh.is_empty() {
-            let rows: Vec<EnforcementJson<'_>> = fresh
-                .iter()
-                .map(|e| EnforcementJson {
-                    rule: e.rule,
-                    rr: &e.rule_ref,
-                    tr: &e.trigger_ref,
-                    ev: e.event,
-                    p: e.payload.to_string(),
-                    c: &e.condition,
-                    cs: e.conditions.to_string(),
-                    ci: e.correlation_id.map(|id| id.to_string()),
-                    tp: e.traceparent.as_deref(),
-                    st: if e.error.is_some() {
-                        attune_actors::domain::ENFORCEMENT_FAILED
-                    } else {
-                        attune_actors::domain::ENFORCEMENT_CREATED
-                    },
-                    ar: &e.action_ref,
-                    ap: e.action_params.as_ref().map(serde_json::Value::to_string),
-                    er: e.error.as_deref(),
-                    th: e
-                        .summary
-                        .as_ref()
-                        .and_then(|t| serde_json::to_string(t).ok()),
-                })
-                .collect();
-            let outcome = sqlx::query(
-                "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
-                     condition, conditions, created, correlation_id, traceparent, action_ref, \
-                     action_params, error, throttle) \
-                 SELECT value ->> 'rule', value ->> 'rr', value ->> 'tr', value ->> 'ev', \
-                     value ->> 'st', value ->> 'p', value ->> 'c', value ->> 'cs', $2, \
-                     value ->> 'ci', value ->> 'tp', value ->> 'ar', value ->> 'ap', \
-                     value ->> 'er', value ->> 'th' \
-                 FROM json_each($1) ORDER BY key",
-            )
-            .bind(batch_json(&rows)?)
-            .bind(Stamp(created))
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
-            let ids = inserted_ids(&outcome, fresh.len())?;
-            let mut drafts = Vec::with_capacity(fresh.len());
-            for (new, id) in fresh.into_iter().zip(ids) {
-                let enforcement = new.stored(id, created);
-                drafts.push(OutboxDraft::of(&Envelope::enforcement_created(
-                    &enforcement,
-                )));
-                inserted.insert((new.rule, new.event), enforcement);
-            }
-            Self::insert_outbox(tx, &drafts, Stamp(created)).await?;
+            let stamp = Stamp(created).text();
+            inserted = on_handle(tx, |db| {
+                let ids = sqlite_batch::insert_enforcements(db, &fresh, &stamp)?;
+                let mut inserted = HashMap::with_capacity(fresh.len());
+                let mut drafts = Vec::with_capacity(fresh.len());
+                for (new, id) in fresh.iter().zip(ids) {
+                    let enforcement = new.stored(id, created);
+                    drafts.push(OutboxDraft::of(&Envelope::enforcement_created(
+                        &enforcement,
+                    )));
+                    inserted.insert((new.rule, new.event), enforcement);
+                }
+                sqlite_batch::insert_outbox(db, &drafts, &stamp)?;
+                Ok(inserted)
+            })
+            .await?;
         }
 
         let results: Vec<Enforcement> = pairs
