@@ -41,7 +41,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use sqlx::{Connection as _, Executor, PgConnection};
-use support::cpu::CpuSample;
+use support::cpu::{CpuSample, ThreadTicks};
 use support::{ADMIN_DB, AMQP, BoundQueue, Commits, env_usize, settings};
 
 /// The probe's publish window, like the service's.
@@ -232,6 +232,7 @@ async fn run(
         commits_before.push(Commits::scrape(&format!("http://{}", service.admin_addr)).await);
     }
     let cpu_before = CpuSample::now();
+    let threads_before = ThreadTicks::now();
     let started = Instant::now();
     let per_task = events / concurrency;
     let mut tasks = Vec::new();
@@ -273,6 +274,7 @@ async fn run(
         None => settle_backlog(&store).await,
     }
     let end_to_end = started.elapsed();
+    let threads = ThreadTicks::now().since(&threads_before);
     let cpu = CpuSample::now().since(&cpu_before);
     println!(
         "{name}: {total} events, {enforcements} enforcements; stored and matched in {:.2} s = {:.0} events/s; \
@@ -284,6 +286,7 @@ async fn run(
         total as f64 / end_to_end.as_secs_f64(),
     );
     println!("  {name}: {cpu}");
+    println!("  {name}: {threads}");
     for (service, before) in services.iter().zip(&commits_before) {
         let commits = Commits::scrape(&format!("http://{}", service.admin_addr)).await;
         println!("  {name}: {}", commits.since(before));

@@ -3,6 +3,7 @@
 //! `/proc`. On a 2-core machine the broker and the database share the cores with the
 //! service, so a ratio to the broker's ceiling means little without this.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::time::Instant;
 
@@ -64,7 +65,57 @@ impl CpuSample {
     }
 }
 
-/// User + system ticks of one process (all its threads); 0 when it is gone.
+/// CPU ticks so far of this process's threads, summed by thread name (the runtime's
+/// workers, SQLite's connection threads, the store's write thread...): which of them a
+/// run kept busy, and so which one bounds it.
+pub struct ThreadTicks(BTreeMap<String, (u64, usize)>);
+
+impl ThreadTicks {
+    pub fn now() -> Self {
+        let mut by_name = BTreeMap::new();
+        if let Ok(entries) = fs::read_dir("/proc/self/task") {
+            for entry in entries.flatten() {
+                let tid = entry.file_name();
+                let Some(tid) = tid.to_str() else { continue };
+                let path = format!("self/task/{tid}");
+                let name = fs::read_to_string(format!("/proc/{path}/comm")).unwrap_or_default();
+                let slot = by_name.entry(name.trim().to_owned()).or_insert((0, 0));
+                slot.0 += process_ticks(&path);
+                slot.1 += 1;
+            }
+        }
+        Self(by_name)
+    }
+
+    /// CPU seconds each group of threads used since `before`, busiest first, leaving out
+    /// those that used less than 0.05 s.
+    pub fn since(&self, before: &Self) -> String {
+        // SAFETY: sysconf only reads a constant of the system.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let mut used: Vec<(f64, &str, usize)> = self
+            .0
+            .iter()
+            .map(|(name, (ticks, count))| {
+                let then = before.0.get(name).map_or(0, |(t, _)| *t);
+                (
+                    ticks.saturating_sub(then) as f64 / hz,
+                    name.as_str(),
+                    *count,
+                )
+            })
+            .filter(|(seconds, _, _)| *seconds >= 0.05)
+            .collect();
+        used.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let parts: Vec<String> = used
+            .iter()
+            .map(|(seconds, name, count)| format!("{name} x{count} {seconds:.2} s"))
+            .collect();
+        format!("CPU by thread: {}", parts.join(", "))
+    }
+}
+
+/// User + system ticks of one process (all its threads) or, for `self/task/TID`, of one
+/// thread; 0 when it is gone.
 fn process_ticks(pid: &str) -> u64 {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
