@@ -320,28 +320,32 @@ pub struct NewEnforcement {
 impl NewEnforcement {
     /// The enforcement as stored under `id` at `created`, for every store.
     pub fn stored(&self, id: Id, created: DateTime<Utc>) -> Enforcement {
+        self.clone().into_stored(id, created)
+    }
+
+    /// Like [`stored`](Self::stored), moving the documents instead of copying them.
+    pub fn into_stored(self, id: Id, created: DateTime<Utc>) -> Enforcement {
+        let status = match self.error {
+            Some(_) => ENFORCEMENT_FAILED,
+            None => ENFORCEMENT_CREATED,
+        };
         Enforcement {
             id,
             rule: self.rule,
-            rule_ref: self.rule_ref.clone(),
-            trigger_ref: self.trigger_ref.clone(),
+            rule_ref: self.rule_ref,
+            trigger_ref: self.trigger_ref,
             event: self.event,
-            status: if self.error.is_some() {
-                ENFORCEMENT_FAILED
-            } else {
-                ENFORCEMENT_CREATED
-            }
-            .to_owned(),
-            payload: self.payload.clone(),
-            condition: self.condition.clone(),
-            conditions: self.conditions.clone(),
+            status: status.to_owned(),
+            payload: self.payload,
+            condition: self.condition,
+            conditions: self.conditions,
             created,
             correlation_id: self.correlation_id,
-            traceparent: self.traceparent.clone(),
-            action_ref: self.action_ref.clone(),
-            action_params: self.action_params.clone(),
-            error: self.error.clone(),
-            throttle: self.summary.clone(),
+            traceparent: self.traceparent,
+            action_ref: self.action_ref,
+            action_params: self.action_params,
+            error: self.error,
+            throttle: self.summary,
         }
     }
 }

@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::domain::{Enforcement, Event, Id, ThrottleSummary};
 
+mod body;
+pub use body::{MessageStamp, enforcement_created_json, event_created_json};
+
 /// Routing key of [`EventCreated`].
 pub const EVENT_CREATED_KEY: &str = "event.created";
 /// Routing key of [`EnforcementCreated`].

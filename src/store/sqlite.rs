@@ -19,19 +19,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_actors::domain::{Enforcement, Event, Id, NewEnforcement, NewEvent};
-use attune_actors::messages::Envelope;
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Pool, Sqlite, Transaction};
 
 use super::adapter::{Adapter, impl_store};
-use super::dialect::Stamp;
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
-use super::sqlite_batch::{self, EventRow, on_handle};
+use super::sqlite_batch::{self, on_handle};
 use super::write_thread::WriteThread;
-use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, store_error};
+use super::{Redactor, StoreOptions, dedup_enforcements, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -191,31 +189,8 @@ impl Adapter for SqliteStore {
         events: Vec<NewEvent>,
         created: DateTime<Utc>,
     ) -> Result<Vec<Event>, StoreError> {
-        let message_ids: Vec<uuid::Uuid> = events.iter().map(|_| uuid::Uuid::new_v4()).collect();
-        let stamp = Stamp(created).text();
         on_handle(tx, |db| {
-            let rows: Vec<EventRow<'_>> = events
-                .iter()
-                .zip(&message_ids)
-                .map(|(event, message_id)| EventRow {
-                    event,
-                    message_id: message_id.to_string(),
-                })
-                .collect();
-            let ids = sqlite_batch::insert_events(db, &rows, &stamp, &self.instance)?;
-            drop(rows);
-            let stored: Vec<Event> = events
-                .into_iter()
-                .zip(ids)
-                .zip(message_ids)
-                .map(|((new, id), message_id)| new.stored_as(id, created, message_id))
-                .collect();
-            let drafts: Vec<OutboxDraft> = stored
-                .iter()
-                .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
-                .collect();
-            sqlite_batch::insert_outbox(db, &drafts, &stamp)?;
-            Ok(stored)
+            sqlite_batch::insert_events(db, events, created, &self.instance)
         })
         .await
     }
@@ -253,30 +228,21 @@ impl Adapter for SqliteStore {
                 .collect()
         };
 
-        let fresh: Vec<&NewEnforcement> = deduped
+        // The first of each pair that has no enforcement yet, moved out of the batch.
+        let mut batch: Vec<Option<NewEnforcement>> = enforcements.into_iter().map(Some).collect();
+        let fresh: Vec<NewEnforcement> = deduped
             .unique
             .iter()
-            .map(|i| &enforcements[*i])
+            .filter_map(|i| batch[*i].take())
             .filter(|e| !existing.contains_key(&(e.rule, e.event)))
             .collect();
-        let mut inserted: HashMap<(Id, Id), Enforcement> = HashMap::with_capacity(fresh.len());
+        let mut inserted: HashMap<(Id, Id), Enforcement> = HashMap::new();
         if !fresh.is_empty() {
-            let stamp = Stamp(created).text();
-            inserted = on_handle(tx, |db| {
-                let ids = sqlite_batch::insert_enforcements(db, &fresh, &stamp)?;
-                let mut inserted = HashMap::with_capacity(fresh.len());
-                let mut drafts = Vec::with_capacity(fresh.len());
-                for (new, id) in fresh.iter().zip(ids) {
-                    let enforcement = new.stored(id, created);
-                    drafts.push(OutboxDraft::of(&Envelope::enforcement_created(
-                        &enforcement,
-                    )));
-                    inserted.insert((new.rule, new.event), enforcement);
-                }
-                sqlite_batch::insert_outbox(db, &drafts, &stamp)?;
-                Ok(inserted)
+            let stored = on_handle(tx, |db| {
+                sqlite_batch::insert_enforcements(db, fresh, created)
             })
             .await?;
+            inserted = stored.into_iter().map(|e| ((e.rule, e.event), e)).collect();
         }
 
         let results: Vec<Enforcement> = pairs

@@ -9,15 +9,23 @@
 //! the whole batch runs in one call.
 //!
 //! The write lock is held since `BEGIN IMMEDIATE`, so nothing else writes while a batch
-//! runs: each row's id is the one SQLite just gave it.
+//! runs: each row's id is the one SQLite just gave it. Each row's JSON documents are
+//! serialized once, for the row and for its message (`messages::event_created_json`).
 
-use attune_actors::domain::{Id, NewEnforcement, NewEvent};
+use attune_actors::domain::{Enforcement, Event, Id, NewEnforcement, NewEvent};
+use attune_actors::messages::{
+    ENFORCEMENT_CREATED_KEY, EVENT_CREATED_KEY, MessageStamp, MessageType,
+    enforcement_created_json, event_created_json,
+};
 use attune_actors::ports::StoreError;
+use chrono::{DateTime, Utc};
 use rusqlite::{CachedStatement, Connection, ErrorCode, params};
+use serde_json::value::{RawValue, to_raw_value};
 use sqlx::sqlite::SqliteConnection;
+use uuid::Uuid;
 
-use super::OutboxDraft;
-use super::store_error;
+use super::dialect::Stamp;
+use super::{OutboxDraft, store_error};
 
 /// Runs `work` with rusqlite on `connection`'s handle: synchronous, so the caller should
 /// be on a thread where blocking is fine (the store's write thread).
@@ -37,45 +45,57 @@ pub(crate) async fn on_handle<T>(
     result
 }
 
-/// One event row as the insert binds it.
-pub(crate) struct EventRow<'a> {
-    pub event: &'a NewEvent,
-    pub message_id: String,
-}
-
-/// Inserts `rows` in order; returns their ids.
+/// Inserts `events` in order with their outbox rows; returns them as stored.
 pub(crate) fn insert_events(
     db: &Connection,
-    rows: &[EventRow<'_>],
-    created: &str,
+    events: Vec<NewEvent>,
+    created: DateTime<Utc>,
     instance: &str,
-) -> Result<Vec<Id>, StoreError> {
+) -> Result<Vec<Event>, StoreError> {
+    let stamp = Stamp(created).text();
     let mut insert = prepare(
         db,
         r#"INSERT INTO event ("trigger", trigger_ref, config, payload, source, source_ref,
                created, message_id, traceparent, stored_by)
            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#,
     )?;
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in rows {
-        let event = row.event;
+    let sent = Utc::now();
+    let mut stored = Vec::with_capacity(events.len());
+    let mut drafts = Vec::with_capacity(events.len());
+    for new in events {
+        // Each document is serialized once, for the row and for the message.
+        let payload = raw(&new.payload)?;
+        let config = raw(&new.config)?;
+        let message_id = Uuid::new_v4();
         insert
             .execute(params![
-                event.trigger,
-                event.trigger_ref,
-                event.config.to_string(),
-                event.payload.to_string(),
-                event.source,
-                event.source_ref,
-                created,
-                row.message_id,
-                event.traceparent,
+                new.trigger,
+                new.trigger_ref,
+                config.get(),
+                payload.get(),
+                new.source,
+                new.source_ref,
+                stamp,
+                message_id.to_string(),
+                new.traceparent,
                 instance,
             ])
             .map_err(batch_error)?;
-        ids.push(db.last_insert_rowid());
+        let event = new.stored_as(db.last_insert_rowid(), created, message_id);
+        let sending = MessageStamp {
+            message_id,
+            timestamp: sent,
+        };
+        drafts.push(OutboxDraft {
+            message_id,
+            message_type: MessageType::EventCreated.as_str(),
+            routing_key: EVENT_CREATED_KEY,
+            body: event_created_json(&event, &payload, &config, sending),
+        });
+        stored.push(event);
     }
-    Ok(ids)
+    insert_outbox(db, &drafts, &stamp)?;
+    Ok(stored)
 }
 
 /// The pairs of `pairs` that have an enforcement already.
@@ -96,12 +116,13 @@ pub(crate) fn existing_enforcements(
     Ok(existing)
 }
 
-/// Inserts `rows` in order; returns their ids.
+/// Inserts `enforcements` in order with their outbox rows; returns them as stored.
 pub(crate) fn insert_enforcements(
     db: &Connection,
-    rows: &[&NewEnforcement],
-    created: &str,
-) -> Result<Vec<Id>, StoreError> {
+    enforcements: Vec<NewEnforcement>,
+    created: DateTime<Utc>,
+) -> Result<Vec<Enforcement>, StoreError> {
+    let stamp = Stamp(created).text();
     let mut insert = prepare(
         db,
         "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
@@ -109,49 +130,59 @@ pub(crate) fn insert_enforcements(
              action_params, error, throttle) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
-    let mut ids = Vec::with_capacity(rows.len());
-    for new in rows {
-        let status = if new.error.is_some() {
-            attune_actors::domain::ENFORCEMENT_FAILED
-        } else {
-            attune_actors::domain::ENFORCEMENT_CREATED
+    let sent = Utc::now();
+    let mut stored = Vec::with_capacity(enforcements.len());
+    let mut drafts = Vec::with_capacity(enforcements.len());
+    for new in enforcements {
+        let payload = raw(&new.payload)?;
+        let action_params = new.action_params.as_ref().map(raw).transpose()?;
+        let summary = new.summary.as_ref().map(raw).transpose()?;
+        let enforcement = {
+            let status = match new.error {
+                Some(_) => attune_actors::domain::ENFORCEMENT_FAILED,
+                None => attune_actors::domain::ENFORCEMENT_CREATED,
+            };
+            insert
+                .execute(params![
+                    new.rule,
+                    new.rule_ref,
+                    new.trigger_ref,
+                    new.event,
+                    status,
+                    payload.get(),
+                    new.condition,
+                    new.conditions.to_string(),
+                    stamp,
+                    new.correlation_id.map(|id| id.to_string()),
+                    new.traceparent,
+                    new.action_ref,
+                    action_params.as_deref().map(RawValue::get),
+                    new.error,
+                    summary.as_deref().map(RawValue::get),
+                ])
+                .map_err(batch_error)?;
+            new.into_stored(db.last_insert_rowid(), created)
         };
-        let summary = match &new.summary {
-            Some(summary) => Some(serde_json::to_string(summary).map_err(|e| {
-                StoreError::Invalid(format!("cannot encode a throttle summary: {e}"))
-            })?),
-            None => None,
-        };
-        insert
-            .execute(params![
-                new.rule,
-                new.rule_ref,
-                new.trigger_ref,
-                new.event,
-                status,
-                new.payload.to_string(),
-                new.condition,
-                new.conditions.to_string(),
-                created,
-                new.correlation_id.map(|id| id.to_string()),
-                new.traceparent,
-                new.action_ref,
-                new.action_params.as_ref().map(serde_json::Value::to_string),
-                new.error,
-                summary,
-            ])
-            .map_err(batch_error)?;
-        ids.push(db.last_insert_rowid());
+        let sending = MessageStamp::new_at(sent);
+        drafts.push(OutboxDraft {
+            message_id: sending.message_id,
+            message_type: MessageType::EnforcementCreated.as_str(),
+            routing_key: ENFORCEMENT_CREATED_KEY,
+            body: enforcement_created_json(
+                &enforcement,
+                &payload,
+                action_params.as_deref(),
+                sending,
+            ),
+        });
+        stored.push(enforcement);
     }
-    Ok(ids)
+    insert_outbox(db, &drafts, &stamp)?;
+    Ok(stored)
 }
 
 /// Inserts outbox rows in order, each with its pending row.
-pub(crate) fn insert_outbox(
-    db: &Connection,
-    drafts: &[OutboxDraft],
-    created: &str,
-) -> Result<(), StoreError> {
+fn insert_outbox(db: &Connection, drafts: &[OutboxDraft], created: &str) -> Result<(), StoreError> {
     if drafts.is_empty() {
         return Ok(());
     }
@@ -176,6 +207,11 @@ pub(crate) fn insert_outbox(
             .map_err(batch_error)?;
     }
     Ok(())
+}
+
+/// A JSON document serialized once, to be stored as text and embedded in a message.
+fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, StoreError> {
+    to_raw_value(value).map_err(|e| StoreError::Invalid(format!("cannot encode a row: {e}")))
 }
 
 fn prepare<'db>(db: &'db Connection, sql: &str) -> Result<CachedStatement<'db>, StoreError> {
