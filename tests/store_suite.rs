@@ -142,6 +142,7 @@ suite!(
         recent_events_are_newest_first_and_limited,
         create_enforcements_is_idempotent,
         enforcement_for_unknown_rule_is_refused_atomically,
+        enforcements_and_the_watermark_commit_together,
         outbox_publish_cycle,
         batch_of_1000_events,
         sensor_state_round_trips_and_is_replaced,
@@ -775,6 +776,71 @@ mod cases {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// `create_enforcements_through`: the watermark moves with the enforcements, not
+    /// without them, and never back.
+    pub async fn enforcements_and_the_watermark_commit_together(h: &Harness) {
+        h.store.upsert_pack(&demo_pack()).await.expect("demo");
+        let rule = h.store.rule_by_ref("demo.r1").await.unwrap().unwrap();
+        let events = h
+            .store
+            .create_plain((0..3).map(|n| new_event(None, "demo.tick", n)).collect())
+            .await
+            .unwrap();
+        let through = |event: &Event| Watermark {
+            instance: LOCAL.to_owned(),
+            matched_through: event.id,
+        };
+        let watermark = || async { h.store.matched_through(LOCAL).await.expect("watermark") };
+
+        let first = h
+            .store
+            .create_enforcements_through(
+                vec![
+                    new_enforcement(rule.id, &rule.r#ref, events[0].id),
+                    new_enforcement(rule.id, &rule.r#ref, events[1].id),
+                ],
+                &through(&events[1]),
+            )
+            .await
+            .map(enforced)
+            .expect("stored");
+        assert_eq!(first.len(), 2);
+        assert_eq!(watermark().await, Some(events[1].id));
+
+        let backlog = h.store.outbox_backlog().await.unwrap();
+        let error = h
+            .store
+            .create_enforcements_through(
+                vec![new_enforcement(rule.id + 1000, "demo.ghost", events[2].id)],
+                &through(&events[2]),
+            )
+            .await
+            .expect_err("unknown rule");
+        assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+        assert_eq!(watermark().await, Some(events[1].id), "refused together");
+        assert_eq!(h.store.outbox_backlog().await.unwrap(), backlog);
+
+        let again = h
+            .store
+            .create_enforcements_through(
+                vec![new_enforcement(rule.id, &rule.r#ref, events[0].id)],
+                &through(&events[0]),
+            )
+            .await
+            .map(enforced)
+            .expect("an existing pair");
+        assert_eq!(again[0], first[0]);
+        assert_eq!(watermark().await, Some(events[1].id), "never back");
+
+        let none = h
+            .store
+            .create_enforcements_through(Vec::new(), &through(&events[2]))
+            .await
+            .expect("nothing matched");
+        assert!(none.is_empty());
+        assert_eq!(watermark().await, Some(events[2].id));
     }
 
     pub async fn outbox_publish_cycle(h: &Harness) {

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::batch::{Batcher, GroupCommit, flush_all, on_flush};
 use crate::conditions::evaluation_context;
-use crate::domain::{Event, NewEnforcement};
+use crate::domain::{Event, NewEnforcement, Watermark};
 use crate::live_ref::LiveRef;
 use crate::outbox::OutboxMsg;
 use crate::ports::{IntakeError, MatchOutcome, PipelineMetrics, Store, StoreError};
@@ -86,10 +86,12 @@ pub struct MatcherArgs {
 }
 
 mod adoption;
+mod recovery;
 mod rules;
 
 use adoption::Adoption;
 pub use adoption::{ADOPT_CHECK, MatcherIdentity};
+use recovery::Recovery;
 use rules::CompiledRule;
 
 pub struct MatcherState {
@@ -106,22 +108,6 @@ pub struct MatcherState {
     /// A dead instance whose events are being matched, if any.
     adopting: Option<Adoption>,
 }
-
-/// Where the matcher is in re-matching events a previous run left unmatched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recovery {
-    /// The watermark has not been read yet.
-    Pending,
-    /// Events in `(after, up_to]` are still to be queued.
-    Running {
-        after: i64,
-        up_to: i64,
-    },
-    Done,
-}
-
-/// How many unmatched events one recovery step loads.
-const RECOVERY_BATCH: u32 = 1000;
 
 impl Actor for RuleMatcherActor {
     type Msg = MatcherMsg;
@@ -213,77 +199,6 @@ impl MatcherState {
         Ok(())
     }
 
-    /// Reads the watermark, then queues the events above it a chunk at a time; when done,
-    /// releases the events that arrived meanwhile.
-    async fn recover_step(
-        &mut self,
-        myself: &ActorRef<MatcherMsg>,
-    ) -> Result<(), ractor::MessagingErr<MatcherMsg>> {
-        let store = self.args.store.clone();
-        let step = match self.recovery {
-            Recovery::Done => return Ok(()),
-            Recovery::Pending => match (
-                store.matched_through(&self.args.identity.instance).await,
-                store.last_event_id().await,
-            ) {
-                // No watermark: this instance has no stored events, or all are matched.
-                (Ok(None), Ok(_)) => {
-                    self.recovery = Recovery::Done;
-                    Ok(())
-                }
-                (Ok(Some(after)), Ok(up_to)) => {
-                    if up_to > after {
-                        tracing::info!(
-                            from = after + 1,
-                            to = up_to,
-                            "matching events a previous run left unmatched"
-                        );
-                    }
-                    self.recovery = Recovery::Running { after, up_to };
-                    Ok(())
-                }
-                (Err(error), _) | (_, Err(error)) => Err(error),
-            },
-            Recovery::Running { after, up_to } if after >= up_to => {
-                self.recovery = Recovery::Done;
-                Ok(())
-            }
-            Recovery::Running { after, up_to } => {
-                let instance = &self.args.identity.instance;
-                match store
-                    .events_between(instance, after, up_to, RECOVERY_BATCH)
-                    .await
-                {
-                    Ok(events) => {
-                        self.recovery = match events.last() {
-                            Some(last) => Recovery::Running {
-                                after: last.id,
-                                up_to,
-                            },
-                            None => Recovery::Done,
-                        };
-                        let requests = events.into_iter().map(MatchRequest::recovered).collect();
-                        self.enqueue(myself, requests)?;
-                        Ok(())
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-        };
-        match step {
-            Err(error) => {
-                tracing::warn!(%error, "cannot recover unmatched events yet; will retry");
-                myself.send_after(crate::batch::retry_delay(4), || MatcherMsg::Recover);
-            }
-            Ok(()) if self.recovery == Recovery::Done => {
-                let held = std::mem::take(&mut self.held);
-                self.enqueue(myself, held)?;
-            }
-            Ok(()) => myself.send_message(MatcherMsg::Recover)?,
-        }
-        Ok(())
-    }
-
     async fn rules_for(&mut self, trigger_ref: &str) -> Result<Arc<Vec<CompiledRule>>, StoreError> {
         if let Some(rules) = self.rules.get(trigger_ref) {
             return Ok(rules.clone());
@@ -302,19 +217,31 @@ impl MatcherState {
         Ok(compiled)
     }
 
+    /// The watermark to advance `instance` (this one's, or a dead one's being adopted) to,
+    /// unless this instance's is frozen.
+    fn watermark(&self, instance: &str, matched_through: i64) -> Option<Watermark> {
+        let frozen = self.watermark_frozen && instance == self.args.identity.instance;
+        (!frozen).then(|| Watermark {
+            instance: instance.to_owned(),
+            matched_through,
+        })
+    }
+
     /// Advances the watermark of `instance` (this one's, or a dead one's being adopted).
     async fn advance_watermark(
         &self,
         instance: &str,
         matched_through: i64,
     ) -> Result<(), StoreError> {
-        if self.watermark_frozen && instance == self.args.identity.instance {
-            return Ok(());
+        match self.watermark(instance, matched_through) {
+            Some(matched) => {
+                self.args
+                    .store
+                    .set_matched_through(&matched.instance, matched.matched_through)
+                    .await
+            }
+            None => Ok(()),
         }
-        self.args
-            .store
-            .set_matched_through(instance, matched_through)
-            .await
     }
 
     /// Evaluates every event of the batch (stored by `instance`) and stores all
@@ -368,15 +295,24 @@ impl MatcherState {
             self.advance_watermark(instance, matched_through).await?;
             return Ok(per_event);
         }
-        // Enforcements first: a crash between the two writes re-matches the events on the
-        // next start, and storing an enforcement again is a no-op.
+        // The enforcements and the watermark commit together (a store without transactions
+        // writes the enforcements first: a crash between the two re-matches the events on
+        // the next start, and storing an enforcement again is a no-op).
         let writing = std::time::Instant::now();
         // Only a throttled match can come back without an enforcement.
         let throttled_rules: Vec<Option<String>> = new
             .iter()
             .map(|e| e.throttle.as_ref().map(|_| e.rule_ref.clone()))
             .collect();
-        let stored = self.args.store.create_enforcements(new).await?;
+        let stored = match self.watermark(instance, matched_through) {
+            Some(matched) => {
+                self.args
+                    .store
+                    .create_enforcements_through(new, &matched)
+                    .await?
+            }
+            None => self.args.store.create_enforcements(new).await?,
+        };
         let rules: Vec<&str> = stored
             .iter()
             .flatten()
@@ -396,7 +332,6 @@ impl MatcherState {
                 self.args.throttled.add(rule);
             }
         }
-        self.advance_watermark(instance, matched_through).await?;
         tracing::debug!(
             count = stored.len(),
             events = batch.len(),

@@ -217,6 +217,28 @@ macro_rules! impl_store {
                             $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
                                 &store,
                                 enforcements,
+                                None,
+                            ),
+                        )
+                        .await
+                    })
+                    .await
+                }
+
+                async fn create_enforcements_through(
+                    &self,
+                    enforcements: Vec<NewEnforcement>,
+                    matched: &::attune_actors::domain::Watermark,
+                ) -> Result<Vec<Option<Enforcement>>, StoreError> {
+                    let matched = matched.clone();
+                    $crate::store::adapter::on_write_path(self, |store: $store| async move {
+                        $crate::store::adapter::within(
+                            $crate::store::adapter::commit_deadline(store.deadline()),
+                            "create_enforcements_through",
+                            $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
+                                &store,
+                                enforcements,
+                                Some(matched),
                             ),
                         )
                         .await

@@ -208,55 +208,46 @@ impl Adapter for SqliteStore {
             .map(|i| (enforcements[*i].rule, enforcements[*i].event))
             .collect();
 
-        // The write lock is held since BEGIN IMMEDIATE, so what exists now is exactly
-        // what the inserts below would conflict with. Usually nothing does: only those
-        // pairs are read back in full.
-        let found = on_handle(tx, |db| sqlite_batch::existing_enforcements(db, &pairs)).await?;
-        let mut existing: HashMap<(Id, Id), Enforcement> = if found.is_empty() {
-            HashMap::new()
-        } else {
-            let list = serde_json::to_string(&found)
+        // The first of each pair, moved out of the batch.
+        let mut batch: Vec<Option<NewEnforcement>> = enforcements.into_iter().map(Some).collect();
+        let unique: Vec<NewEnforcement> = deduped
+            .unique
+            .iter()
+            .filter_map(|i| batch[*i].take())
+            .collect();
+        // The write lock is held since BEGIN IMMEDIATE, so a pair stored already is one the
+        // insert skips; usually there is none, and only those are read back in full.
+        let inserted = on_handle(tx, |db| {
+            sqlite_batch::insert_enforcements(db, unique, created)
+        })
+        .await?;
+        let mut stored: HashMap<(Id, Id), Enforcement> = inserted
+            .stored
+            .into_iter()
+            .map(|e| ((e.rule, e.event), e))
+            .collect();
+        if !inserted.existing.is_empty() {
+            let list = serde_json::to_string(&inserted.existing)
                 .map_err(|e| StoreError::Other(format!("cannot encode enforcement pairs: {e}")))?;
             let sql = format!(
                 "SELECT {ENFORCEMENT_COLUMNS} FROM enforcement \
                  WHERE (rule, event) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))"
             );
-            Queries::<Sqlite>::all(&mut **tx, sqlx::query(&sql).bind(list), rows::enforcement)
-                .await?
-                .into_iter()
-                .map(|e| ((e.rule, e.event), e))
-                .collect()
-        };
-
-        // The first of each pair that has no enforcement yet, moved out of the batch.
-        let mut batch: Vec<Option<NewEnforcement>> = enforcements.into_iter().map(Some).collect();
-        let fresh: Vec<NewEnforcement> = deduped
-            .unique
-            .iter()
-            .filter_map(|i| batch[*i].take())
-            .filter(|e| !existing.contains_key(&(e.rule, e.event)))
-            .collect();
-        let mut inserted: HashMap<(Id, Id), Enforcement> = HashMap::new();
-        if !fresh.is_empty() {
-            let stored = on_handle(tx, |db| {
-                sqlite_batch::insert_enforcements(db, fresh, created)
-            })
-            .await?;
-            inserted = stored.into_iter().map(|e| ((e.rule, e.event), e)).collect();
+            let found =
+                Queries::<Sqlite>::all(&mut **tx, sqlx::query(&sql).bind(list), rows::enforcement)
+                    .await?;
+            stored.extend(found.into_iter().map(|e| ((e.rule, e.event), e)));
         }
 
         let results: Vec<Enforcement> = pairs
             .iter()
             .map(|pair| {
-                existing
-                    .remove(pair)
-                    .or_else(|| inserted.remove(pair))
-                    .ok_or_else(|| {
-                        StoreError::Other(format!(
-                            "enforcement for rule {} and event {} neither inserted nor found",
-                            pair.0, pair.1
-                        ))
-                    })
+                stored.remove(pair).ok_or_else(|| {
+                    StoreError::Other(format!(
+                        "enforcement for rule {} and event {} neither inserted nor found",
+                        pair.0, pair.1
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(deduped.spread(results))

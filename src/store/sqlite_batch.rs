@@ -98,39 +98,32 @@ pub(crate) fn insert_events(
     Ok(stored)
 }
 
-/// The pairs of `pairs` that have an enforcement already.
-pub(crate) fn existing_enforcements(
-    db: &Connection,
-    pairs: &[(Id, Id)],
-) -> Result<Vec<(Id, Id)>, StoreError> {
-    let mut probe = prepare(
-        db,
-        "SELECT 1 FROM enforcement WHERE rule = ?1 AND event = ?2",
-    )?;
-    let mut existing = Vec::new();
-    for &(rule, event) in pairs {
-        if probe.exists(params![rule, event]).map_err(batch_error)? {
-            existing.push((rule, event));
-        }
-    }
-    Ok(existing)
+/// What [`insert_enforcements`] did with a batch.
+pub(crate) struct InsertedEnforcements {
+    /// Those inserted, in order.
+    pub stored: Vec<Enforcement>,
+    /// The `(rule, event)` pairs that had an enforcement already: not inserted, no message.
+    pub existing: Vec<(Id, Id)>,
 }
 
-/// Inserts `enforcements` in order with their outbox rows; returns them as stored.
+/// Inserts `enforcements` (one per `(rule, event)` pair) in order with their outbox rows,
+/// skipping the pairs stored already.
 pub(crate) fn insert_enforcements(
     db: &Connection,
     enforcements: Vec<NewEnforcement>,
     created: DateTime<Utc>,
-) -> Result<Vec<Enforcement>, StoreError> {
+) -> Result<InsertedEnforcements, StoreError> {
     let stamp = Stamp(created).text();
     let mut insert = prepare(
         db,
         "INSERT INTO enforcement (rule, rule_ref, trigger_ref, event, status, payload, \
              condition, conditions, created, correlation_id, traceparent, action_ref, \
              action_params, error, throttle) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         ON CONFLICT (rule, event) DO NOTHING",
     )?;
     let sent = Utc::now();
+    let mut existing = Vec::new();
     let mut stored = Vec::with_capacity(enforcements.len());
     let mut drafts = Vec::with_capacity(enforcements.len());
     for new in enforcements {
@@ -142,7 +135,7 @@ pub(crate) fn insert_enforcements(
                 Some(_) => attune_actors::domain::ENFORCEMENT_FAILED,
                 None => attune_actors::domain::ENFORCEMENT_CREATED,
             };
-            insert
+            let inserted = insert
                 .execute(params![
                     new.rule,
                     new.rule_ref,
@@ -161,6 +154,10 @@ pub(crate) fn insert_enforcements(
                     summary.as_deref().map(RawValue::get),
                 ])
                 .map_err(batch_error)?;
+            if inserted == 0 {
+                existing.push((new.rule, new.event));
+                continue;
+            }
             new.into_stored(db.last_insert_rowid(), created)
         };
         let sending = MessageStamp::new_at(sent);
@@ -178,7 +175,7 @@ pub(crate) fn insert_enforcements(
         stored.push(enforcement);
     }
     insert_outbox(db, &drafts, &stamp)?;
-    Ok(stored)
+    Ok(InsertedEnforcements { stored, existing })
 }
 
 /// Inserts outbox rows in order, each with its pending row.

@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use attune_actors::domain::{Enforcement, NewEnforcement, ThrottleWindow};
+use attune_actors::domain::{Enforcement, NewEnforcement, ThrottleWindow, Watermark};
 use attune_actors::ports::{ClosedWindows, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -157,12 +157,22 @@ where
     Option<Value>: Bind<A::Db>,
     Stamp: Bind<A::Db>,
 {
-    /// `Store::create_enforcements` for any adapter.
+    /// `Store::create_enforcements` for any adapter; with `matched`, also
+    /// `set_matched_through` in the same transaction (`create_enforcements_through`).
     pub(crate) async fn create_enforcements(
         adapter: &A,
         enforcements: Vec<NewEnforcement>,
+        matched: Option<Watermark>,
     ) -> Result<Vec<Option<Enforcement>>, StoreError> {
         if enforcements.is_empty() {
+            if let Some(matched) = matched {
+                Queries::<A::Db>::set_matched_through(
+                    adapter.writer(),
+                    &matched.instance,
+                    matched.matched_through,
+                )
+                .await?;
+            }
             return Ok(Vec::new());
         }
         let created = super::now();
@@ -187,6 +197,14 @@ where
             if !Queries::<A::Db>::write_window(&mut *tx, window).await? {
                 return Err(throttle::raced(window));
             }
+        }
+        if let Some(matched) = matched {
+            Queries::<A::Db>::set_matched_through(
+                &mut *tx,
+                &matched.instance,
+                matched.matched_through,
+            )
+            .await?;
         }
         tx.commit().await.map_err(super::store_error)?;
         Ok(slots

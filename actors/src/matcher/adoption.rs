@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use super::{MatchRequest, MatcherState, RECOVERY_BATCH};
+use super::recovery::RECOVERY_BATCH;
+use super::{MatchRequest, MatcherState};
 use crate::domain::{Id, adoption_lease};
 use crate::outbox::OutboxMsg;
 use crate::ports::StoreError;

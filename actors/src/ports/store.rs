@@ -100,6 +100,21 @@ pub trait Store: Send + Sync + 'static {
         enforcements: Vec<NewEnforcement>,
     ) -> Result<Vec<Option<Enforcement>>, StoreError>;
 
+    /// [`create_enforcements`](Self::create_enforcements), then advances `matched`'s
+    /// instance to `matched.matched_through` as
+    /// [`set_matched_through`](Self::set_matched_through) does; a database store does both
+    /// in the one transaction, so a batch of matches costs one commit.
+    async fn create_enforcements_through(
+        &self,
+        enforcements: Vec<NewEnforcement>,
+        matched: &Watermark,
+    ) -> Result<Vec<Option<Enforcement>>, StoreError> {
+        let stored = self.create_enforcements(enforcements).await?;
+        self.set_matched_through(&matched.instance, matched.matched_through)
+            .await?;
+        Ok(stored)
+    }
+
     /// Emits the held enforcement of every `once_after` window that ended by `now` (at most
     /// `limit`), each with its outbox row, and forgets ended `once_within` windows. Safe
     /// to call from several instances at once: a window goes out once.
