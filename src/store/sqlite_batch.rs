@@ -123,6 +123,8 @@ pub(crate) fn insert_enforcements(
          ON CONFLICT (rule, event) DO NOTHING",
     )?;
     let sent = Utc::now();
+    // A rule's conditions are the same in every enforcement of the batch: written once.
+    let mut conditions = RuleConditions::default();
     let mut existing = Vec::new();
     let mut stored = Vec::with_capacity(enforcements.len());
     let mut drafts = Vec::with_capacity(enforcements.len());
@@ -144,7 +146,7 @@ pub(crate) fn insert_enforcements(
                     status,
                     payload.get(),
                     new.condition,
-                    new.conditions.to_string(),
+                    conditions.text(new.rule, &new.conditions),
                     stamp,
                     new.correlation_id.map(|id| id.to_string()),
                     new.traceparent,
@@ -176,6 +178,26 @@ pub(crate) fn insert_enforcements(
     }
     insert_outbox(db, &drafts, &stamp)?;
     Ok(InsertedEnforcements { stored, existing })
+}
+
+/// The conditions of the last rule seen, as text: one enforcement after another of the same
+/// rule reuses it (compared first: a rule edited meanwhile is written afresh).
+#[derive(Default)]
+struct RuleConditions {
+    last: Option<(Id, serde_json::Value, String)>,
+}
+
+impl RuleConditions {
+    fn text(&mut self, rule: Id, conditions: &serde_json::Value) -> &str {
+        let known = self
+            .last
+            .as_ref()
+            .is_some_and(|(id, value, _)| *id == rule && value == conditions);
+        if !known {
+            self.last = Some((rule, conditions.clone(), conditions.to_string()));
+        }
+        self.last.as_ref().map_or("", |(_, _, text)| text.as_str())
+    }
 }
 
 /// Inserts outbox rows in order, each with its pending row.
@@ -242,6 +264,18 @@ mod tests {
         )
         .expect("schema");
         db
+    }
+
+    #[test]
+    fn a_rules_conditions_are_written_once_and_again_when_they_change() {
+        let mut cache = RuleConditions::default();
+        let any =
+            serde_json::json!({"any": [{"field": "payload.x", "operator": "equals", "value": 1}]});
+        let all = serde_json::json!({"all": []});
+        assert_eq!(cache.text(1, &any), any.to_string());
+        assert_eq!(cache.text(1, &any), any.to_string());
+        assert_eq!(cache.text(1, &all), all.to_string(), "the rule was edited");
+        assert_eq!(cache.text(2, &any), any.to_string());
     }
 
     #[test]

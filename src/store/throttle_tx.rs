@@ -207,9 +207,11 @@ where
             .await?;
         }
         tx.commit().await.map_err(super::store_error)?;
+        // Each stored enforcement has one slot: moved there, not copied.
+        let mut stored: Vec<Option<Enforcement>> = stored.into_iter().map(Some).collect();
         Ok(slots
             .into_iter()
-            .map(|slot| slot.and_then(|index| stored.get(index).cloned()))
+            .map(|slot| slot.and_then(|index| stored.get_mut(index)?.take()))
             .collect())
     }
 
