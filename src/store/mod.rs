@@ -13,8 +13,8 @@
 //! Both adapters run their embedded migrations when they connect, so a fresh database is
 //! usable right away and an up-to-date one is left alone. The behaviour they share (how a
 //! pack is diffed against what is stored, how enforcement batches are deduplicated, how
-//! outbox rows are derived from envelopes) lives here and in `pack`, so the two backends
-//! cannot drift apart in semantics.
+//! a row's documents are serialized once for the row and its message) lives here, in `pack`
+//! and in `documents`, so the two backends cannot drift apart in semantics.
 //!
 //! Nor in SQL, where it can be the same: the reads, the pack writer's statements, the
 //! column lists and the row decoding are written once (`queries`, `pack_tx`, `rows`) over
@@ -27,6 +27,7 @@ mod adapter;
 mod cluster;
 mod commands;
 mod dialect;
+mod documents;
 mod events_tx;
 mod idempotency;
 mod outbox_queries;
@@ -47,7 +48,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use attune_actors::domain::{Id, NewEnforcement};
-use attune_actors::messages::Envelope;
 use attune_actors::ports::{Store, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
 
@@ -219,24 +219,13 @@ fn is_transient_code(code: &str) -> bool {
         || code == "6"
 }
 
-/// An outbox row derived from the envelope it will carry.
+/// An outbox row: the message a new row will be announced with.
 #[derive(Debug, Clone)]
 pub(crate) struct OutboxDraft {
     pub message_id: uuid::Uuid,
     pub message_type: &'static str,
     pub routing_key: &'static str,
     pub body: String,
-}
-
-impl OutboxDraft {
-    pub(crate) fn of(envelope: &Envelope) -> Self {
-        Self {
-            message_id: envelope.message_id,
-            message_type: envelope.message_type.as_str(),
-            routing_key: envelope.routing_key(),
-            body: envelope.to_json(),
-        }
-    }
 }
 
 /// A batch of new enforcements with repeated `(rule, event)` pairs folded together.

@@ -1,10 +1,13 @@
 //! The [`Store`] port on PostgreSQL (schema `attune`).
 //!
-//! Batches are written with a constant number of round-trips whatever their size: ids are
-//! preallocated from the sequences in one query, then each table gets a single
-//! `INSERT ... SELECT FROM UNNEST(...)` with explicit ids. Explicit ids make the mapping
-//! from input position to row exact, which the outbox needs (its order is publish order)
-//! and which `RETURNING` on a multi-row insert does not promise.
+//! Batches are written in two round trips whatever their size: ids are preallocated from
+//! the sequences in one query, then one statement inserts the rows, their outbox rows and
+//! their pending rows (`INSERT ... SELECT FROM UNNEST(...)` with explicit ids, chained as
+//! data-modifying `WITH` clauses). Explicit ids make the mapping from input position to row
+//! exact, which the outbox needs (its order is publish order) and which `RETURNING` on a
+//! multi-row insert does not promise; they also let each message, which names its row's id,
+//! be written before the statement runs. JSON documents are sent as the text serialized
+//! once for both the row and its message (`documents`).
 //!
 //! Everything else (the reads, the pack writer, the single-row writes) is the shared SQL
 //! of `queries` and `pack_tx`, run here with the `attune.` schema prefix.
@@ -14,14 +17,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_actors::domain::{Enforcement, Event, Id, NewEnforcement, NewEvent};
-use attune_actors::messages::Envelope;
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Pool, Postgres, Transaction};
 
 use super::adapter::{Adapter, impl_store};
+use super::documents::{EnforcementDocuments, EventDocuments, RuleConditions};
 use super::queries::Queries;
 use super::rows::{self, ENFORCEMENT_COLUMNS};
 use super::{OutboxDraft, Redactor, StoreOptions, dedup_enforcements, store_error};
@@ -167,38 +169,27 @@ impl PgStore {
         b.sort_unstable();
         Ok((a, b))
     }
+}
 
-    async fn insert_outbox(
-        tx: &mut Transaction<'static, Postgres>,
-        ids: &[Id],
-        drafts: &[OutboxDraft],
-        created: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let message_ids: Vec<uuid::Uuid> = drafts.iter().map(|d| d.message_id).collect();
-        let types: Vec<&str> = drafts.iter().map(|d| d.message_type).collect();
-        let keys: Vec<&str> = drafts.iter().map(|d| d.routing_key).collect();
-        let bodies: Vec<&str> = drafts.iter().map(|d| d.body.as_str()).collect();
-        sqlx::query(
-            r#"INSERT INTO attune.outbox (id, message_id, message_type, routing_key, body, created)
-               SELECT id, message_id, message_type, routing_key, body, $6
-               FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
-                    AS u(id, message_id, message_type, routing_key, body)"#,
-        )
-        .bind(&ids[..drafts.len()])
-        .bind(message_ids)
-        .bind(types)
-        .bind(keys)
-        .bind(bodies)
-        .bind(created)
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-        sqlx::query("INSERT INTO attune.outbox_pending (id) SELECT unnest($1::bigint[])")
-            .bind(&ids[..drafts.len()])
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+/// A batch's outbox rows as columns, one array per column, for `UNNEST`.
+struct OutboxColumns<'a> {
+    ids: &'a [Id],
+    message_ids: Vec<uuid::Uuid>,
+    types: Vec<&'static str>,
+    keys: Vec<&'static str>,
+    bodies: Vec<&'a str>,
+}
+
+impl<'a> OutboxColumns<'a> {
+    /// `drafts[i]` gets `ids[i]`: the ids are ascending, so publish order is batch order.
+    fn of(ids: &'a [Id], drafts: &'a [OutboxDraft]) -> Self {
+        Self {
+            ids: &ids[..drafts.len()],
+            message_ids: drafts.iter().map(|d| d.message_id).collect(),
+            types: drafts.iter().map(|d| d.message_type).collect(),
+            keys: drafts.iter().map(|d| d.routing_key).collect(),
+            bodies: drafts.iter().map(|d| d.body.as_str()).collect(),
+        }
     }
 }
 
@@ -264,32 +255,54 @@ impl Adapter for PgStore {
             events.len(),
         )
         .await?;
-        let stored: Vec<Event> = events
-            .into_iter()
-            .zip(&ids)
-            .map(|(new, id)| new.stored(*id, created))
-            .collect();
+        let sent = Utc::now();
+        let mut documents = Vec::with_capacity(events.len());
+        let mut drafts = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
+        for (new, id) in events.into_iter().zip(&ids) {
+            let serialized = EventDocuments::of(&new)?;
+            let event = new.stored(*id, created);
+            drafts.push(serialized.message(&event, sent));
+            documents.push(serialized);
+            stored.push(event);
+        }
 
         let triggers: Vec<Option<Id>> = stored.iter().map(|e| e.trigger).collect();
         let trigger_refs: Vec<&str> = stored.iter().map(|e| e.trigger_ref.as_str()).collect();
-        let configs: Vec<&Value> = stored.iter().map(|e| &e.config).collect();
-        let payloads: Vec<&Value> = stored.iter().map(|e| &e.payload).collect();
+        let configs: Vec<&str> = documents.iter().map(|d| d.config.get()).collect();
+        let payloads: Vec<&str> = documents.iter().map(|d| d.payload.get()).collect();
         let sources: Vec<Option<Id>> = stored.iter().map(|e| e.source).collect();
         let source_refs: Vec<Option<&str>> =
             stored.iter().map(|e| e.source_ref.as_deref()).collect();
         let message_ids: Vec<Option<uuid::Uuid>> = stored.iter().map(|e| e.message_id).collect();
         let traceparents: Vec<Option<&str>> =
             stored.iter().map(|e| e.traceparent.as_deref()).collect();
+        let outbox = OutboxColumns::of(&outbox_ids, &drafts);
+        // One statement for the events, their outbox rows and their pending rows: one
+        // round trip, and the documents travel as the text already serialized for the
+        // messages.
         sqlx::query(
-            r#"INSERT INTO attune.event
-                   (id, "trigger", trigger_ref, config, payload, source, source_ref, created,
-                    message_id, traceparent, stored_by)
-               SELECT id, "trigger", trigger_ref, config, payload, source, source_ref, $8,
-                      message_id, traceparent, $11
-               FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::jsonb[],
-                           $6::bigint[], $7::text[], $9::uuid[], $10::text[])
-                    AS u(id, "trigger", trigger_ref, config, payload, source, source_ref,
-                         message_id, traceparent)"#,
+            r#"WITH e AS (
+                   INSERT INTO attune.event
+                       (id, "trigger", trigger_ref, config, payload, source, source_ref,
+                        created, message_id, traceparent, stored_by)
+                   SELECT id, "trigger", trigger_ref, config::jsonb, payload::jsonb, source,
+                          source_ref, $8, message_id, traceparent, $11
+                   FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                               $6::bigint[], $7::text[], $9::uuid[], $10::text[])
+                        AS u(id, "trigger", trigger_ref, config, payload, source, source_ref,
+                             message_id, traceparent)
+               ),
+               o AS (
+                   INSERT INTO attune.outbox
+                       (id, message_id, message_type, routing_key, body, created)
+                   SELECT id, message_id, message_type, routing_key, body, $8
+                   FROM UNNEST($12::bigint[], $13::uuid[], $14::text[], $15::text[],
+                               $16::text[])
+                        AS o(id, message_id, message_type, routing_key, body)
+                   RETURNING id
+               )
+               INSERT INTO attune.outbox_pending (id) SELECT id FROM o"#,
         )
         .bind(&ids)
         .bind(triggers)
@@ -302,15 +315,14 @@ impl Adapter for PgStore {
         .bind(message_ids)
         .bind(traceparents)
         .bind(&self.instance)
+        .bind(outbox.ids)
+        .bind(&outbox.message_ids)
+        .bind(&outbox.types)
+        .bind(&outbox.keys)
+        .bind(&outbox.bodies)
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-
-        let drafts: Vec<OutboxDraft> = stored
-            .iter()
-            .map(|e| OutboxDraft::of(&Envelope::event_created(e)))
-            .collect();
-        Self::insert_outbox(tx, &outbox_ids, &drafts, created).await?;
         Ok(stored)
     }
 
@@ -328,20 +340,36 @@ impl Adapter for PgStore {
             deduped.unique.len(),
         )
         .await?;
-        let candidates: Vec<Enforcement> = deduped
-            .unique
-            .iter()
-            .zip(&ids)
-            .map(|(index, id)| enforcements[*index].stored(*id, created))
-            .collect();
+        let sent = Utc::now();
+        // The unique indexes are distinct: each first occurrence is moved out once.
+        let mut enforcements: Vec<Option<NewEnforcement>> =
+            enforcements.into_iter().map(Some).collect();
+        let mut documents = Vec::with_capacity(ids.len());
+        let mut drafts = Vec::with_capacity(ids.len());
+        let mut candidates = Vec::with_capacity(ids.len());
+        let mut conditions = RuleConditions::default();
+        let mut condition_sets = Vec::with_capacity(ids.len());
+        for (index, id) in deduped.unique.iter().zip(&ids) {
+            let Some(new) = enforcements.get_mut(*index).and_then(Option::take) else {
+                return Err(StoreError::Other(format!(
+                    "enforcement {index} of the batch taken twice"
+                )));
+            };
+            let serialized = EnforcementDocuments::of(&new)?;
+            condition_sets.push(conditions.text(new.rule, &new.conditions).to_owned());
+            let enforcement = new.into_stored(*id, created);
+            // Written only for the candidates inserted (see `RETURNING` below).
+            drafts.push(serialized.message(&enforcement, sent));
+            documents.push(serialized);
+            candidates.push(enforcement);
+        }
 
         let rules: Vec<Id> = candidates.iter().map(|e| e.rule).collect();
         let rule_refs: Vec<&str> = candidates.iter().map(|e| e.rule_ref.as_str()).collect();
         let trigger_refs: Vec<&str> = candidates.iter().map(|e| e.trigger_ref.as_str()).collect();
         let event_ids: Vec<Id> = candidates.iter().map(|e| e.event).collect();
-        let payloads: Vec<&Value> = candidates.iter().map(|e| &e.payload).collect();
-        let conditions: Vec<&str> = candidates.iter().map(|e| e.condition.as_str()).collect();
-        let condition_sets: Vec<&Value> = candidates.iter().map(|e| &e.conditions).collect();
+        let payloads: Vec<&str> = documents.iter().map(|d| d.payload.get()).collect();
+        let condition_names: Vec<&str> = candidates.iter().map(|e| e.condition.as_str()).collect();
         let correlation_ids: Vec<Option<uuid::Uuid>> =
             candidates.iter().map(|e| e.correlation_id).collect();
         let traceparents: Vec<Option<&str>> = candidates
@@ -350,35 +378,51 @@ impl Adapter for PgStore {
             .collect();
         let statuses: Vec<&str> = candidates.iter().map(|e| e.status.as_str()).collect();
         let action_refs: Vec<&str> = candidates.iter().map(|e| e.action_ref.as_str()).collect();
-        let action_params: Vec<Option<&Value>> = candidates
+        let action_params: Vec<Option<&str>> = documents
             .iter()
-            .map(|e| e.action_params.as_ref())
+            .map(EnforcementDocuments::action_params_text)
             .collect();
         let errors: Vec<Option<&str>> = candidates.iter().map(|e| e.error.as_deref()).collect();
-        let throttles: Vec<Option<Value>> = candidates
+        let summaries: Vec<Option<&str>> = documents
             .iter()
-            .map(|e| {
-                e.throttle
-                    .as_ref()
-                    .and_then(|t| serde_json::to_value(t).ok())
-            })
+            .map(EnforcementDocuments::summary_text)
             .collect();
+        let outbox = OutboxColumns::of(&outbox_ids, &drafts);
+        // One statement: the enforcements not stored yet, then the outbox and pending rows
+        // of exactly those (a pair stored already keeps its one message).
         let inserted: HashSet<Id> = sqlx::query_scalar(
-            r#"INSERT INTO attune.enforcement
-                   (id, rule, rule_ref, trigger_ref, event, status, payload, condition,
-                    conditions, created, correlation_id, traceparent, action_ref,
-                    action_params, error, throttle)
-               SELECT id, rule, rule_ref, trigger_ref, event, status, payload, condition,
-                      conditions, $9, correlation_id, traceparent, action_ref,
-                      action_params, error, throttle
-               FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
-                           $6::jsonb[], $7::text[], $10::jsonb[], $11::uuid[], $12::text[],
-                           $8::text[], $13::text[], $14::jsonb[], $15::text[], $16::jsonb[])
-                    AS u(id, rule, rule_ref, trigger_ref, event, payload, condition, conditions,
-                         correlation_id, traceparent, status, action_ref, action_params,
-                         error, throttle)
-               ON CONFLICT (rule, event) DO NOTHING
-               RETURNING id"#,
+            r#"WITH u AS (
+                   SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                                        $5::bigint[], $6::text[], $7::text[], $10::text[],
+                                        $11::uuid[], $12::text[], $8::text[], $13::text[],
+                                        $14::text[], $15::text[], $16::text[], $17::bigint[],
+                                        $18::uuid[], $19::text[], $20::text[], $21::text[])
+                       AS u(id, rule, rule_ref, trigger_ref, event, payload, condition,
+                            conditions, correlation_id, traceparent, status, action_ref,
+                            action_params, error, throttle, outbox_id, message_id,
+                            message_type, routing_key, body)
+               ),
+               inserted AS (
+                   INSERT INTO attune.enforcement
+                       (id, rule, rule_ref, trigger_ref, event, status, payload, condition,
+                        conditions, created, correlation_id, traceparent, action_ref,
+                        action_params, error, throttle)
+                   SELECT id, rule, rule_ref, trigger_ref, event, status, payload::jsonb,
+                          condition, conditions::jsonb, $9, correlation_id, traceparent,
+                          action_ref, action_params::jsonb, error, throttle::jsonb
+                   FROM u
+                   ON CONFLICT (rule, event) DO NOTHING
+                   RETURNING id
+               ),
+               o AS (
+                   INSERT INTO attune.outbox
+                       (id, message_id, message_type, routing_key, body, created)
+                   SELECT u.outbox_id, u.message_id, u.message_type, u.routing_key, u.body, $9
+                   FROM u JOIN inserted ON inserted.id = u.id
+                   RETURNING id
+               ),
+               p AS (INSERT INTO attune.outbox_pending (id) SELECT id FROM o)
+               SELECT id FROM inserted"#,
         )
         .bind(&ids)
         .bind(&rules)
@@ -386,16 +430,21 @@ impl Adapter for PgStore {
         .bind(trigger_refs)
         .bind(&event_ids)
         .bind(payloads)
-        .bind(conditions)
+        .bind(condition_names)
         .bind(statuses)
         .bind(created)
-        .bind(condition_sets)
+        .bind(&condition_sets)
         .bind(correlation_ids)
         .bind(traceparents)
         .bind(action_refs)
         .bind(action_params)
         .bind(errors)
-        .bind(throttles)
+        .bind(summaries)
+        .bind(outbox.ids)
+        .bind(&outbox.message_ids)
+        .bind(&outbox.types)
+        .bind(&outbox.keys)
+        .bind(&outbox.bodies)
         .fetch_all(&mut **tx)
         .await
         .map_err(store_error)?
@@ -433,12 +482,6 @@ impl Adapter for PgStore {
                 }
             }
         }
-        let drafts: Vec<OutboxDraft> = results
-            .iter()
-            .filter(|e| inserted.contains(&e.id))
-            .map(|e| OutboxDraft::of(&Envelope::enforcement_created(e)))
-            .collect();
-        Self::insert_outbox(tx, &outbox_ids, &drafts, created).await?;
         Ok(deduped.spread(results))
     }
 

@@ -13,18 +13,14 @@
 //! serialized once, for the row and for its message (`messages::event_created_json`).
 
 use attune_actors::domain::{Enforcement, Event, Id, NewEnforcement, NewEvent};
-use attune_actors::messages::{
-    ENFORCEMENT_CREATED_KEY, EVENT_CREATED_KEY, MessageStamp, MessageType,
-    enforcement_created_json, event_created_json,
-};
 use attune_actors::ports::StoreError;
 use chrono::{DateTime, Utc};
 use rusqlite::{CachedStatement, Connection, ErrorCode, params};
-use serde_json::value::{RawValue, to_raw_value};
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::dialect::Stamp;
+use super::documents::{EnforcementDocuments, EventDocuments, RuleConditions};
 use super::{OutboxDraft, store_error};
 
 /// Runs `work` with rusqlite on `connection`'s handle: synchronous, so the caller should
@@ -63,16 +59,14 @@ pub(crate) fn insert_events(
     let mut stored = Vec::with_capacity(events.len());
     let mut drafts = Vec::with_capacity(events.len());
     for new in events {
-        // Each document is serialized once, for the row and for the message.
-        let payload = raw(&new.payload)?;
-        let config = raw(&new.config)?;
+        let documents = EventDocuments::of(&new)?;
         let message_id = Uuid::new_v4();
         insert
             .execute(params![
                 new.trigger,
                 new.trigger_ref,
-                config.get(),
-                payload.get(),
+                documents.config.get(),
+                documents.payload.get(),
                 new.source,
                 new.source_ref,
                 stamp,
@@ -82,16 +76,7 @@ pub(crate) fn insert_events(
             ])
             .map_err(batch_error)?;
         let event = new.stored_as(db.last_insert_rowid(), created, message_id);
-        let sending = MessageStamp {
-            message_id,
-            timestamp: sent,
-        };
-        drafts.push(OutboxDraft {
-            message_id,
-            message_type: MessageType::EventCreated.as_str(),
-            routing_key: EVENT_CREATED_KEY,
-            body: event_created_json(&event, &payload, &config, sending),
-        });
+        drafts.push(documents.message(&event, sent));
         stored.push(event);
     }
     insert_outbox(db, &drafts, &stamp)?;
@@ -129,9 +114,7 @@ pub(crate) fn insert_enforcements(
     let mut stored = Vec::with_capacity(enforcements.len());
     let mut drafts = Vec::with_capacity(enforcements.len());
     for new in enforcements {
-        let payload = raw(&new.payload)?;
-        let action_params = new.action_params.as_ref().map(raw).transpose()?;
-        let summary = new.summary.as_ref().map(raw).transpose()?;
+        let documents = EnforcementDocuments::of(&new)?;
         let enforcement = {
             let status = match new.error {
                 Some(_) => attune_actors::domain::ENFORCEMENT_FAILED,
@@ -144,16 +127,16 @@ pub(crate) fn insert_enforcements(
                     new.trigger_ref,
                     new.event,
                     status,
-                    payload.get(),
+                    documents.payload.get(),
                     new.condition,
                     conditions.text(new.rule, &new.conditions),
                     stamp,
                     new.correlation_id.map(|id| id.to_string()),
                     new.traceparent,
                     new.action_ref,
-                    action_params.as_deref().map(RawValue::get),
+                    documents.action_params_text(),
                     new.error,
-                    summary.as_deref().map(RawValue::get),
+                    documents.summary_text(),
                 ])
                 .map_err(batch_error)?;
             if inserted == 0 {
@@ -162,42 +145,11 @@ pub(crate) fn insert_enforcements(
             }
             new.into_stored(db.last_insert_rowid(), created)
         };
-        let sending = MessageStamp::new_at(sent);
-        drafts.push(OutboxDraft {
-            message_id: sending.message_id,
-            message_type: MessageType::EnforcementCreated.as_str(),
-            routing_key: ENFORCEMENT_CREATED_KEY,
-            body: enforcement_created_json(
-                &enforcement,
-                &payload,
-                action_params.as_deref(),
-                sending,
-            ),
-        });
+        drafts.push(documents.message(&enforcement, sent));
         stored.push(enforcement);
     }
     insert_outbox(db, &drafts, &stamp)?;
     Ok(InsertedEnforcements { stored, existing })
-}
-
-/// The conditions of the last rule seen, as text: one enforcement after another of the same
-/// rule reuses it (compared first: a rule edited meanwhile is written afresh).
-#[derive(Default)]
-struct RuleConditions {
-    last: Option<(Id, serde_json::Value, String)>,
-}
-
-impl RuleConditions {
-    fn text(&mut self, rule: Id, conditions: &serde_json::Value) -> &str {
-        let known = self
-            .last
-            .as_ref()
-            .is_some_and(|(id, value, _)| *id == rule && value == conditions);
-        if !known {
-            self.last = Some((rule, conditions.clone(), conditions.to_string()));
-        }
-        self.last.as_ref().map_or("", |(_, _, text)| text.as_str())
-    }
 }
 
 /// Inserts outbox rows in order, each with its pending row.
@@ -226,11 +178,6 @@ fn insert_outbox(db: &Connection, drafts: &[OutboxDraft], created: &str) -> Resu
             .map_err(batch_error)?;
     }
     Ok(())
-}
-
-/// A JSON document serialized once, to be stored as text and embedded in a message.
-fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, StoreError> {
-    to_raw_value(value).map_err(|e| StoreError::Invalid(format!("cannot encode a row: {e}")))
 }
 
 fn prepare<'db>(db: &'db Connection, sql: &str) -> Result<CachedStatement<'db>, StoreError> {
@@ -264,18 +211,6 @@ mod tests {
         )
         .expect("schema");
         db
-    }
-
-    #[test]
-    fn a_rules_conditions_are_written_once_and_again_when_they_change() {
-        let mut cache = RuleConditions::default();
-        let any =
-            serde_json::json!({"any": [{"field": "payload.x", "operator": "equals", "value": 1}]});
-        let all = serde_json::json!({"all": []});
-        assert_eq!(cache.text(1, &any), any.to_string());
-        assert_eq!(cache.text(1, &any), any.to_string());
-        assert_eq!(cache.text(1, &all), all.to_string(), "the rule was edited");
-        assert_eq!(cache.text(2, &any), any.to_string());
     }
 
     #[test]
