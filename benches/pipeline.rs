@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use attune_actors::messages::{ENFORCEMENT_CREATED_KEY, EVENT_CREATED_KEY, MessageType};
 use attune_sensor::config::Settings;
 use attune_sensor::service::Service;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -51,10 +52,26 @@ const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
 type Confirming<'a> = Pin<Box<dyn Future<Output = lapin::Result<lapin::Confirmation>> + Send + 'a>>;
 
+/// The messages the probe sends: as the service's, alternately an `EventCreated` and an
+/// `EnforcementCreated` with the same properties and bodies of the same length.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    event_body: usize,
+    enforcement_body: usize,
+}
+
+/// The bodies of this benchmark's messages as the service writes them (`run` prints the
+/// lengths it actually stored, to check): a system event with its config snapshot, and
+/// the enforcement of the one rule it matches.
+const SERVICE_SHAPE: Shape = Shape {
+    event_body: 452,
+    enforcement_body: 461,
+};
+
 /// The broker's ceiling on `channels` channels of one connection: `messages` persistent
-/// messages of `size` bytes with confirms, `IN_FLIGHT` at a time on each channel, to the
+/// messages shaped as the service's ([`Shape`]) with confirms, `IN_FLIGHT` at a time on each channel, to the
 /// exchange the queue is bound to. Returns messages per second.
-async fn probe(exchange: &str, messages: usize, size: usize, channels: usize) -> f64 {
+async fn probe(exchange: &str, messages: usize, shape: Shape, channels: usize) -> f64 {
     let connection = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .expect("probe connection");
@@ -73,7 +90,7 @@ async fn probe(exchange: &str, messages: usize, size: usize, channels: usize) ->
         let share = messages / channels + usize::from(index < messages % channels);
         let exchange = exchange.to_owned();
         senders.push(tokio::spawn(async move {
-            probe_channel(&channel, &exchange, share, size).await
+            probe_channel(&channel, &exchange, share, shape).await
         }));
     }
     for sender in senders {
@@ -82,18 +99,26 @@ async fn probe(exchange: &str, messages: usize, size: usize, channels: usize) ->
     messages as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn probe_channel(channel: &lapin::Channel, exchange: &str, messages: usize, size: usize) {
-    let body = vec![b'x'; size];
+async fn probe_channel(channel: &lapin::Channel, exchange: &str, messages: usize, shape: Shape) {
+    let event = vec![b'x'; shape.event_body];
+    let enforcement = vec![b'x'; shape.enforcement_body];
     let mut in_flight: VecDeque<Confirming> = VecDeque::with_capacity(IN_FLIGHT);
     for n in 0..messages {
+        let (message_type, routing_key, body) = if n % 2 == 0 {
+            (MessageType::EventCreated, EVENT_CREATED_KEY, &event)
+        } else {
+            (
+                MessageType::EnforcementCreated,
+                ENFORCEMENT_CREATED_KEY,
+                &enforcement,
+            )
+        };
+        // The properties the service's publisher sets.
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type("application/json".into());
-        let routing_key = if n % 2 == 0 {
-            "event.created"
-        } else {
-            "enforcement.created"
-        };
+            .with_content_type("application/json".into())
+            .with_message_id(uuid::Uuid::new_v4().to_string().into())
+            .with_type(message_type.as_str().into());
         let mut publish = Box::pin(channel.basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -101,7 +126,7 @@ async fn probe_channel(channel: &lapin::Channel, exchange: &str, messages: usize
                 mandatory: true,
                 ..Default::default()
             },
-            &body,
+            body,
             properties,
         ));
         // One poll queues the frames in order (as the service's publisher does), without
@@ -150,6 +175,23 @@ async fn replay(
     let mut db = PgConnection::connect(database_url)
         .await
         .expect("replay connection");
+    let lengths: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT routing_key, avg(octet_length(body))::float8 FROM attune.outbox
+         GROUP BY routing_key ORDER BY routing_key DESC",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("message body lengths");
+    let lengths: Vec<String> = lengths
+        .iter()
+        .map(|(key, bytes)| format!("{key} {bytes:.0} B"))
+        .collect();
+    println!(
+        "  message bodies as stored: {} (the probe sends {} B and {} B)",
+        lengths.join(", "),
+        SERVICE_SHAPE.event_body,
+        SERVICE_SHAPE.enforcement_body
+    );
     let before = queue.count().await;
     db.execute("INSERT INTO attune.outbox_pending (id) SELECT id FROM attune.outbox ON CONFLICT DO NOTHING")
         .await
@@ -336,10 +378,9 @@ async fn postgres(events: usize, concurrency: usize) {
     let queue = BoundQueue::declare(&exchange, &queue_name, "#").await;
     queue.purge().await;
 
-    // The probe sends what the service will: two messages per event, of about the size
-    // of an EnforcementCreated for this pack's payloads.
+    // The probe sends what the service will: two messages per event, shaped as its own.
     let cpu_before = CpuSample::now();
-    let probe_rate = probe(&exchange, events * 2, 900, 1).await;
+    let probe_rate = probe(&exchange, events * 2, SERVICE_SHAPE, 1).await;
     println!(
         "rabbitmq probe (bare lapin, persistent, confirms, {IN_FLIGHT} in flight, durable queue {queue_name} bound): {:.0} msg/s",
         probe_rate
@@ -353,7 +394,7 @@ async fn postgres(events: usize, concurrency: usize) {
         {
             let channels = channels.max(1);
             queue.purge().await;
-            let rate = probe(&exchange, events * 2, 900, channels).await;
+            let rate = probe(&exchange, events * 2, SERVICE_SHAPE, channels).await;
             println!(
                 "rabbitmq probe on {channels} channel(s) of one connection: {rate:.0} msg/s = {:.2} x one channel",
                 rate / probe_rate
