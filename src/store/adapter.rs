@@ -132,6 +132,28 @@ macro_rules! impl_store {
 
             type Shared = $crate::store::queries::Queries<<$store as Adapter>::Db>;
 
+            /// Both enforcement writes: with `matched`, the watermark in the same transaction.
+            async fn write_enforcements(
+                store: &$store,
+                enforcements: Vec<NewEnforcement>,
+                matched: Option<::attune_actors::domain::Watermark>,
+                call: &'static str,
+            ) -> Result<Vec<Option<Enforcement>>, StoreError> {
+                $crate::store::adapter::on_write_path(store, |store: $store| async move {
+                    $crate::store::adapter::within(
+                        $crate::store::adapter::commit_deadline(store.deadline()),
+                        call,
+                        $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
+                            &store,
+                            enforcements,
+                            matched,
+                        ),
+                    )
+                    .await
+                })
+                .await
+            }
+
             #[::async_trait::async_trait]
             impl Store for $store {
                 async fn ping(&self) -> Result<(), StoreError> {
@@ -210,19 +232,7 @@ macro_rules! impl_store {
                     &self,
                     enforcements: Vec<NewEnforcement>,
                 ) -> Result<Vec<Option<Enforcement>>, StoreError> {
-                    $crate::store::adapter::on_write_path(self, |store: $store| async move {
-                        $crate::store::adapter::within(
-                            $crate::store::adapter::commit_deadline(store.deadline()),
-                            "create_enforcements",
-                            $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
-                                &store,
-                                enforcements,
-                                None,
-                            ),
-                        )
-                        .await
-                    })
-                    .await
+                    write_enforcements(self, enforcements, None, "create_enforcements").await
                 }
 
                 async fn create_enforcements_through(
@@ -230,20 +240,9 @@ macro_rules! impl_store {
                     enforcements: Vec<NewEnforcement>,
                     matched: &::attune_actors::domain::Watermark,
                 ) -> Result<Vec<Option<Enforcement>>, StoreError> {
-                    let matched = matched.clone();
-                    $crate::store::adapter::on_write_path(self, |store: $store| async move {
-                        $crate::store::adapter::within(
-                            $crate::store::adapter::commit_deadline(store.deadline()),
-                            "create_enforcements_through",
-                            $crate::store::throttle_tx::ThrottleTx::<$store>::create_enforcements(
-                                &store,
-                                enforcements,
-                                Some(matched),
-                            ),
-                        )
+                    let matched = Some(matched.clone());
+                    write_enforcements(self, enforcements, matched, "create_enforcements_through")
                         .await
-                    })
-                    .await
                 }
 
                 async fn close_throttle_windows(
