@@ -2,14 +2,15 @@
 //! they hold, and how fast `GET /status` answers with all of them.
 //!
 //! `cargo bench --bench sensors` runs, for each N of `ATTUNE_BENCH_SENSORS` (default
-//! `10000,100000`), on the embedded default (SQLite + the in-process bus), each N in a
-//! process of its own:
-//! 1. writes a pack of N interval timers (every 60 s, so none fires during the
-//!    measurement) and loads it, as `attune-sensor pack load` does (timed on its own);
-//! 2. starts the service with sensors on and waits until every timer is running: the
-//!    start time, and the process's resident memory (`VmRSS`) before, when all run, and
-//!    settled (once the service has returned what it freed starting them, `memory_trim`);
-//!    the settled delta is what the service and its sensors hold;
+//! `10000,100000`), on the embedded default (SQLite + the in-process bus):
+//! 1. in a process of its own, writes a pack of N interval timers (every 60 s, so none
+//!    fires during the measurement) and loads it, as `attune-sensor pack load` does
+//!    (timed on its own);
+//! 2. in another process, as `attune-sensor` runs after that, starts the service with
+//!    sensors on and waits until every timer is running: the start time, and the
+//!    process's resident memory (`VmRSS`) before, when all run, and settled (once the
+//!    service has returned what it freed starting them, `memory_trim`): what the process
+//!    serving N timers holds, as `ps` shows it;
 //! 3. asks `GET /status` over HTTP five times: the median and the slowest answer.
 
 mod support;
@@ -69,25 +70,32 @@ fn settings(database_url: &str) -> Settings {
     }
 }
 
-async fn run(sensors: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pack = dir.path().join("many");
+fn database_url(dir: &Path) -> String {
+    format!("sqlite:{}", dir.join("attune.db").display())
+}
+
+/// Step 1: the pack of `sensors` timers written and loaded into the database in `dir`.
+async fn load(sensors: usize, dir: &Path) {
+    let pack = dir.join("many");
     write_pack(&pack, sensors);
-    let database_url = format!("sqlite:{}", dir.path().join("attune.db").display());
-    let settings = settings(&database_url);
-
     let loading = Instant::now();
-    {
-        // With the default statement timeout, as `attune-sensor pack load` runs.
-        let store = attune_sensor::store::open(&database_url)
-            .await
-            .expect("open the database");
-        attune_sensor::packs::install_pack(store.as_ref(), &pack)
-            .await
-            .expect("load the pack");
-    }
-    let loaded = loading.elapsed();
+    // With the default statement timeout, as `attune-sensor pack load` runs.
+    let store = attune_sensor::store::open(&database_url(dir))
+        .await
+        .expect("open the database");
+    attune_sensor::packs::install_pack(store.as_ref(), &pack)
+        .await
+        .expect("load the pack");
+    println!(
+        "{sensors} interval timers: pack written and loaded by a process of its own in {:.2} s",
+        loading.elapsed().as_secs_f64()
+    );
+}
 
+/// Steps 2 and 3: the service on the database in `dir`, in a process that does nothing
+/// else.
+async fn serve(sensors: usize, dir: &Path) {
+    let settings = settings(&database_url(dir));
     let before = resident_mib();
     let starting = Instant::now();
     let service = Service::start(&settings).await.expect("service starts");
@@ -143,11 +151,10 @@ async fn run(sensors: usize) {
     let (median, size) = answers[answers.len() / 2];
     let slowest = answers[answers.len() - 1].0;
     println!(
-        "{sensors} interval timers: pack loaded in {:.2} s; all running {:.2} s after start; \
-         RSS {before:.0} MiB before start, {after:.0} MiB when all run, {settled:.0} MiB settled \
-         ({:.0} MiB for the service, {:.1} KiB per timer; {:.0} MiB when all run); \
-         GET /status ({:.1} MB) median {:.0} ms, slowest {:.0} ms",
-        loaded.as_secs_f64(),
+        "{sensors} interval timers: all running {:.2} s after start; \
+         RSS of the serving process {before:.0} MiB before start, {after:.0} MiB when all run, \
+         {settled:.0} MiB settled ({:.0} MiB more than before start, {:.1} KiB per timer; \
+         {:.0} MiB when all run); GET /status ({:.1} MB) median {:.0} ms, slowest {:.0} ms",
         started.as_secs_f64(),
         settled - before,
         (settled - before) * 1024.0 / sensors as f64,
@@ -170,18 +177,35 @@ async fn bench() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    if let [count] = counts[..] {
-        run(count).await;
+    // A step asked of this process by the one below.
+    if let (Ok(step), Ok(dir), [count]) =
+        (std::env::var(STEP), std::env::var(STEP_DIR), &counts[..])
+    {
+        match step.as_str() {
+            "load" => load(*count, Path::new(&dir)).await,
+            "serve" => serve(*count, Path::new(&dir)).await,
+            other => panic!("unknown step {other}"),
+        }
         return;
     }
-    // Each count in a process of its own, so one run's memory does not count in the next.
+    // Each step in a process of its own, so that what loading the pack (or an earlier
+    // count) allocated does not count in the service's memory.
     let me = std::env::current_exe().expect("this benchmark's path");
     for count in counts {
-        let status = std::process::Command::new(&me)
-            .arg("--bench")
-            .env("ATTUNE_BENCH_SENSORS", count.to_string())
-            .status()
-            .expect("run one count");
-        assert!(status.success(), "{count} timers: {status}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        for step in ["load", "serve"] {
+            let status = std::process::Command::new(&me)
+                .arg("--bench")
+                .env("ATTUNE_BENCH_SENSORS", count.to_string())
+                .env(STEP, step)
+                .env(STEP_DIR, dir.path())
+                .status()
+                .expect("run one step");
+            assert!(status.success(), "{count} timers, {step}: {status}");
+        }
     }
 }
+
+/// The step a child process runs (`load` or `serve`) and the directory of its database.
+const STEP: &str = "ATTUNE_BENCH_SENSORS_STEP";
+const STEP_DIR: &str = "ATTUNE_BENCH_SENSORS_DIR";
