@@ -4,10 +4,9 @@
 //! An allocator keeps freed memory for reuse (glibc's returns only what lies at the top
 //! of its heaps, mimalloc what stays free a while). Starting sensors frees a lot in
 //! between (the definitions read, state loads, the supervisor's status snapshots as the
-//! tree grew), so a service that had started 100,000 interval timers held 939 to 1,079
-//! MiB when all ran and 894 to 906 MiB once trimmed, with glibc's malloc; with mimalloc
-//! 954 MiB without `mi_collect` and 886 to 888 MiB with it (`cargo bench --bench
-//! sensors`, benches/README.md). The trim takes a few milliseconds on such a heap,
+//! tree grew): a process serving 100,000 interval timers holds 1,370 to 1,390 MiB when
+//! all have started and 1,088 MiB once trimmed (`cargo bench --bench sensors`,
+//! benches/README.md). The trim takes a few milliseconds on such a heap,
 //! during which allocations wait for it, so it runs on a blocking thread once the tree
 //! has been quiet for [`QUIET`], and at most once per [`MIN_GAP`]: the supervisor
 //! publishes its status after every message it handles (lease ticks every few seconds
