@@ -323,12 +323,18 @@ impl NewEnforcement {
         self.clone().into_stored(id, created)
     }
 
-    /// Like [`stored`](Self::stored), moving the documents instead of copying them.
-    pub fn into_stored(self, id: Id, created: DateTime<Utc>) -> Enforcement {
-        let status = match self.error {
+    /// The status it is stored with: failed when its action parameters could not be
+    /// rendered.
+    pub fn status(&self) -> &'static str {
+        match self.error {
             Some(_) => ENFORCEMENT_FAILED,
             None => ENFORCEMENT_CREATED,
-        };
+        }
+    }
+
+    /// Like [`stored`](Self::stored), moving the documents instead of copying them.
+    pub fn into_stored(self, id: Id, created: DateTime<Utc>) -> Enforcement {
+        let status = self.status();
         Enforcement {
             id,
             rule: self.rule,

@@ -116,17 +116,13 @@ pub(crate) fn insert_enforcements(
     for new in enforcements {
         let documents = EnforcementDocuments::of(&new)?;
         let enforcement = {
-            let status = match new.error {
-                Some(_) => attune_actors::domain::ENFORCEMENT_FAILED,
-                None => attune_actors::domain::ENFORCEMENT_CREATED,
-            };
             let inserted = insert
                 .execute(params![
                     new.rule,
                     new.rule_ref,
                     new.trigger_ref,
                     new.event,
-                    status,
+                    new.status(),
                     documents.payload.get(),
                     new.condition,
                     conditions.text(new.rule, &new.conditions),
